@@ -1,0 +1,28 @@
+# Makefile for the maestro extension (PGXS)
+
+MODULE_big = maestro
+OBJS = \
+	src/maestro.o \
+	src/options.o \
+	src/http.o \
+	src/errors.o \
+	src/json.o \
+	src/api.o \
+	src/convert.o \
+	src/functions.o
+
+EXTENSION = maestro
+DATA = maestro--0.1.sql
+PGFILEDESC = "maestro - DocuSign Maestro workflows from SQL"
+
+REGRESS = config privileges workflows trigger instances actions errors interrupts bad_input
+REGRESS_OPTS = --load-extension=maestro
+
+PG_CPPFLAGS = -I$(srcdir)/src
+# -Wno-unused-parameter: PostgreSQL's own headers trip it under -Wextra
+PG_CFLAGS = -Wall -Wextra -Wno-unused-parameter
+SHLIB_LINK = -lcurl -lcjson
+
+PG_CONFIG ?= pg_config
+PGXS := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)

@@ -1,0 +1,144 @@
+/*-------------------------------------------------------------------------
+ *
+ * api.c
+ *		The Maestro endpoints: for each, its method, path and body, sent
+ *		through http.c, and its 2xx body parsed into a cJSON tree.
+ *
+ * Paths are built only from validated uuids and the account id, so they
+ * hold no secret and need no escaping; they appear in error details as
+ * they are. Only GETs are marked idempotent: a POST is never re-sent.
+ *
+ * src/api.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "maestro.h"
+
+#include <curl/curl.h>
+
+#include "utils/json.h"
+
+static char *account_path(const MaestroConnection *conn, const char *fmt,...) pg_attribute_printf(2, 3);
+
+/* "/v1/accounts/{account}" followed by the formatted rest */
+static char *
+account_path(const MaestroConnection *conn, const char *fmt,...)
+{
+	StringInfoData path;
+	va_list		args;
+
+	initStringInfo(&path);
+	appendStringInfo(&path, "/v1/accounts/%s", conn->account_id);
+	for (;;)
+	{
+		int			needed;
+
+		va_start(args, fmt);
+		needed = appendStringInfoVA(&path, fmt, args);
+		va_end(args);
+		if (needed == 0)
+			break;
+		enlargeStringInfo(&path, needed);
+	}
+	return path.data;
+}
+
+static cJSON *
+call(const MaestroConnection *conn, const char *method, const char *path,
+	 const char *query, const char *body)
+{
+	MaestroRequest req;
+	MaestroResponse resp;
+
+	req.method = method;
+	req.path = path;
+	req.query = query;
+	req.body = body;
+	req.idempotent = (strcmp(method, "GET") == 0);
+
+	maestro_http_execute(conn, &req, &resp);
+	if (resp.status < 200 || resp.status > 299)
+		maestro_raise_http_error(conn, &req, &resp);
+	return maestro_json_parse(resp.body, resp.body_len, &req);
+}
+
+cJSON *
+maestro_get_workflows(const MaestroConnection *conn, const char *status)
+{
+	char	   *query = NULL;
+
+	if (status != NULL)
+	{
+		char	   *escaped = curl_easy_escape(NULL, status, 0);
+
+		if (escaped == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_OUT_OF_MEMORY),
+					 errmsg("out of memory")));
+		query = psprintf("status=%s", escaped);
+		curl_free(escaped);
+	}
+	return call(conn, "GET", account_path(conn, "/workflows"), query, NULL);
+}
+
+cJSON *
+maestro_get_trigger_requirements(const MaestroConnection *conn, const char *workflow_id)
+{
+	return call(conn, "GET",
+				account_path(conn, "/workflows/%s/trigger-requirements", workflow_id),
+				NULL, NULL);
+}
+
+/* inputs_json is the text of a JSON object. */
+cJSON *
+maestro_post_trigger(const MaestroConnection *conn, const char *workflow_id,
+					 const char *instance_name, const char *inputs_json)
+{
+	StringInfoData body;
+
+	initStringInfo(&body);
+	appendStringInfoString(&body, "{\"instance_name\":");
+	escape_json(&body, instance_name);
+	appendStringInfo(&body, ",\"trigger_inputs\":%s}", inputs_json);
+
+	return call(conn, "POST",
+				account_path(conn, "/workflows/%s/actions/trigger", workflow_id),
+				NULL, body.data);
+}
+
+cJSON *
+maestro_get_instances(const MaestroConnection *conn, const char *workflow_id)
+{
+	return call(conn, "GET",
+				account_path(conn, "/workflows/%s/instances", workflow_id),
+				NULL, NULL);
+}
+
+cJSON *
+maestro_get_instance(const MaestroConnection *conn, const char *workflow_id,
+					 const char *instance_id)
+{
+	return call(conn, "GET",
+				account_path(conn, "/workflows/%s/instances/%s", workflow_id, instance_id),
+				NULL, NULL);
+}
+
+/* action is "pause" or "resume"; neither takes a body. */
+cJSON *
+maestro_post_workflow_action(const MaestroConnection *conn, const char *workflow_id,
+							 const char *action)
+{
+	return call(conn, "POST",
+				account_path(conn, "/workflows/%s/actions/%s", workflow_id, action),
+				NULL, NULL);
+}
+
+cJSON *
+maestro_post_cancel(const MaestroConnection *conn, const char *workflow_id,
+					const char *instance_id)
+{
+	return call(conn, "POST",
+				account_path(conn, "/workflows/%s/instances/%s/actions/cancel",
+							 workflow_id, instance_id),
+				NULL, NULL);
+}

@@ -1,0 +1,438 @@
+/*-------------------------------------------------------------------------
+ *
+ * http.c
+ *		The synchronous HTTP layer: one reused libcurl handle per backend,
+ *		timeouts, interrupts, the response size cap and GET retries.
+ *
+ * A single easy handle is driven through a persistent multi handle rather
+ * than curl_easy_perform(): the multi handle keeps the connection cache
+ * (keep-alive and TLS session reuse across calls), and polling it in short
+ * slices lets pg_cancel_backend() and statement_timeout stop a transfer
+ * within INTERRUPT_POLL_MS instead of curl's one-second progress ticks.
+ *
+ * Nothing here calls ereport() while libcurl is on the stack: callbacks
+ * only record what happened, and errors are raised after the transfer
+ * has been detached and every malloc'd object released.
+ *
+ * src/http.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "maestro.h"
+
+#include <curl/curl.h>
+
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "storage/latch.h"
+#include "storage/proc.h"
+#include "utils/wait_event.h"
+#include "utils/timestamp.h"
+#include "utils/memutils.h"
+#include "utils/elog.h"
+#include "access/xact.h"
+#include "common/pg_prng.h"
+
+/* How long one poll may block before interrupts are looked at again. */
+#define INTERRUPT_POLL_MS	25
+
+/* Backoff between GET retries, as DocuSign's SDKs do it. */
+#define RETRY_INITIAL_MS	500
+#define RETRY_MAX_BACKOFF_MS 5000
+/* A Retry-After longer than this is not waited for: the error is raised. */
+#define RETRY_MAX_WAIT_MS	30000
+
+static CURLM *maestro_multi = NULL;
+static CURL *maestro_easy = NULL;
+
+/* What the write callback collects: malloc'd, freed by the caller. */
+typedef struct TransferBuffer
+{
+	char	   *data;
+	size_t		len;
+	size_t		cap;
+	size_t		limit;
+	bool		too_large;
+	bool		out_of_memory;
+} TransferBuffer;
+
+static size_t
+write_callback(char *ptr, size_t size, size_t nmemb, void *userdata)
+{
+	TransferBuffer *buf = (TransferBuffer *) userdata;
+	size_t		n = size * nmemb;
+
+	if (buf->len + n > buf->limit)
+	{
+		buf->too_large = true;
+		return 0;				/* makes libcurl fail with CURLE_WRITE_ERROR */
+	}
+	if (buf->len + n + 1 > buf->cap)
+	{
+		size_t		newcap = Max(buf->cap * 2, buf->len + n + 1);
+		char	   *grown;
+
+		newcap = Max(newcap, 8192);
+		grown = realloc(buf->data, newcap);
+		if (grown == NULL)
+		{
+			buf->out_of_memory = true;
+			return 0;
+		}
+		buf->data = grown;
+		buf->cap = newcap;
+	}
+	memcpy(buf->data + buf->len, ptr, n);
+	buf->len += n;
+	buf->data[buf->len] = '\0';
+	return n;
+}
+
+bool
+maestro_http_status_retryable(long status)
+{
+	return status == 429 || status == 502 || status == 503 || status == 504;
+}
+
+/* Transport failures after which a GET may be sent again. */
+static bool
+transport_retryable(CURLcode rc)
+{
+	switch (rc)
+	{
+		case CURLE_COULDNT_CONNECT:
+		case CURLE_OPERATION_TIMEDOUT:
+		case CURLE_SEND_ERROR:
+		case CURLE_RECV_ERROR:
+		case CURLE_GOT_NOTHING:
+		case CURLE_PARTIAL_FILE:
+		case CURLE_SSL_CONNECT_ERROR:
+			return true;
+		default:
+			return false;
+	}
+}
+
+static void
+ensure_handles(void)
+{
+	if (maestro_multi == NULL)
+	{
+		maestro_multi = curl_multi_init();
+		if (maestro_multi == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_OUT_OF_MEMORY),
+					 errmsg("could not create a libcurl multi handle")));
+		/* one host, one request at a time: a small cache is plenty */
+		curl_multi_setopt(maestro_multi, CURLMOPT_MAXCONNECTS, 4L);
+	}
+	if (maestro_easy == NULL)
+	{
+		maestro_easy = curl_easy_init();
+		if (maestro_easy == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_OUT_OF_MEMORY),
+					 errmsg("could not create a libcurl handle")));
+	}
+	else
+		curl_easy_reset(maestro_easy);	/* keeps connections and caches */
+}
+
+/*
+ * Drive one transfer to its end, or until an interrupt is pending. The
+ * easy handle is always detached again, so an aborted transfer's
+ * half-used connection is closed by libcurl, never reused.
+ */
+static CURLcode
+run_transfer(bool *interrupted)
+{
+	CURLcode	result = CURLE_OK;
+	CURLMcode	mc;
+	CURLMsg    *msg;
+	int			running = 1;
+	int			left;
+	bool		done = false;
+
+	*interrupted = false;
+	mc = curl_multi_add_handle(maestro_multi, maestro_easy);
+	if (mc != CURLM_OK)
+		return CURLE_FAILED_INIT;
+
+	pgstat_report_wait_start(PG_WAIT_EXTENSION);
+	while (running)
+	{
+		mc = curl_multi_perform(maestro_multi, &running);
+		if (mc != CURLM_OK)
+			break;
+		if (QueryCancelPending || ProcDiePending)
+		{
+			*interrupted = true;
+			break;
+		}
+		if (running)
+		{
+			mc = curl_multi_poll(maestro_multi, NULL, 0, INTERRUPT_POLL_MS, NULL);
+			if (mc != CURLM_OK)
+				break;
+		}
+	}
+	pgstat_report_wait_end();
+
+	while ((msg = curl_multi_info_read(maestro_multi, &left)) != NULL)
+	{
+		if (msg->msg == CURLMSG_DONE && msg->easy_handle == maestro_easy)
+		{
+			result = msg->data.result;
+			done = true;
+		}
+	}
+	curl_multi_remove_handle(maestro_multi, maestro_easy);
+
+	if (*interrupted)
+		return CURLE_ABORTED_BY_CALLBACK;
+	if (mc != CURLM_OK)
+		return CURLE_FAILED_INIT;
+	if (!done)
+		return CURLE_GOT_NOTHING;
+	return result;
+}
+
+/* The moment statement_timeout will fire, or 0 when it is off. */
+static TimestampTz
+statement_deadline(void)
+{
+	if (StatementTimeout <= 0 || !IsTransactionState())
+		return 0;
+	return TimestampTzPlusMilliseconds(GetCurrentStatementStartTimestamp(),
+									   StatementTimeout);
+}
+
+/* Sleep that cancel, statement_timeout and shutdown can cut short. */
+static void
+sleep_interruptibly(long ms)
+{
+	TimestampTz end = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), ms);
+
+	for (;;)
+	{
+		long		left = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), end);
+
+		CHECK_FOR_INTERRUPTS();
+		if (left <= 0)
+			break;
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 left, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+	}
+}
+
+static long
+backoff_ms(int attempt)
+{
+	long		ms = RETRY_INITIAL_MS;
+	int			i;
+
+	for (i = 0; i < attempt && ms < RETRY_MAX_BACKOFF_MS; i++)
+		ms *= 2;
+	ms = Min(ms, RETRY_MAX_BACKOFF_MS);
+	/* full jitter on the upper half, so that backends do not march in step */
+	return ms / 2 + (long) (pg_prng_double(&pg_global_prng_state) * (ms / 2));
+}
+
+static struct curl_slist *
+append_header(struct curl_slist *list, const char *header, bool *failed)
+{
+	struct curl_slist *grown = curl_slist_append(list, header);
+
+	if (grown == NULL)
+	{
+		*failed = true;
+		return list;
+	}
+	return grown;
+}
+
+static void
+raise_transport_error(const MaestroRequest *req, CURLcode rc,
+					  const char *curl_message, const TransferBuffer *buf,
+					  int retries)
+{
+	const char *what = curl_message[0] ? curl_message : curl_easy_strerror(rc);
+
+	if (buf->too_large || rc == CURLE_FILESIZE_EXCEEDED)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("Maestro response is larger than maestro.max_response_size (%d kB)",
+						maestro_max_response_kb),
+				 errdetail("%s %s", req->method, req->path),
+				 errhint("Raise maestro.max_response_size if such large responses are expected.")));
+	if (buf->out_of_memory)
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("out of memory while receiving a Maestro response"),
+				 errdetail("%s %s", req->method, req->path)));
+	if (rc == CURLE_OPERATION_TIMEDOUT)
+		ereport(ERROR,
+				(errcode(ERRCODE_CONNECTION_FAILURE),
+				 errmsg("Maestro request timed out"),
+				 errdetail("%s %s: %s%s.", req->method, req->path, maestro_redact(what),
+						   retries > 0 ? psprintf(" (after %d retries)", retries) : ""),
+				 errhint("maestro.connect_timeout is %d ms and maestro.request_timeout is %d ms.",
+						 maestro_connect_timeout_ms, maestro_request_timeout_ms)));
+	ereport(ERROR,
+			(errcode(ERRCODE_CONNECTION_FAILURE),
+			 errmsg("could not complete the Maestro request"),
+			 errdetail("%s %s: %s (curl error %d)%s.", req->method, req->path,
+					   maestro_redact(what), (int) rc,
+					   retries > 0 ? psprintf(", after %d retries", retries) : ""),
+			 errhint("Check the base_url option of the server and that the host is reachable.")));
+}
+
+/*
+ * Send one request, retrying it when it is idempotent and failed in a
+ * retryable way. On return resp holds the final HTTP status and body, 2xx
+ * or not: the caller decides what a status means. Transport failures,
+ * interrupts and the size cap raise errors here.
+ */
+void
+maestro_http_execute(const MaestroConnection *conn, const MaestroRequest *req,
+					 MaestroResponse *resp)
+{
+	struct curl_slist *volatile headers = NULL;
+	TransferBuffer *volatile buf = palloc0(sizeof(TransferBuffer));
+	char		curl_message[CURL_ERROR_SIZE];
+	char	   *url;
+	char	   *auth;
+	TimestampTz deadline = statement_deadline();
+	CURLcode	rc = CURLE_OK;
+	bool		interrupted = false;
+	bool		header_failed = false;
+	int			attempt;
+
+	buf->limit = (size_t) maestro_max_response_kb * 1024;
+	memset(resp, 0, sizeof(*resp));
+
+	url = psprintf("%s%s%s%s", conn->base_url, req->path,
+				   req->query ? "?" : "", req->query ? req->query : "");
+	auth = psprintf("Authorization: Bearer %s", conn->access_token);
+
+	PG_TRY();
+	{
+		struct curl_slist *list = NULL;
+
+		list = append_header(list, "Accept: application/json", &header_failed);
+		list = append_header(list, auth, &header_failed);
+		list = append_header(list, "Expect:", &header_failed);
+		if (req->body)
+			list = append_header(list, "Content-Type: application/json", &header_failed);
+		headers = list;
+		explicit_bzero(auth, strlen(auth));
+		if (header_failed)
+			ereport(ERROR,
+					(errcode(ERRCODE_OUT_OF_MEMORY),
+					 errmsg("out of memory while building a Maestro request")));
+
+		for (attempt = 0;; attempt++)
+		{
+			long		wait_ms;
+
+			ensure_handles();
+			buf->len = 0;
+			buf->too_large = buf->out_of_memory = false;
+			curl_message[0] = '\0';
+
+			curl_easy_setopt(maestro_easy, CURLOPT_URL, url);
+			curl_easy_setopt(maestro_easy, CURLOPT_NOSIGNAL, 1L);
+			curl_easy_setopt(maestro_easy, CURLOPT_PROTOCOLS_STR, "http,https");
+			curl_easy_setopt(maestro_easy, CURLOPT_FOLLOWLOCATION, 0L);
+			curl_easy_setopt(maestro_easy, CURLOPT_HTTPHEADER, (struct curl_slist *) headers);
+			curl_easy_setopt(maestro_easy, CURLOPT_USERAGENT,
+							 "maestro/" MAESTRO_VERSION " (PostgreSQL " PG_MAJORVERSION ")");
+			curl_easy_setopt(maestro_easy, CURLOPT_CONNECTTIMEOUT_MS, (long) maestro_connect_timeout_ms);
+			curl_easy_setopt(maestro_easy, CURLOPT_TIMEOUT_MS, (long) maestro_request_timeout_ms);
+			curl_easy_setopt(maestro_easy, CURLOPT_TCP_KEEPALIVE, 1L);
+			curl_easy_setopt(maestro_easy, CURLOPT_ACCEPT_ENCODING, "");
+			curl_easy_setopt(maestro_easy, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t) buf->limit);
+			curl_easy_setopt(maestro_easy, CURLOPT_WRITEFUNCTION, write_callback);
+			curl_easy_setopt(maestro_easy, CURLOPT_WRITEDATA, (TransferBuffer *) buf);
+			curl_easy_setopt(maestro_easy, CURLOPT_ERRORBUFFER, curl_message);
+			if (strcmp(req->method, "POST") == 0)
+			{
+				curl_easy_setopt(maestro_easy, CURLOPT_POST, 1L);
+				curl_easy_setopt(maestro_easy, CURLOPT_POSTFIELDS, req->body ? req->body : "");
+				curl_easy_setopt(maestro_easy, CURLOPT_POSTFIELDSIZE,
+								 (long) (req->body ? strlen(req->body) : 0));
+			}
+			else
+				curl_easy_setopt(maestro_easy, CURLOPT_HTTPGET, 1L);
+
+			rc = run_transfer(&interrupted);
+			if (interrupted)
+				break;
+
+			resp->status = 0;
+			if (rc == CURLE_OK)
+				curl_easy_getinfo(maestro_easy, CURLINFO_RESPONSE_CODE, &resp->status);
+
+			if (!req->idempotent || attempt >= maestro_max_retries)
+				break;
+			if (rc == CURLE_OK ? !maestro_http_status_retryable(resp->status)
+				: (!transport_retryable(rc) || buf->too_large))
+				break;
+
+			wait_ms = backoff_ms(attempt);
+			if (rc == CURLE_OK)
+			{
+				curl_off_t	retry_after = -1;
+
+				if (curl_easy_getinfo(maestro_easy, CURLINFO_RETRY_AFTER, &retry_after) == CURLE_OK &&
+					retry_after >= 0)
+					wait_ms = Max(wait_ms, (long) retry_after * 1000);
+			}
+			if (wait_ms > RETRY_MAX_WAIT_MS)
+				break;
+			if (deadline != 0 &&
+				TimestampTzPlusMilliseconds(GetCurrentTimestamp(), wait_ms) >= deadline)
+				break;
+
+			sleep_interruptibly(wait_ms);
+			resp->retries++;
+		}
+
+		if (interrupted)
+		{
+			/* let PostgreSQL raise its own error: 57014, or FATAL on die */
+			CHECK_FOR_INTERRUPTS();
+			ereport(ERROR,
+					(errcode(ERRCODE_QUERY_CANCELED),
+					 errmsg("canceling Maestro request due to an interrupt")));
+		}
+		if (rc != CURLE_OK)
+			raise_transport_error(req, rc, curl_message, (TransferBuffer *) buf, resp->retries);
+
+		{
+			char	   *ctype = NULL;
+
+			curl_easy_getinfo(maestro_easy, CURLINFO_CONTENT_TYPE, &ctype);
+			strlcpy(resp->content_type, ctype ? ctype : "", sizeof(resp->content_type));
+		}
+		resp->body = palloc(buf->len + 1);
+		if (buf->len > 0)
+			memcpy(resp->body, buf->data, buf->len);
+		resp->body[buf->len] = '\0';
+		resp->body_len = buf->len;
+	}
+	PG_FINALLY();
+	{
+		curl_slist_free_all((struct curl_slist *) headers);
+		free(buf->data);
+		pfree(auth);
+		/* the handle must not point at freed headers or a stack buffer */
+		if (maestro_easy != NULL)
+			curl_easy_reset(maestro_easy);
+	}
+	PG_END_TRY();
+
+	pfree(buf);
+	pfree(url);
+}

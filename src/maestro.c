@@ -1,0 +1,88 @@
+/*-------------------------------------------------------------------------
+ *
+ * maestro.c
+ *		Module entry point: the GUCs and the one-time library set-up.
+ *
+ * Everything a backend configures about its Maestro calls is a GUC in the
+ * "maestro" prefix; secrets are never GUCs (they live in user mappings).
+ *
+ * src/maestro.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "maestro.h"
+
+#include <curl/curl.h>
+
+#include "utils/guc.h"
+#include "utils/memutils.h"
+
+PG_MODULE_MAGIC;
+
+char	   *maestro_server_name = NULL;
+int			maestro_connect_timeout_ms = 5000;
+int			maestro_request_timeout_ms = 30000;
+int			maestro_max_response_kb = 10240;
+int			maestro_max_retries = 3;
+
+void		_PG_init(void);
+
+void
+_PG_init(void)
+{
+	/*
+	 * curl_global_init is not thread-safe and must run before any handle
+	 * exists; the backend is single-threaded and loads us once.
+	 */
+	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_SYSTEM_ERROR),
+				 errmsg("could not initialize libcurl")));
+
+	DefineCustomStringVariable("maestro.server",
+							   "Foreign server (of the maestro wrapper) that maestro functions call.",
+							   "When empty and exactly one maestro server exists, that one is used.",
+							   &maestro_server_name,
+							   "",
+							   PGC_USERSET,
+							   0,
+							   NULL, NULL, NULL);
+
+	DefineCustomIntVariable("maestro.connect_timeout",
+							"Time allowed to connect to Maestro.",
+							NULL,
+							&maestro_connect_timeout_ms,
+							5000, 1, 3600 * 1000,
+							PGC_USERSET,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("maestro.request_timeout",
+							"Time allowed for one Maestro HTTP request, connecting included.",
+							"Retries get the full time again; statement_timeout bounds them all.",
+							&maestro_request_timeout_ms,
+							30000, 1, 24 * 3600 * 1000,
+							PGC_USERSET,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("maestro.max_response_size",
+							"Largest Maestro response body accepted.",
+							NULL,
+							&maestro_max_response_kb,
+							10240, 1, MaxAllocSize / 1024 / 2,
+							PGC_USERSET,
+							GUC_UNIT_KB,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("maestro.max_retries",
+							"How many times a failed read-only Maestro request is retried.",
+							"Only GETs are retried, on 429, 502, 503, 504 and transport errors.",
+							&maestro_max_retries,
+							3, 0, 10,
+							PGC_USERSET,
+							0,
+							NULL, NULL, NULL);
+
+	MarkGUCPrefixReserved("maestro");
+}

@@ -1,0 +1,122 @@
+/*-------------------------------------------------------------------------
+ *
+ * maestro.h
+ *		Private declarations shared by the files of the maestro extension.
+ *
+ * The flow is one-directional:
+ *
+ *	functions.c (SQL wrappers) -> api.c (endpoints) -> http.c (libcurl)
+ *	  -> json.c (cJSON parsing) -> convert.c (JSON values to Datums/rows)
+ *
+ * options.c turns foreign servers and user mappings into a
+ * MaestroConnection; errors.c turns failed HTTP exchanges into ereports.
+ *
+ * src/maestro.h
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef MAESTRO_H
+#define MAESTRO_H
+
+#include "postgres.h"
+
+#include <cjson/cJSON.h>
+
+#include "fmgr.h"
+#include "lib/stringinfo.h"
+#include "utils/timestamp.h"
+
+#define MAESTRO_VERSION "0.1"
+#define MAESTRO_FDW_NAME "maestro"
+#define MAESTRO_DEFAULT_BASE_URL "https://api.docusign.com"
+
+/* GUCs (maestro.c) */
+extern char *maestro_server_name;
+extern int	maestro_connect_timeout_ms;
+extern int	maestro_request_timeout_ms;
+extern int	maestro_max_response_kb;
+extern int	maestro_max_retries;
+
+/*
+ * Everything needed to talk to one Maestro account as one role: built from
+ * a foreign server and the user mapping of the calling role (options.c).
+ * The access token lives only here and in the curl header list.
+ */
+typedef struct MaestroConnection
+{
+	char	   *server_name;
+	char	   *base_url;		/* no trailing slash */
+	char	   *account_id;		/* canonical uuid text */
+	char	   *access_token;
+} MaestroConnection;
+
+/* One HTTP exchange as api.c describes it to http.c. */
+typedef struct MaestroRequest
+{
+	const char *method;			/* "GET" or "POST" */
+	const char *path;			/* "/v1/accounts/..."; never holds a secret */
+	const char *query;			/* "status=active" or NULL; already escaped */
+	const char *body;			/* JSON text or NULL */
+	bool		idempotent;		/* may be retried (GETs only) */
+} MaestroRequest;
+
+/* What came back; body is palloc'd and NUL-terminated. */
+typedef struct MaestroResponse
+{
+	long		status;
+	char	   *body;
+	size_t		body_len;
+	char		content_type[128];
+	int			retries;		/* how many times the request was re-sent */
+} MaestroResponse;
+
+/* options.c */
+extern MaestroConnection *maestro_connect(void);
+extern bool maestro_is_uuid(const char *text);
+
+/* http.c */
+extern void maestro_http_execute(const MaestroConnection *conn,
+								 const MaestroRequest *req,
+								 MaestroResponse *resp);
+extern bool maestro_http_status_retryable(long status);
+
+/* errors.c */
+extern void maestro_raise_http_error(const MaestroConnection *conn,
+									 const MaestroRequest *req,
+									 const MaestroResponse *resp) pg_attribute_noreturn();
+extern char *maestro_error_message_from_body(const char *body, size_t len,
+											 const char *content_type);
+extern char *maestro_redact(const char *text);
+
+/* json.c */
+extern cJSON *maestro_json_parse(const char *body, size_t len,
+								 const MaestroRequest *req);
+extern cJSON *maestro_json_try_parse(const char *body, size_t len);
+extern char *maestro_json_print(const cJSON *item);
+
+/* api.c: one function per endpoint; each returns the parsed 2xx body */
+extern cJSON *maestro_get_workflows(const MaestroConnection *conn, const char *status);
+extern cJSON *maestro_get_trigger_requirements(const MaestroConnection *conn,
+											   const char *workflow_id);
+extern cJSON *maestro_post_trigger(const MaestroConnection *conn, const char *workflow_id,
+								   const char *instance_name, const char *inputs_json);
+extern cJSON *maestro_get_instances(const MaestroConnection *conn, const char *workflow_id);
+extern cJSON *maestro_get_instance(const MaestroConnection *conn, const char *workflow_id,
+								   const char *instance_id);
+extern cJSON *maestro_post_workflow_action(const MaestroConnection *conn,
+										   const char *workflow_id, const char *action);
+extern cJSON *maestro_post_cancel(const MaestroConnection *conn, const char *workflow_id,
+								  const char *instance_id);
+
+/* convert.c */
+extern const cJSON *maestro_json_member(const cJSON *object, const char *key);
+extern Datum maestro_json_to_text(const cJSON *item, bool *isnull);
+extern Datum maestro_json_to_uuid(const cJSON *item, bool *isnull);
+extern Datum maestro_json_to_timestamptz(const cJSON *item, bool *isnull);
+extern Datum maestro_json_to_int4(const cJSON *item, bool *isnull);
+extern Datum maestro_json_to_jsonb(const cJSON *item, bool *isnull);
+extern Datum maestro_json_to_text_array(const cJSON *item, bool *isnull);
+extern bool maestro_parse_rfc3339(const char *text, TimestampTz *result);
+extern const cJSON *maestro_json_list(const cJSON *root, const char *wrapper_key);
+
+#endif							/* MAESTRO_H */

@@ -1,0 +1,413 @@
+/*-------------------------------------------------------------------------
+ *
+ * options.c
+ *		The maestro foreign-data wrapper's options: their validation at
+ *		CREATE/ALTER time, and their resolution into a MaestroConnection
+ *		for the calling role at call time.
+ *
+ * Endpoints and the account id are server options (world-readable);
+ * the access token is a user-mapping option (hidden from other roles).
+ * Nothing here caches: ALTER SERVER and ALTER USER MAPPING take effect on
+ * the next call.
+ *
+ * src/options.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "maestro.h"
+
+#include <curl/curl.h>
+
+#include "access/genam.h"
+#include "access/htup_details.h"
+#include "access/reloptions.h"
+#include "access/table.h"
+#include "catalog/pg_foreign_data_wrapper.h"
+#include "catalog/pg_foreign_server.h"
+#include "catalog/pg_user_mapping.h"
+#include "commands/defrem.h"
+#include "foreign/foreign.h"
+#include "miscadmin.h"
+#include "utils/acl.h"
+#include "utils/builtins.h"
+#include "utils/fmgroids.h"
+#include "utils/rel.h"
+#include "utils/syscache.h"
+
+PG_FUNCTION_INFO_V1(maestro_fdw_validator);
+
+typedef struct MaestroOption
+{
+	const char *name;
+	Oid			context;		/* catalog the option belongs to */
+} MaestroOption;
+
+static const MaestroOption maestro_options[] = {
+	{"base_url", ForeignServerRelationId},
+	{"account_id", ForeignServerRelationId},
+	{"access_token", UserMappingRelationId},
+	{NULL, InvalidOid}
+};
+
+static const char *
+option_context_name(Oid context)
+{
+	switch (context)
+	{
+		case ForeignServerRelationId:
+			return "CREATE SERVER";
+		case UserMappingRelationId:
+			return "CREATE USER MAPPING";
+		case ForeignDataWrapperRelationId:
+			return "CREATE FOREIGN DATA WRAPPER";
+		default:
+			return "CREATE FOREIGN TABLE";
+	}
+}
+
+/*
+ * Canonical 8-4-4-4-12 hex text; what uuid_out produces and what the API
+ * puts in its paths.
+ */
+bool
+maestro_is_uuid(const char *text)
+{
+	int			i;
+
+	if (text == NULL || strlen(text) != 36)
+		return false;
+	for (i = 0; i < 36; i++)
+	{
+		if (i == 8 || i == 13 || i == 18 || i == 23)
+		{
+			if (text[i] != '-')
+				return false;
+		}
+		else if (!isxdigit((unsigned char) text[i]))
+			return false;
+	}
+	return true;
+}
+
+/*
+ * A base URL must be an absolute http(s) URL without credentials, query or
+ * fragment: the token goes to whatever host it names, and anything after
+ * the path would corrupt the request paths appended to it.
+ */
+static void
+validate_base_url(const char *value)
+{
+	CURLU	   *url = curl_url();
+	CURLUcode	rc;
+	char	   *scheme = NULL;
+	char	   *host = NULL;
+	char	   *user = NULL;
+	char	   *query = NULL;
+	char	   *fragment = NULL;
+	const char *problem = NULL;
+
+	if (url == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("out of memory")));
+
+	rc = curl_url_set(url, CURLUPART_URL, value, CURLU_NON_SUPPORT_SCHEME);
+	if (rc != CURLUE_OK)
+		problem = curl_url_strerror(rc);
+	else
+	{
+		curl_url_get(url, CURLUPART_SCHEME, &scheme, 0);
+		curl_url_get(url, CURLUPART_HOST, &host, 0);
+		curl_url_get(url, CURLUPART_USER, &user, 0);
+		curl_url_get(url, CURLUPART_QUERY, &query, 0);
+		curl_url_get(url, CURLUPART_FRAGMENT, &fragment, 0);
+
+		if (scheme == NULL ||
+			(pg_strcasecmp(scheme, "http") != 0 && pg_strcasecmp(scheme, "https") != 0))
+			problem = "the scheme must be http or https";
+		else if (host == NULL || host[0] == '\0')
+			problem = "it names no host";
+		else if (user != NULL)
+			problem = "it must not carry credentials; the access token belongs in the user mapping";
+		else if (query != NULL || fragment != NULL)
+			problem = "it must not have a query string or fragment";
+		else if (strncasecmp(value, "http://", 7) != 0 &&
+				 strncasecmp(value, "https://", 8) != 0)
+			problem = "it must start with http:// or https://";
+	}
+
+	curl_free(scheme);
+	curl_free(host);
+	curl_free(user);
+	curl_free(query);
+	curl_free(fragment);
+	curl_url_cleanup(url);
+
+	if (problem != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_FDW_INVALID_OPTION_NAME),
+				 errmsg("invalid value for option \"base_url\": \"%s\"", value),
+				 errdetail("The URL is not usable: %s.", problem),
+				 errhint("Use the API's root, e.g. 'https://api-d.docusign.com' for the demo environment or 'https://api.docusign.com' for production.")));
+}
+
+/*
+ * The token becomes an HTTP header: anything but visible ASCII could split
+ * it into further headers. The value is never echoed.
+ */
+static void
+validate_access_token(const char *value)
+{
+	const char *p;
+
+	if (value[0] == '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_FDW_INVALID_OPTION_NAME),
+				 errmsg("option \"access_token\" must not be empty")));
+	for (p = value; *p; p++)
+	{
+		if (*p <= ' ' || *p >= 127)
+			ereport(ERROR,
+					(errcode(ERRCODE_FDW_INVALID_OPTION_NAME),
+					 errmsg("invalid value for option \"access_token\""),
+					 errdetail("The token contains white space or a non-ASCII character at position %d.",
+							   (int) (p - value) + 1),
+					 errhint("Paste the token alone, without the \"Bearer \" prefix.")));
+	}
+}
+
+Datum
+maestro_fdw_validator(PG_FUNCTION_ARGS)
+{
+	List	   *options = untransformRelOptions(PG_GETARG_DATUM(0));
+	Oid			catalog = PG_GETARG_OID(1);
+	bool		have_account = false;
+	ListCell   *cell;
+
+	foreach(cell, options)
+	{
+		DefElem    *def = (DefElem *) lfirst(cell);
+		const MaestroOption *opt;
+		bool		known = false;
+		StringInfoData valid;
+
+		initStringInfo(&valid);
+		for (opt = maestro_options; opt->name; opt++)
+		{
+			if (opt->context != catalog)
+				continue;
+			if (strcmp(opt->name, def->defname) == 0)
+				known = true;
+			appendStringInfo(&valid, "%s%s", valid.len ? ", " : "", opt->name);
+		}
+
+		if (!known)
+			ereport(ERROR,
+					(errcode(ERRCODE_FDW_INVALID_OPTION_NAME),
+					 errmsg("invalid option \"%s\" for %s of the maestro wrapper",
+							def->defname, option_context_name(catalog)),
+					 valid.len > 0
+					 ? errhint("Valid options in this context are: %s.", valid.data)
+					 : errhint("There are no valid options in this context.")));
+
+		if (strcmp(def->defname, "base_url") == 0)
+			validate_base_url(defGetString(def));
+		else if (strcmp(def->defname, "account_id") == 0)
+		{
+			const char *value = defGetString(def);
+
+			if (!maestro_is_uuid(value))
+				ereport(ERROR,
+						(errcode(ERRCODE_FDW_INVALID_OPTION_NAME),
+						 errmsg("invalid value for option \"account_id\": \"%s\"", value),
+						 errdetail("The account id must be a UUID such as 7f09961a-42f9-4c2b-9d5e-3f1f0f6a2b10."),
+						 errhint("Use the \"API Account ID\" shown on the Apps and Keys page of DocuSign, not the account number.")));
+			have_account = true;
+		}
+		else if (strcmp(def->defname, "access_token") == 0)
+			validate_access_token(defGetString(def));
+	}
+
+	if (catalog == ForeignServerRelationId && !have_account)
+		ereport(ERROR,
+				(errcode(ERRCODE_FDW_OPTION_NAME_NOT_FOUND),
+				 errmsg("option \"account_id\" is required for a maestro server"),
+				 errhint("Add OPTIONS (account_id '<API Account ID>').")));
+
+	PG_RETURN_VOID();
+}
+
+/*
+ * Which server to call: maestro.server, or the only server of the maestro
+ * wrapper when that GUC is empty.
+ */
+static ForeignServer *
+choose_server(void)
+{
+	ForeignDataWrapper *fdw;
+	Relation	rel;
+	SysScanDesc scan;
+	HeapTuple	tuple;
+	Oid			found = InvalidOid;
+	int			count = 0;
+
+	fdw = GetForeignDataWrapperByName(MAESTRO_FDW_NAME, true);
+	if (fdw == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("foreign-data wrapper \"%s\" does not exist", MAESTRO_FDW_NAME),
+				 errhint("Run CREATE EXTENSION maestro.")));
+
+	if (maestro_server_name != NULL && maestro_server_name[0] != '\0')
+	{
+		ForeignServer *server = GetForeignServerByName(maestro_server_name, true);
+
+		if (server == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_OBJECT),
+					 errmsg("server \"%s\" named by maestro.server does not exist",
+							maestro_server_name),
+					 errhint("Create it with CREATE SERVER %s FOREIGN DATA WRAPPER maestro, or change maestro.server.",
+							 quote_identifier(maestro_server_name))));
+		if (server->fdwid != fdw->fdwid)
+			ereport(ERROR,
+					(errcode(ERRCODE_WRONG_OBJECT_TYPE),
+					 errmsg("server \"%s\" named by maestro.server does not use the maestro foreign-data wrapper",
+							maestro_server_name)));
+		return server;
+	}
+
+	rel = table_open(ForeignServerRelationId, AccessShareLock);
+	scan = systable_beginscan(rel, InvalidOid, false, NULL, 0, NULL);
+	while (HeapTupleIsValid(tuple = systable_getnext(scan)))
+	{
+		Form_pg_foreign_server form = (Form_pg_foreign_server) GETSTRUCT(tuple);
+
+		if (form->srvfdw == fdw->fdwid)
+		{
+			found = form->oid;
+			count++;
+		}
+	}
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
+
+	if (count == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("no maestro server exists"),
+				 errhint("Create one with CREATE SERVER docusign FOREIGN DATA WRAPPER maestro OPTIONS (account_id '...').")));
+	if (count > 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_AMBIGUOUS_PARAMETER),
+				 errmsg("maestro.server is not set and %d maestro servers exist", count),
+				 errhint("Choose one with SET maestro.server = '<server name>'.")));
+
+	return GetForeignServer(found);
+}
+
+/*
+ * The calling role's own mapping, else the PUBLIC one; unlike
+ * GetUserMapping() this fails with a privilege error that says what to
+ * create.
+ */
+static List *
+user_mapping_options(Oid userid, ForeignServer *server)
+{
+	HeapTuple	tuple;
+	Datum		datum;
+	bool		isnull;
+	List	   *options = NIL;
+
+	tuple = SearchSysCache2(USERMAPPINGUSERSERVER,
+							ObjectIdGetDatum(userid),
+							ObjectIdGetDatum(server->serverid));
+	if (!HeapTupleIsValid(tuple))
+		tuple = SearchSysCache2(USERMAPPINGUSERSERVER,
+								ObjectIdGetDatum(InvalidOid),
+								ObjectIdGetDatum(server->serverid));
+	if (!HeapTupleIsValid(tuple))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("role \"%s\" has no user mapping for maestro server \"%s\"",
+						GetUserNameFromId(userid, false), server->servername),
+				 errhint("Create one with CREATE USER MAPPING FOR %s SERVER %s OPTIONS (access_token '...').",
+						 quote_identifier(GetUserNameFromId(userid, false)),
+						 quote_identifier(server->servername))));
+
+	datum = SysCacheGetAttr(USERMAPPINGUSERSERVER, tuple,
+							Anum_pg_user_mapping_umoptions, &isnull);
+	if (!isnull)
+		options = untransformRelOptions(datum);
+	ReleaseSysCache(tuple);
+	return options;
+}
+
+static char *
+option_value(List *options, const char *name)
+{
+	ListCell   *cell;
+
+	foreach(cell, options)
+	{
+		DefElem    *def = (DefElem *) lfirst(cell);
+
+		if (strcmp(def->defname, name) == 0)
+			return defGetString(def);
+	}
+	return NULL;
+}
+
+MaestroConnection *
+maestro_connect(void)
+{
+	ForeignServer *server = choose_server();
+	Oid			userid = GetUserId();
+	AclResult	aclresult;
+	MaestroConnection *conn;
+	char	   *base_url;
+	List	   *mapping;
+	size_t		len;
+
+	aclresult = pg_foreign_server_aclcheck(server->serverid, userid, ACL_USAGE);
+	if (aclresult != ACLCHECK_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied for maestro server \"%s\"", server->servername),
+				 errdetail("Role \"%s\" lacks USAGE on the server.",
+						   GetUserNameFromId(userid, false)),
+				 errhint("A superuser or the server's owner can run GRANT USAGE ON FOREIGN SERVER %s TO %s.",
+						 quote_identifier(server->servername),
+						 quote_identifier(GetUserNameFromId(userid, false)))));
+
+	mapping = user_mapping_options(userid, server);
+
+	conn = palloc0(sizeof(MaestroConnection));
+	conn->server_name = pstrdup(server->servername);
+	conn->account_id = option_value(server->options, "account_id");
+	conn->access_token = option_value(mapping, "access_token");
+
+	base_url = option_value(server->options, "base_url");
+	base_url = pstrdup(base_url ? base_url : MAESTRO_DEFAULT_BASE_URL);
+	len = strlen(base_url);
+	while (len > 0 && base_url[len - 1] == '/')
+		base_url[--len] = '\0';
+	conn->base_url = base_url;
+
+	/* Catalog rows written before the validator existed could lack these. */
+	if (conn->account_id == NULL || !maestro_is_uuid(conn->account_id))
+		ereport(ERROR,
+				(errcode(ERRCODE_FDW_OPTION_NAME_NOT_FOUND),
+				 errmsg("maestro server \"%s\" has no valid account_id", server->servername),
+				 errhint("Run ALTER SERVER %s OPTIONS (ADD account_id '<API Account ID>').",
+						 quote_identifier(server->servername))));
+	if (conn->access_token == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION),
+				 errmsg("the user mapping for maestro server \"%s\" has no access_token",
+						server->servername),
+				 errhint("Run ALTER USER MAPPING FOR CURRENT_USER SERVER %s OPTIONS (ADD access_token '...').",
+						 quote_identifier(server->servername))));
+
+	return conn;
+}
