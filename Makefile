@@ -15,7 +15,7 @@ EXTENSION = maestro
 DATA = maestro--0.1.sql
 PGFILEDESC = "maestro - DocuSign Maestro workflows from SQL"
 
-REGRESS = config privileges workflows trigger instances actions errors interrupts bad_input
+REGRESS = setup config privileges workflows trigger instances actions errors interrupts bad_input
 REGRESS_OPTS = --load-extension=maestro
 
 PG_CPPFLAGS = -I$(srcdir)/src

@@ -143,14 +143,16 @@ maestro_workflows(PG_FUNCTION_ARGS)
 	char	   *status = PG_ARGISNULL(0) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(0));
 	MaestroConnection *conn;
 	MemoryContext oldcxt;
+	const cJSON *list;
 	const cJSON *wf;
 
 	InitMaterializedSRF(fcinfo, 0);
 	conn = maestro_connect();
 
 	oldcxt = call_context_begin();
-	cJSON_ArrayForEach(wf, required_list(maestro_get_workflows(conn, status),
-										 "workflows", "workflows"))
+	/* cJSON_ArrayForEach evaluates its array argument more than once */
+	list = required_list(maestro_get_workflows(conn, status), "workflows", "workflows");
+	cJSON_ArrayForEach(wf, list)
 	{
 		Datum		values[WORKFLOW_COLUMNS];
 		bool		nulls[WORKFLOW_COLUMNS];
@@ -186,15 +188,16 @@ maestro_trigger_inputs(PG_FUNCTION_ARGS)
 	char	   *workflow_id = uuid_argument(fcinfo, 0, "workflow_id");
 	MaestroConnection *conn;
 	MemoryContext oldcxt;
-	cJSON	   *root;
+	const cJSON *fields;
 	const cJSON *field;
 
 	InitMaterializedSRF(fcinfo, 0);
 	conn = maestro_connect();
 
 	oldcxt = call_context_begin();
-	root = maestro_get_trigger_requirements(conn, workflow_id);
-	cJSON_ArrayForEach(field, maestro_json_member(root, "trigger_input_schema"))
+	fields = maestro_json_member(maestro_get_trigger_requirements(conn, workflow_id),
+								 "trigger_input_schema");
+	cJSON_ArrayForEach(field, fields)
 	{
 		Datum		values[INPUT_COLUMNS];
 		bool		nulls[INPUT_COLUMNS];
@@ -290,14 +293,15 @@ maestro_instances(PG_FUNCTION_ARGS)
 	Datum		workflow_datum = PG_GETARG_DATUM(0);
 	MaestroConnection *conn;
 	MemoryContext oldcxt;
+	const cJSON *list;
 	const cJSON *inst;
 
 	InitMaterializedSRF(fcinfo, 0);
 	conn = maestro_connect();
 
 	oldcxt = call_context_begin();
-	cJSON_ArrayForEach(inst, required_list(maestro_get_instances(conn, workflow_id),
-										   "instances", "instances"))
+	list = required_list(maestro_get_instances(conn, workflow_id), "instances", "instances");
+	cJSON_ArrayForEach(inst, list)
 	{
 		Datum		values[INSTANCE_COLUMNS];
 		bool		nulls[INSTANCE_COLUMNS];

@@ -356,6 +356,14 @@ maestro_http_execute(const MaestroConnection *conn, const MaestroRequest *req,
 			curl_easy_setopt(maestro_easy, CURLOPT_WRITEFUNCTION, write_callback);
 			curl_easy_setopt(maestro_easy, CURLOPT_WRITEDATA, (TransferBuffer *) buf);
 			curl_easy_setopt(maestro_easy, CURLOPT_ERRORBUFFER, curl_message);
+			/*
+			 * libcurl silently re-sends a request whose reused connection
+			 * turns out dead before any response byte arrives; the server
+			 * may have acted on the first copy. For a request that must
+			 * not be repeated, a fresh connection rules that out.
+			 */
+			if (!req->idempotent)
+				curl_easy_setopt(maestro_easy, CURLOPT_FRESH_CONNECT, 1L);
 			if (strcmp(req->method, "POST") == 0)
 			{
 				curl_easy_setopt(maestro_easy, CURLOPT_POST, 1L);

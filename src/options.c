@@ -55,13 +55,13 @@ option_context_name(Oid context)
 	switch (context)
 	{
 		case ForeignServerRelationId:
-			return "CREATE SERVER";
+			return "server";
 		case UserMappingRelationId:
-			return "CREATE USER MAPPING";
+			return "user mapping";
 		case ForeignDataWrapperRelationId:
-			return "CREATE FOREIGN DATA WRAPPER";
+			return "foreign-data wrapper";
 		default:
-			return "CREATE FOREIGN TABLE";
+			return "foreign table";
 	}
 }
 
@@ -112,7 +112,10 @@ validate_base_url(const char *value)
 				 errmsg("out of memory")));
 
 	rc = curl_url_set(url, CURLUPART_URL, value, CURLU_NON_SUPPORT_SCHEME);
-	if (rc != CURLUE_OK)
+	if (strncasecmp(value, "http://", 7) != 0 && strncasecmp(value, "https://", 8) != 0 &&
+		strstr(value, "://") == NULL)
+		problem = "it must start with http:// or https://";
+	else if (rc != CURLUE_OK)
 		problem = curl_url_strerror(rc);
 	else
 	{
@@ -131,9 +134,6 @@ validate_base_url(const char *value)
 			problem = "it must not carry credentials; the access token belongs in the user mapping";
 		else if (query != NULL || fragment != NULL)
 			problem = "it must not have a query string or fragment";
-		else if (strncasecmp(value, "http://", 7) != 0 &&
-				 strncasecmp(value, "https://", 8) != 0)
-			problem = "it must start with http:// or https://";
 	}
 
 	curl_free(scheme);
@@ -204,7 +204,7 @@ maestro_fdw_validator(PG_FUNCTION_ARGS)
 		if (!known)
 			ereport(ERROR,
 					(errcode(ERRCODE_FDW_INVALID_OPTION_NAME),
-					 errmsg("invalid option \"%s\" for %s of the maestro wrapper",
+					 errmsg("invalid option \"%s\" for a maestro %s",
 							def->defname, option_context_name(catalog)),
 					 valid.len > 0
 					 ? errhint("Valid options in this context are: %s.", valid.data)

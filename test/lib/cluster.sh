@@ -1,0 +1,91 @@
+# test/lib/cluster.sh: start and stop a scratch PostgreSQL 15 cluster and the
+# Maestro simulator for tests, the demo and benchmarks. Source it, then call
+# maestro_start_cluster / maestro_start_simulator; maestro_stop_all undoes both.
+#
+# Everything lives under $MAESTRO_TEST_DIR (default /tmp/maestro-test); the
+# cluster listens on a Unix socket only, the simulator on 127.0.0.1.
+
+MAESTRO_TOP=${MAESTRO_TOP:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
+MAESTRO_TEST_DIR=${MAESTRO_TEST_DIR:-/tmp/maestro-test}
+MAESTRO_PGPORT=${MAESTRO_PGPORT:-57432}
+MAESTRO_SIM_PORT=${MAESTRO_SIM_PORT:-57480}
+MAESTRO_PGBIN=${MAESTRO_PGBIN:-$(pg_config --bindir)}
+# DocuSign's official OpenAPI file: CI finds it in shared/ beside the clone.
+if [ -z "${MAESTRO_SPEC:-}" ] && [ -f "$MAESTRO_TOP/../shared/maestro-api/maestro.rest.swagger-v1.0.0.json" ]; then
+	MAESTRO_SPEC="$MAESTRO_TOP/../shared/maestro-api/maestro.rest.swagger-v1.0.0.json"
+fi
+
+export PGHOST="$MAESTRO_TEST_DIR/socket"
+export PGPORT="$MAESTRO_PGPORT"
+export PGUSER=postgres
+export PGDATABASE=postgres
+export MAESTRO_SIM_URL="http://127.0.0.1:$MAESTRO_SIM_PORT"
+
+# Run a command as the postgres OS user when we are root (initdb refuses root).
+maestro_as_postgres() {
+	if [ "$(id -u)" = 0 ]; then
+		runuser -u postgres -- "$@"
+	else
+		"$@"
+	fi
+}
+
+# maestro_start_cluster [extra postgres -c settings...]
+maestro_start_cluster() {
+	local data="$MAESTRO_TEST_DIR/pgdata"
+	mkdir -p "$MAESTRO_TEST_DIR" "$PGHOST"
+	if [ "$(id -u)" = 0 ]; then
+		chown postgres:postgres "$MAESTRO_TEST_DIR" "$PGHOST"
+	fi
+	if [ ! -f "$data/PG_VERSION" ]; then
+		maestro_as_postgres "$MAESTRO_PGBIN/initdb" -D "$data" -U postgres \
+			--auth=trust --no-sync -E UTF8 --locale=C.UTF-8 >"$MAESTRO_TEST_DIR/initdb.log" 2>&1 ||
+			{ cat "$MAESTRO_TEST_DIR/initdb.log"; return 1; }
+	fi
+	local opts="-c listen_addresses='' -c unix_socket_directories='$PGHOST' -p $MAESTRO_PGPORT -c fsync=off"
+	local extra
+	for extra in "$@"; do
+		opts="$opts -c $extra"
+	done
+	maestro_as_postgres "$MAESTRO_PGBIN/pg_ctl" -D "$data" -l "$MAESTRO_TEST_DIR/postgres.log" \
+		-o "$opts" -w -t 60 start >/dev/null
+}
+
+maestro_stop_cluster() {
+	local data="$MAESTRO_TEST_DIR/pgdata"
+	if [ -f "$data/postmaster.pid" ]; then
+		maestro_as_postgres "$MAESTRO_PGBIN/pg_ctl" -D "$data" -m fast -w stop >/dev/null 2>&1 || true
+	fi
+}
+
+# maestro_start_simulator [extra simulator arguments...]
+maestro_start_simulator() {
+	mkdir -p "$MAESTRO_TEST_DIR"
+	python3 "$MAESTRO_TOP/test/simulator/maestro_sim.py" --host 127.0.0.1 \
+		--port "$MAESTRO_SIM_PORT" --quiet \
+		${MAESTRO_SPEC:+--spec "$MAESTRO_SPEC"} \
+		"$@" >"$MAESTRO_TEST_DIR/simulator.log" 2>&1 &
+	echo $! >"$MAESTRO_TEST_DIR/simulator.pid"
+	local i
+	for i in $(seq 1 100); do
+		if curl -fsS "$MAESTRO_SIM_URL/__sim/health" >/dev/null 2>&1; then
+			return 0
+		fi
+		sleep 0.1
+	done
+	echo "simulator did not start; its log:" >&2
+	cat "$MAESTRO_TEST_DIR/simulator.log" >&2
+	return 1
+}
+
+maestro_stop_simulator() {
+	if [ -f "$MAESTRO_TEST_DIR/simulator.pid" ]; then
+		kill "$(cat "$MAESTRO_TEST_DIR/simulator.pid")" 2>/dev/null || true
+		rm -f "$MAESTRO_TEST_DIR/simulator.pid"
+	fi
+}
+
+maestro_stop_all() {
+	maestro_stop_simulator
+	maestro_stop_cluster
+}

@@ -1,0 +1,1484 @@
+#!/usr/bin/env python3
+"""Maestro (Workflow Builder) API simulator for the maestro PostgreSQL extension.
+
+This file owns the whole simulator. It is one file, standard library only,
+Python 3.11+:
+
+* the deterministic seed data (one account, three workflows, four instances);
+* the eight public v1 endpoints under /v1/accounts/{accountId}/..., with the
+  wire schemas of maestro.rest.swagger-v1.0.0.json (snake_case), the legacy
+  {error, code, timestamp} body for unknown workflows/accounts, RFC 9457
+  problem details (application/problem+json) for every other error, and the
+  text/plain 401;
+* the X-RateLimit-* headers;
+* fault injection driven by a "/_fault/<spec>" path prefix;
+* example replay from the OpenAPI file driven by "/_example/<status>/<name>";
+* the control endpoints under /__sim/ (no auth);
+* the HTTP/1.1 keep-alive server and the command line.
+
+Secrets (bearer tokens, the mtsec part of instance URLs) are never written to
+the simulator's own logs. See README.md beside this file for usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import dataclasses
+import datetime as dt
+import email.utils
+import http
+import json
+import re
+import secrets
+import signal
+import socket
+import string
+import struct
+import sys
+import threading
+import time
+import traceback
+import urllib.parse
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Callable, Iterable
+
+# --------------------------------------------------------------------------
+# Constants and seed data
+# --------------------------------------------------------------------------
+
+ACCOUNT_ID = "7f09961a-42f9-4c2b-9d5e-3f1f0f6a2b10"
+DEFAULT_TOKEN = "sim-token"
+DEFAULT_PORT = 57480
+
+WF_ONBOARDING = "a4490cd8-4a4f-4b4e-9a0c-1c5b0e6e0001"
+WF_VENDOR = "a4490cd8-4a4f-4b4e-9a0c-1c5b0e6e0002"
+WF_LEGACY_NDA = "a4490cd8-4a4f-4b4e-9a0c-1c5b0e6e0003"
+
+# The user the simulator pretends to be (starts and cancels instances).
+SIM_USER_ID = "0ccdbb0b-a72e-452f-95f0-9f19654cb620"
+SIM_USER_NAME = "Jane Doe"
+# The user who "designed" the seed workflows.
+DESIGNER_ID = "3d2ac2f5-4adb-4537-8f69-d9feb328052b"
+
+WORKFLOW_STATUS_ENUM = ("active", "inactive", "publishing", "unpublishing",
+                        "archived", "archiving")
+TERMINAL_INSTANCE_STATUSES = ("Completed", "Canceled", "Failed")
+
+RATE_LIMIT = 3000
+REQUEST_LOG_MAX = 100_000
+BULK_MAX = 1_000_000
+
+UUID_RE = re.compile(r"^[{]?[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}[}]?$")
+HOST_RE = re.compile(r"^[A-Za-z0-9.\-\[\]:]+$")
+
+RFC_TYPES = {
+    400: "https://developers.docusign.com/errors/invalid-request",
+    401: "https://developers.docusign.com/errors/unauthorized",
+    403: "https://developers.docusign.com/errors/forbidden",
+    404: "https://developers.docusign.com/errors/not-found",
+    409: "https://developers.docusign.com/errors/conflict",
+}
+
+UNAUTHORIZED_TEXT = "Unauthorized - Please provide a valid access token."
+
+
+def seed_workflows() -> dict[str, dict[str, Any]]:
+    """Workflow definitions: wire object plus simulator-only trigger data.
+
+    Each value is {"wire": <Workflow object>, "trigger_id": uuid,
+    "trigger_input_schema": [...], "total_steps": int,
+    "workflow_version": str, "workflow_metadata_id": str}.
+    """
+    def wf(wid, name, status, meta, trigger_id, schema, steps, mongo_id):
+        return {
+            "wire": {"id": wid, "name": name, "account_id": ACCOUNT_ID,
+                     "status": status, "metadata": meta},
+            "trigger_id": trigger_id,
+            "trigger_input_schema": schema,
+            "total_steps": steps,
+            "workflow_version": "1.0.0",
+            "workflow_metadata_id": mongo_id,
+        }
+
+    return {
+        WF_ONBOARDING: wf(
+            WF_ONBOARDING, "Customer Onboarding", "active",
+            {"created_at": "2025-01-26T18:17:06.208+00:00", "created_by": DESIGNER_ID,
+             "modified_at": "2025-01-26T18:21:11.131+00:00", "modified_by": DESIGNER_ID},
+            "c30c7afc-7d56-451c-b889-0a6488820001",
+            [{"field_name": "Name", "field_data_type": "String"},
+             {"field_name": "Email", "field_data_type": "String"},
+             {"field_name": "Company", "field_data_type": "String",
+              "default_value": "ACME Corp"}],
+            3, "66df63a436871a9d22c63b01"),
+        WF_VENDOR: wf(
+            WF_VENDOR, "Vendor Approval", "active",
+            {"created_at": "2025-03-04T09:15:00.000Z", "created_by": DESIGNER_ID,
+             "modified_at": "2025-05-13T21:01:05.4823174Z", "modified_by": DESIGNER_ID},
+            "c30c7afc-7d56-451c-b889-0a6488820002",
+            [{"field_name": "Amount", "field_data_type": "Number"},
+             {"field_name": "Approver", "field_data_type": "String"},
+             {"field_name": "Urgent", "field_data_type": "Boolean",
+              "default_value": False}],
+            2, "66df63a436871a9d22c63b02"),
+        WF_LEGACY_NDA: wf(
+            WF_LEGACY_NDA, "Legacy NDA", "inactive",
+            {"created_at": "2025-02-10T08:00:00+00:00", "created_by": DESIGNER_ID,
+             "modified_at": "2025-04-01T16:45:30.5Z", "modified_by": "Bob Smith"},
+            "c30c7afc-7d56-451c-b889-0a6488820003",
+            [{"field_name": "Email", "field_data_type": "String"}],
+            1, "66df63a436871a9d22c63b03"),
+    }
+
+
+def _instance_metadata(workflow: dict[str, Any]) -> dict[str, Any]:
+    return {"workflow_created_by": workflow["wire"]["metadata"]["created_by"],
+            "workflow_version": workflow["workflow_version"],
+            "workflow_metadata_id": workflow["workflow_metadata_id"]}
+
+
+def seed_instances(workflows: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Four fixed instances (wire objects, in creation order)."""
+    m1 = _instance_metadata(workflows[WF_ONBOARDING])
+    m2 = _instance_metadata(workflows[WF_VENDOR])
+    return [
+        {
+            "id": "b5500000-0000-4000-8000-000000000001",
+            "name": "Onboard ada@example.com",
+            "workflow_status": "Completed",
+            "template_id": WF_ONBOARDING, "account_id": ACCOUNT_ID,
+            "started_at": "2025-06-02T09:00:00.000Z",
+            "started_by": SIM_USER_ID, "started_by_name": SIM_USER_NAME,
+            "started_by_role": "Preparer",
+            "ended_at": "2025-06-02T10:30:00.000Z",
+            "expires_at": "2025-07-02T09:00:00.000Z",
+            "last_modified_at": "2025-06-02T10:30:00.000Z",
+            "canceled_at": None, "canceled_by": None,
+            "trigger_inputs": {"Name": "Ada Lovelace", "Email": "ada@example.com",
+                               "Company": "Analytical Engines Ltd"},
+            "total_steps": 3, "last_completed_step": 3,
+            "last_completed_step_name": "Countersign",
+            "tags": ["onboarding", "vip"],
+            "metadata": m1,
+        },
+        {
+            "id": "b5500000-0000-4000-8000-000000000002",
+            "name": "Onboard bob@example.com",
+            "workflow_status": "In Progress",
+            "template_id": WF_ONBOARDING, "account_id": ACCOUNT_ID,
+            "started_at": "2025-06-03T11:15:42.118Z",
+            "started_by": SIM_USER_ID, "started_by_name": SIM_USER_NAME,
+            "started_by_role": "Preparer",
+            "ended_at": None,
+            "expires_at": "2025-07-03T11:15:42.119Z",
+            "last_modified_at": "2025-06-03T11:20:07.5213391Z",
+            "canceled_at": None, "canceled_by": None,
+            "trigger_inputs": {"Name": "Bob Builder", "Email": "bob@example.com",
+                               "Company": "ACME Corp"},
+            "total_steps": 3, "last_completed_step": 1,
+            "last_completed_step_name": "Collect customer details",
+            "tags": ["onboarding"],
+            "metadata": m1,
+            "priority": "high",  # undeclared field: clients must tolerate it
+        },
+        {
+            "id": "b5500000-0000-4000-8000-000000000003",
+            "name": "Onboard carol@example.com",
+            "workflow_status": "Canceled",
+            "template_id": WF_ONBOARDING, "account_id": ACCOUNT_ID,
+            "started_at": "2025-06-04T08:00:00+00:00",
+            "started_by": SIM_USER_ID, "started_by_name": SIM_USER_NAME,
+            "started_by_role": "Preparer",
+            "ended_at": "2025-06-05T12:00:00.000Z",
+            "expires_at": "2025-07-04T08:00:00.000Z",
+            "last_modified_at": "2025-06-05T12:00:00.000Z",
+            "canceled_at": "2025-06-05T12:00:00.000Z", "canceled_by": SIM_USER_ID,
+            # Singular key, as in the spec's WorkflowInstanceExample (API-NOTES §13 Q5).
+            "trigger_input": {"Name": "Carol Danvers", "Email": "carol@example.com",
+                              "Company": "ACME Corp"},
+            "total_steps": 3, "last_completed_step": 0,
+            "last_completed_step_name": None,
+            "tags": [],
+            "metadata": m1,
+        },
+        {
+            "id": "b5500000-0000-4000-8000-000000000004",
+            "name": "Approve PO-1001",
+            "workflow_status": "In Progress",
+            "template_id": WF_VENDOR, "account_id": ACCOUNT_ID,
+            "started_at": "2025-06-10T14:00:00.250Z",
+            "started_by": SIM_USER_ID, "started_by_name": SIM_USER_NAME,
+            "started_by_role": "Preparer",
+            "ended_at": None,
+            "expires_at": "2025-07-10T14:00:00.250Z",
+            "last_modified_at": "2025-06-10T14:05:12.000Z",
+            "canceled_at": None, "canceled_by": None,
+            "trigger_inputs": {"Amount": 1001.5, "Approver": "cfo@example.com",
+                               "Urgent": True},
+            "total_steps": 2, "last_completed_step": 0,
+            "last_completed_step_name": None,
+            "tags": ["procurement"],
+            "metadata": m2,
+        },
+    ]
+
+
+# --------------------------------------------------------------------------
+# Small helpers
+# --------------------------------------------------------------------------
+
+def iso_ms(ts: float | None = None) -> str:
+    """RFC 3339 UTC timestamp with milliseconds, e.g. 2025-06-02T09:00:00.000Z."""
+    d = dt.datetime.fromtimestamp(time.time() if ts is None else ts, dt.timezone.utc)
+    return d.strftime("%Y-%m-%dT%H:%M:%S.") + f"{d.microsecond // 1000:03d}Z"
+
+
+def iso_7(ts: float | None = None) -> str:
+    """RFC 3339 UTC timestamp with 7 fractional digits (.NET style)."""
+    d = dt.datetime.fromtimestamp(time.time() if ts is None else ts, dt.timezone.utc)
+    return d.strftime("%Y-%m-%dT%H:%M:%S.") + f"{d.microsecond:06d}0Z"
+
+
+def next_top_of_hour(now: float | None = None) -> int:
+    now = time.time() if now is None else now
+    return (int(now) // 3600 + 1) * 3600
+
+
+def normalize_uuid(value: str) -> str | None:
+    """Lower-case, brace-less UUID, or None if value is not a UUID per the spec pattern."""
+    if not UUID_RE.match(value):
+        return None
+    return value.strip("{}").lower()
+
+
+def status_phrase(status: int) -> str:
+    try:
+        return http.HTTPStatus(status).phrase
+    except ValueError:
+        return "Unknown"
+
+
+def json_bytes(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+_TRACE_ALPHABET = string.ascii_uppercase + string.digits
+_trace_counter = iter(range(1, 1 << 62))
+_trace_lock = threading.Lock()
+_TRACE_PREFIX = "0HN" + "".join(secrets.choice(_TRACE_ALPHABET) for _ in range(10))
+
+
+def aspnet_request_id() -> str:
+    """An ASP.NET-style trace id like 0HNIITVKLNCS9:0000004A."""
+    with _trace_lock:
+        n = next(_trace_counter)
+    return f"{_TRACE_PREFIX}:{n:08X}"
+
+
+# --------------------------------------------------------------------------
+# Responses
+# --------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class Response:
+    """A response to write. `chunks` (with `length`) replaces `body` for streamed bodies."""
+    status: int
+    body: bytes = b""
+    content_type: str | None = "application/json"
+    headers: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+    chunks: Iterable[bytes] | None = None
+    length: int | None = None
+
+
+def json_response(status: int, obj: Any) -> Response:
+    return Response(status, json_bytes(obj), "application/json")
+
+
+def text_response(status: int, text: str) -> Response:
+    return Response(status, text.encode("utf-8"), "text/plain; charset=utf-8")
+
+
+def problem_body(status: int, detail: str, instance: str,
+                 errors: list[dict[str, str]] | None = None,
+                 title: str | None = None, type_uri: str | None = None) -> dict[str, Any]:
+    """RFC 9457 problem details as in workflowbuilder ErrDetails."""
+    body: dict[str, Any] = {
+        "type": type_uri or RFC_TYPES.get(status, "about:blank"),
+        "title": title or status_phrase(status),
+        "status": status,
+        "detail": detail,
+        "instance": instance,
+        "timestamp": iso_ms(),
+        "request_id": aspnet_request_id(),
+    }
+    if errors:
+        body["errors"] = errors
+    return body
+
+
+def problem(status: int, detail: str, instance: str,
+            errors: list[dict[str, str]] | None = None, title: str | None = None) -> Response:
+    return Response(status, json_bytes(problem_body(status, detail, instance, errors, title)),
+                    "application/problem+json")
+
+
+def legacy_error(status: int, message: str) -> Response:
+    """Legacy Maestro `Error` schema: {error, code (string), timestamp}.
+
+    Served as application/problem+json, as the maestro spec's error responses declare.
+    """
+    body = {"error": message, "code": str(status), "timestamp": iso_ms()}
+    return Response(status, json_bytes(body), "application/problem+json")
+
+
+def field_error(code: str, message: str, target: str) -> dict[str, str]:
+    return {"code": code, "message": message, "target": target}
+
+
+# --------------------------------------------------------------------------
+# Simulator state
+# --------------------------------------------------------------------------
+
+class SimState:
+    """All mutable state, guarded by one lock.
+
+    Instance dicts are copy-on-write: a mutation replaces the dict, so a
+    snapshot list taken under the lock can be serialised outside it.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.seq = 0  # request-log sequence; monotonic for the process lifetime
+        self.reset()
+
+    # -- seed / reset ------------------------------------------------------
+    def reset(self) -> None:
+        workflows = seed_workflows()
+        instances = seed_instances(workflows)
+        with self.lock:
+            self.workflows = workflows
+            self.instances: dict[str, dict[str, Any]] = {}
+            self.workflow_instances: dict[str, list[str]] = {w: [] for w in workflows}
+            for inst in instances:
+                self._add_instance_locked(inst)
+            self.paused: set[str] = set()
+            self.rate_limit = RATE_LIMIT
+            self.rate_remaining = RATE_LIMIT
+            self.rate_enforce = False
+            self.fault_counts: dict[str, int] = {}
+            self.request_log: collections.deque = collections.deque(maxlen=REQUEST_LOG_MAX)
+
+    def _add_instance_locked(self, inst: dict[str, Any]) -> None:
+        self.instances[inst["id"]] = inst
+        self.workflow_instances.setdefault(inst["template_id"], []).append(inst["id"])
+
+    # -- rate limiting -----------------------------------------------------
+    def take_rate_token(self) -> tuple[int, bool]:
+        """Consume one request; return (remaining after, exhausted_before_and_enforced)."""
+        with self.lock:
+            exhausted = self.rate_remaining <= 0
+            if self.rate_remaining > 0:
+                self.rate_remaining -= 1
+            return self.rate_remaining, exhausted and self.rate_enforce
+
+    def rate_headers(self, remaining: int | None = None) -> list[tuple[str, str]]:
+        if remaining is None:
+            remaining = self.rate_remaining
+        return [("X-RateLimit-Limit", str(self.rate_limit)),
+                ("X-RateLimit-Remaining", str(max(0, remaining))),
+                ("X-RateLimit-Reset", str(next_top_of_hour()))]
+
+    # -- faults --------------------------------------------------------------
+    def fault_fires(self, key: str, times: int | None) -> bool:
+        """Count one matching request for `key`; True while within `times`."""
+        with self.lock:
+            n = self.fault_counts.get(key, 0) + 1
+            self.fault_counts[key] = n
+        return times is None or n <= times
+
+    # -- request log ---------------------------------------------------------
+    def record(self, entry: dict[str, Any]) -> None:
+        with self.lock:
+            self.seq += 1
+            entry["seq"] = self.seq
+            self.request_log.append(entry)
+
+    def query_log(self, path_contains: str | None, method: str | None,
+                  since: int | None) -> list[dict[str, Any]]:
+        with self.lock:
+            entries = list(self.request_log)
+        out = []
+        for e in entries:
+            if since is not None and e["seq"] <= since:
+                continue
+            if method and e["method"] != method:
+                continue
+            if path_contains and path_contains not in e["path"]:
+                continue
+            out.append(e)
+        return out
+
+    def clear_log(self) -> None:
+        with self.lock:
+            self.request_log.clear()
+
+    # -- workflows and instances ---------------------------------------------
+    def workflow(self, wid: str) -> dict[str, Any] | None:
+        return self.workflows.get(wid)
+
+    def list_instances(self, wid: str) -> list[dict[str, Any]]:
+        with self.lock:
+            return [self.instances[i] for i in self.workflow_instances.get(wid, [])]
+
+    def get_instance(self, wid: str, iid: str) -> dict[str, Any] | None:
+        inst = self.instances.get(iid)
+        if inst is None or inst["template_id"] != wid:
+            return None
+        return inst
+
+    def add_instance(self, inst: dict[str, Any]) -> None:
+        with self.lock:
+            self._add_instance_locked(inst)
+
+    def add_instances(self, insts: list[dict[str, Any]]) -> None:
+        with self.lock:
+            for inst in insts:
+                self._add_instance_locked(inst)
+
+    def replace_instance(self, iid: str, check: Callable[[dict[str, Any]], str | None],
+                         changes: Callable[[dict[str, Any]], dict[str, Any]]
+                         ) -> tuple[dict[str, Any] | None, str | None]:
+        """Atomically check then update an instance. Returns (new_instance, error)."""
+        with self.lock:
+            old = self.instances.get(iid)
+            if old is None:
+                return None, "not found"
+            err = check(old)
+            if err:
+                return None, err
+            new = {**old, **changes(old)}
+            self.instances[iid] = new
+            return new, None
+
+    def set_paused(self, wid: str, paused: bool) -> bool:
+        """Set the pause flag; False if it already had that value."""
+        with self.lock:
+            if (wid in self.paused) == paused:
+                return False
+            (self.paused.add if paused else self.paused.discard)(wid)
+            return True
+
+    def is_paused(self, wid: str) -> bool:
+        return wid in self.paused
+
+
+def new_instance(state: SimState, wid: str, name: str, inputs: dict[str, Any],
+                 status: str = "In Progress", now: float | None = None) -> dict[str, Any]:
+    """A freshly triggered instance (wire object)."""
+    now = time.time() if now is None else now
+    wf = state.workflows[wid]
+    ts = iso_ms(now)
+    inst = {
+        "id": str(uuid.uuid4()),
+        "name": name,
+        "workflow_status": "In Progress",
+        "template_id": wid,
+        "account_id": ACCOUNT_ID,
+        "started_at": ts,
+        "started_by": SIM_USER_ID,
+        "started_by_name": SIM_USER_NAME,
+        "started_by_role": "Preparer",
+        "ended_at": None,
+        "expires_at": iso_ms(now + 30 * 86400),
+        "last_modified_at": ts,
+        "canceled_at": None,
+        "canceled_by": None,
+        "trigger_inputs": inputs,
+        "total_steps": wf["total_steps"],
+        "last_completed_step": 0,
+        "last_completed_step_name": None,
+        "tags": [],
+        "metadata": _instance_metadata(wf),
+    }
+    if status != "In Progress":
+        inst.update(status_changes(inst, status, ts))
+    return inst
+
+
+def status_changes(inst: dict[str, Any], status: str, ts: str) -> dict[str, Any]:
+    """Field changes for moving an instance to `status` at time `ts`."""
+    changes: dict[str, Any] = {"workflow_status": status, "last_modified_at": ts}
+    if status in TERMINAL_INSTANCE_STATUSES:
+        changes["ended_at"] = inst.get("ended_at") or ts
+        if status == "Completed":
+            changes["last_completed_step"] = inst.get("total_steps", 0)
+            changes["last_completed_step_name"] = "Final step"
+    else:
+        changes["ended_at"] = None
+    if status == "Canceled":
+        changes["canceled_at"] = ts
+        changes["canceled_by"] = SIM_USER_ID
+    else:
+        changes["canceled_at"] = None
+        changes["canceled_by"] = None
+    return changes
+
+
+# --------------------------------------------------------------------------
+# Fault specs
+# --------------------------------------------------------------------------
+
+class FaultSpecError(ValueError):
+    pass
+
+
+@dataclasses.dataclass
+class FaultSpec:
+    raw: str
+    key: str
+    times: int | None = None
+    method: str | None = None
+    latency_ms: int = 0
+    status: int | None = None
+    format: str = "rfc"
+    retry_after: str | None = None
+    reset: bool = False
+    truncate: bool = False
+    malformed: bool = False
+    html: bool = False
+    oversize: int | None = None
+    drip_ms: int = 0
+    empty: bool = False
+    body: str | None = None
+    body_hex: str | None = None
+    content_type: str | None = None
+
+
+_FAULT_INT_KEYS = {"times", "latency_ms", "status", "oversize", "drip_ms"}
+_FAULT_FLAG_KEYS = {"reset", "truncate", "malformed", "html", "empty"}
+_FAULT_STR_KEYS = {"key", "method", "format", "retry_after", "body", "body_hex", "content_type"}
+_FAULT_FORMATS = ("rfc", "legacy", "text", "html")
+
+
+def parse_fault_spec(raw: str) -> FaultSpec:
+    """Parse `k=v;k=v` (each part URL-decoded). A fully encoded spec is decoded first."""
+    text = raw if "=" in raw else urllib.parse.unquote(raw)
+    values: dict[str, str] = {}
+    for part in text.split(";"):
+        if not part:
+            continue
+        k, sep, v = part.partition("=")
+        k = urllib.parse.unquote(k).strip().lower()
+        v = urllib.parse.unquote(v)
+        if not sep:
+            raise FaultSpecError(f"fault part without '=': {k!r}")
+        if k not in _FAULT_INT_KEYS | _FAULT_FLAG_KEYS | _FAULT_STR_KEYS:
+            raise FaultSpecError(f"unknown fault key {k!r}")
+        values[k] = v
+    spec = FaultSpec(raw=raw, key=values.pop("key", None) or urllib.parse.unquote(raw))
+    for k, v in values.items():
+        if k in _FAULT_INT_KEYS:
+            try:
+                n = int(v)
+            except ValueError:
+                raise FaultSpecError(f"fault key {k} needs an integer, got {v!r}") from None
+            if n < 0 or (k == "status" and not 100 <= n <= 599):
+                raise FaultSpecError(f"fault key {k} out of range: {n}")
+            setattr(spec, k, n)
+        elif k in _FAULT_FLAG_KEYS:
+            setattr(spec, k, v.lower() not in ("0", "false", "no", ""))
+        else:
+            setattr(spec, k, v)
+    if spec.method:
+        spec.method = spec.method.upper()
+    if spec.format not in _FAULT_FORMATS:
+        raise FaultSpecError(f"fault format must be one of {', '.join(_FAULT_FORMATS)}")
+    return spec
+
+
+MALFORMED_JSON = ('{"data": [ {"id": "a4490cd8-4a4f-4b4e-9a0c-1c5b0e6e0001", '
+                  '"name": "Customer Onb')
+
+
+def html_error_page(status: int) -> bytes:
+    return (f"<html><body><h1>{status} {status_phrase(status)}</h1></body></html>"
+            .encode("utf-8"))
+
+
+def oversize_response(status: int, size: int) -> Response:
+    """Valid JSON of exactly `size` bytes: a workflow list with one padded entry."""
+    prefix = ('{"data":[{"id":"%s","name":"Customer Onboarding","account_id":"%s",'
+              '"status":"active","padding":"' % (WF_ONBOARDING, ACCOUNT_ID)).encode()
+    suffix = b'"}],"response_metadata":{}}'
+    if size < len(prefix) + len(suffix):
+        small = b"{}" + b" " * (size - 2) if size >= 2 else b"0" * size
+        return Response(status, small, "application/json")
+    pad = size - len(prefix) - len(suffix)
+
+    def chunks() -> Iterable[bytes]:
+        yield prefix
+        block = b"x" * 65536
+        left = pad
+        while left > 0:
+            n = min(left, len(block))
+            yield block[:n]
+            left -= n
+        yield suffix
+
+    return Response(status, b"", "application/json", chunks=chunks(), length=size)
+
+
+def fault_response(fault: FaultSpec, instance_path: str) -> Response | None:
+    """The response a fault produces by itself, or None to serve normally.
+
+    reset and truncate are handled by the connection handler, not here.
+    """
+    if fault.malformed:
+        return Response(fault.status or 200, MALFORMED_JSON.encode(), "application/json")
+    if fault.html or (fault.status is not None and fault.format == "html"):
+        status = fault.status or 502
+        return Response(status, html_error_page(status), "text/html; charset=utf-8")
+    if fault.oversize is not None:
+        return oversize_response(fault.status or 200, fault.oversize)
+    if fault.empty:
+        return Response(fault.status or 200, b"", fault.content_type or "application/json")
+    if fault.body_hex is not None:
+        # exact bytes, e.g. a body that is not valid UTF-8
+        try:
+            raw_body = bytes.fromhex(fault.body_hex)
+        except ValueError:
+            raw_body = b""
+        return Response(fault.status or 200, raw_body,
+                        fault.content_type or "application/json")
+    if fault.body is not None:
+        ctype = fault.content_type
+        if ctype is None:
+            try:
+                json.loads(fault.body)
+                ctype = "application/json"
+            except ValueError:
+                ctype = "text/plain; charset=utf-8"
+        return Response(fault.status or 200, fault.body.encode("utf-8"), ctype)
+    if fault.status is not None:
+        return status_fault_body(fault.status, fault.format, instance_path)
+    return None
+
+
+def status_fault_body(status: int, fmt: str, instance_path: str) -> Response:
+    phrase = status_phrase(status)
+    if fmt == "legacy":
+        return legacy_error(status, phrase)
+    if fmt == "text":
+        return text_response(status, phrase)
+    detail = f"Simulated {status} {phrase}."
+    return problem(status, detail, instance_path)
+
+
+# --------------------------------------------------------------------------
+# Example replay from the OpenAPI file
+# --------------------------------------------------------------------------
+
+_HTTP_METHODS = ("get", "put", "post", "delete", "patch", "head", "options", "trace")
+
+
+class ExampleCatalog:
+    """Example values by name, plus which operations/statuses reference them.
+
+    Names are the components.examples keys first; then the keys of any
+    `examples` map found under an operation's responses (resolved through
+    $ref); then, for singular `example` objects under a $ref'd response
+    component (as in the Workflow Builder spec), that component's name.
+    """
+
+    def __init__(self, spec: dict[str, Any] | None = None) -> None:
+        self.values: dict[str, Any] = {}
+        self.listing: list[dict[str, Any]] = []
+        if spec is not None:
+            self._load(spec)
+
+    @staticmethod
+    def _resolve(spec: dict[str, Any], node: Any) -> tuple[Any, str | None]:
+        """Follow local $refs; return (target, last component name or None)."""
+        name = None
+        for _ in range(20):
+            if not (isinstance(node, dict) and isinstance(node.get("$ref"), str)):
+                break
+            ref = node["$ref"]
+            if not ref.startswith("#/"):
+                return None, None
+            target: Any = spec
+            for part in ref[2:].split("/"):
+                part = part.replace("~1", "/").replace("~0", "~")
+                target = target.get(part) if isinstance(target, dict) else None
+            name = ref.rsplit("/", 1)[-1]
+            node = target
+        return node, name
+
+    def _load(self, spec: dict[str, Any]) -> None:
+        components = spec.get("components", {}).get("examples", {}) or {}
+        for name, ex in components.items():
+            ex, _ = self._resolve(spec, ex)
+            if isinstance(ex, dict) and "value" in ex:
+                self.values[name] = ex["value"]
+        referenced: set[str] = set()
+        seen: set[tuple] = set()
+
+        def add(name: str, value: Any, op_id: str | None, status: Any, ctype: str) -> None:
+            self.values.setdefault(name, value)
+            referenced.add(name)
+            row = (name, op_id, status, ctype)
+            if row not in seen:
+                seen.add(row)
+                self.listing.append({"name": name, "operation_id": op_id,
+                                     "status": status, "content_type": ctype})
+
+        for path, item in (spec.get("paths") or {}).items():
+            if not isinstance(item, dict):
+                continue
+            for method, op in item.items():
+                if method not in _HTTP_METHODS or not isinstance(op, dict):
+                    continue
+                op_id = op.get("operationId") or f"{method.upper()} {path}"
+                for status_key, resp in (op.get("responses") or {}).items():
+                    status: Any = int(status_key) if str(status_key).isdigit() else status_key
+                    resp, resp_name = self._resolve(spec, resp)
+                    if not isinstance(resp, dict):
+                        continue
+                    for ctype, media in (resp.get("content") or {}).items():
+                        if not isinstance(media, dict):
+                            continue
+                        for alias, ex in (media.get("examples") or {}).items():
+                            target, ref_name = self._resolve(spec, ex)
+                            if not isinstance(target, dict) or "value" not in target:
+                                continue
+                            add(ref_name or alias, target["value"], op_id, status, ctype)
+                            self.values.setdefault(alias, target["value"])
+                        if "example" in media:
+                            add(resp_name or f"{op_id}_{status_key}", media["example"],
+                                op_id, status, ctype)
+        for name in components:
+            if name not in referenced and name in self.values:
+                self.listing.append({"name": name, "operation_id": None,
+                                     "status": None, "content_type": None})
+
+    def response(self, status: int, name: str) -> Response:
+        if name not in self.values:
+            return text_response(404, f"unknown example {name!r}")
+        value = self.values[name]
+        if isinstance(value, str):
+            return text_response(status, value)
+        return json_response(status, value)
+
+
+# --------------------------------------------------------------------------
+# Public API endpoints
+# --------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class ApiRequest:
+    """What an endpoint handler sees (prefixes already stripped)."""
+    state: SimState
+    method: str
+    path: str               # e.g. /v1/accounts/.../workflows (no query)
+    query: dict[str, list[str]]
+    body: bytes
+    base_url: str           # http://host:port of this server, as the client sees it
+    started: float          # time.monotonic() at request start
+    params: dict[str, str] = dataclasses.field(default_factory=dict)
+
+    def response_metadata(self) -> dict[str, Any]:
+        return {"request_id": str(uuid.uuid4()),
+                "response_timestamp": iso_7(),
+                "response_duration_ms": int((time.monotonic() - self.started) * 1000)}
+
+
+def list_workflows(req: ApiRequest) -> Response:
+    statuses = req.query.get("status")
+    wanted = statuses[-1] if statuses else None
+    if wanted is not None and wanted not in WORKFLOW_STATUS_ENUM:
+        return problem(400, f"Invalid status filter '{wanted}'.", req.path, [field_error(
+            "INVALID_VALUE", "status must be one of: " + ", ".join(WORKFLOW_STATUS_ENUM),
+            "status")])
+    data = [w["wire"] for w in req.state.workflows.values()
+            if wanted is None or w["wire"]["status"] == wanted]
+    meta = req.response_metadata()
+    meta["total_items"] = len(data)  # undeclared, as in the spec's WorkflowListExample
+    return json_response(200, {"data": data, "response_metadata": meta})
+
+
+def get_trigger_requirements(req: ApiRequest) -> Response:
+    wid = req.params["workflowId"]
+    wf = req.state.workflows[wid]
+    body = {
+        "trigger_id": wf["trigger_id"],
+        "trigger_event_type": "HTTP",
+        "trigger_http_config": {
+            "method": "POST",
+            "url": f"{req.base_url}/v1/accounts/{ACCOUNT_ID}/workflows/{wid}/actions/trigger",
+        },
+        "trigger_input_schema": wf["trigger_input_schema"],
+        "metadata": wf["wire"]["metadata"],
+    }
+    body.update(req.response_metadata())  # allOf(..., ResponseMetadata): top level
+    return json_response(200, body)
+
+
+def validate_trigger_body(payload: Any, schema: list[dict[str, Any]]) -> list[dict[str, str]]:
+    errors = []
+    name = payload.get("instance_name")
+    if name is None or (isinstance(name, str) and not name.strip()):
+        errors.append(field_error("FIELD_REQUIRED", "instance_name is required",
+                                  "instance_name"))
+    elif not isinstance(name, str):
+        errors.append(field_error("INVALID_TYPE", "instance_name must be a string",
+                                  "instance_name"))
+    inputs = payload.get("trigger_inputs")
+    if inputs is None:
+        errors.append(field_error("FIELD_REQUIRED", "trigger_inputs is required",
+                                  "trigger_inputs"))
+    elif not isinstance(inputs, dict):
+        errors.append(field_error("INVALID_TYPE", "trigger_inputs must be an object",
+                                  "trigger_inputs"))
+    else:
+        for field in schema:
+            fname = field["field_name"]
+            if fname not in inputs and "default_value" not in field:
+                errors.append(field_error("FIELD_REQUIRED", f"{fname} is required", fname))
+    return errors
+
+
+def trigger_workflow(req: ApiRequest) -> Response:
+    wid = req.params["workflowId"]
+    wf = req.state.workflows[wid]
+    try:
+        payload = json.loads(req.body.decode("utf-8")) if req.body else None
+    except (UnicodeDecodeError, ValueError):
+        return problem(400, "The request body is not valid JSON.", req.path,
+                       [field_error("INVALID_JSON", "The request body is not valid JSON.",
+                                    "body")])
+    if not isinstance(payload, dict):
+        return problem(400, "The request body must be a JSON object.", req.path,
+                       [field_error("INVALID_JSON", "The request body must be a JSON object.",
+                                    "body")])
+    if wf["wire"]["status"] != "active":
+        return problem(409, f"The workflow is not active (status '{wf['wire']['status']}') "
+                            "and cannot be triggered.", req.path)
+    if req.state.is_paused(wid):
+        return problem(409, "The workflow is paused and is not accepting new instances.",
+                       req.path)
+    errors = validate_trigger_body(payload, wf["trigger_input_schema"])
+    if errors:
+        return problem(400, "The request body is missing required fields or contains "
+                            "invalid values.", req.path, errors)
+    inst = new_instance(req.state, wid, payload["instance_name"], payload["trigger_inputs"])
+    req.state.add_instance(inst)
+    url = (f"{req.base_url}/api/maestro/v1/accounts/{ACCOUNT_ID}/instances/{inst['id']}"
+           f"/execution?mtid={secrets.token_hex(16)}&mtsec={secrets.token_urlsafe(32)}")
+    body = {"instance_id": inst["id"], "instance_url": url}
+    body.update(req.response_metadata())  # allOf(WorkflowInstanceInfo, ResponseMetadata)
+    return json_response(201, body)
+
+
+def list_instances(req: ApiRequest) -> Response:
+    data = req.state.list_instances(req.params["workflowId"])
+    return json_response(200, {"data": data, "response_metadata": req.response_metadata()})
+
+
+def get_instance(req: ApiRequest) -> Response:
+    inst = req.state.get_instance(req.params["workflowId"], req.params["instanceId"])
+    if inst is None:
+        return problem(404, "The requested workflow instance could not be found.", req.path)
+    return json_response(200, inst)
+
+
+def pause_workflow(req: ApiRequest) -> Response:
+    if not req.state.set_paused(req.params["workflowId"], True):
+        return problem(409, "The workflow is already paused.", req.path)
+    return json_response(200, {"status": "paused"})
+
+
+def resume_workflow(req: ApiRequest) -> Response:
+    if not req.state.set_paused(req.params["workflowId"], False):
+        return problem(409, "The workflow is not paused.", req.path)
+    return json_response(200, {"status": "active"})
+
+
+def cancel_instance(req: ApiRequest) -> Response:
+    wid, iid = req.params["workflowId"], req.params["instanceId"]
+    if req.state.get_instance(wid, iid) is None:
+        return problem(404, "The requested workflow instance could not be found.", req.path)
+
+    def check(inst: dict[str, Any]) -> str | None:
+        if inst["workflow_status"] in TERMINAL_INSTANCE_STATUSES:
+            return inst["workflow_status"]
+        return None
+
+    _, err = req.state.replace_instance(
+        iid, check, lambda inst: status_changes(inst, "Canceled", iso_ms()))
+    if err:
+        return problem(409, f"The workflow instance cannot be canceled because it is "
+                            f"already {err}.", req.path)
+    return json_response(200, {
+        "message": f"Successfully cancelled the workflow instance {iid} in {wid}"})
+
+
+# (method, path segments after /v1/accounts/{accountId}/, handler)
+ROUTES: list[tuple[str, tuple[str, ...], Callable[[ApiRequest], Response]]] = [
+    ("GET", ("workflows",), list_workflows),
+    ("GET", ("workflows", "{workflowId}", "trigger-requirements"), get_trigger_requirements),
+    ("POST", ("workflows", "{workflowId}", "actions", "trigger"), trigger_workflow),
+    ("GET", ("workflows", "{workflowId}", "instances"), list_instances),
+    ("GET", ("workflows", "{workflowId}", "instances", "{instanceId}"), get_instance),
+    ("POST", ("workflows", "{workflowId}", "actions", "pause"), pause_workflow),
+    ("POST", ("workflows", "{workflowId}", "actions", "resume"), resume_workflow),
+    ("POST", ("workflows", "{workflowId}", "instances", "{instanceId}", "actions", "cancel"),
+     cancel_instance),
+]
+
+
+def match_route(segments: list[str]) -> tuple[list[tuple[str, Callable]], dict[str, str]]:
+    """Routes whose shape matches `segments`: ([(method, handler)...], params)."""
+    found: list[tuple[str, Callable]] = []
+    params: dict[str, str] = {}
+    for method, pattern, handler in ROUTES:
+        if len(pattern) != len(segments):
+            continue
+        p: dict[str, str] = {}
+        for pat, seg in zip(pattern, segments):
+            if pat.startswith("{"):
+                p[pat[1:-1]] = seg
+            elif pat != seg:
+                break
+        else:
+            found.append((method, handler))
+            params = p
+    return found, params
+
+
+def dispatch_api(req: ApiRequest) -> Response:
+    """Route a /v1/... request (auth already checked)."""
+    parts = req.path.split("/")
+    # ['', 'v1', 'accounts', '{accountId}', ...rest]
+    if len(parts) < 5 or parts[1] != "v1" or parts[2] != "accounts":
+        return legacy_error(404, "Resource not found")
+    raw_account = urllib.parse.unquote(parts[3])
+    candidates, raw_params = match_route([urllib.parse.unquote(s) for s in parts[4:]])
+    if not candidates:
+        return legacy_error(404, "Resource not found")
+    handler = next((h for m, h in candidates if m == req.method), None)
+    if handler is None:
+        allowed = ", ".join(sorted({m for m, _ in candidates}))
+        resp = problem(405, f"Method {req.method} is not allowed on this resource.", req.path)
+        resp.headers.append(("Allow", allowed))
+        return resp
+
+    errors = []
+    account = normalize_uuid(raw_account)
+    if account is None:
+        errors.append(field_error("INVALID_FORMAT", "accountId must be a valid UUID",
+                                  "accountId"))
+    params = {}
+    for name, value in raw_params.items():
+        norm = normalize_uuid(value)
+        if norm is None:
+            errors.append(field_error("INVALID_FORMAT", f"{name} must be a valid UUID", name))
+        params[name] = norm or value
+    if errors:
+        return problem(400, "One or more path parameters are invalid.", req.path, errors)
+    if account != ACCOUNT_ID:
+        return legacy_error(404, "Account not found")
+    wid = params.get("workflowId")
+    if wid is not None and req.state.workflow(wid) is None:
+        return legacy_error(404, "Workflow not found")
+    req.params = params
+    return handler(req)
+
+
+# --------------------------------------------------------------------------
+# Control endpoints (/__sim/...)
+# --------------------------------------------------------------------------
+
+def _parse_json_object(body: bytes) -> dict[str, Any] | None:
+    try:
+        obj = json.loads(body.decode("utf-8")) if body else {}
+    except (UnicodeDecodeError, ValueError):
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
+def _first(query: dict[str, list[str]], name: str) -> str | None:
+    values = query.get(name)
+    return values[-1] if values else None
+
+
+def control_bulk_instances(state: SimState, body: bytes) -> Response:
+    req = _parse_json_object(body)
+    if req is None:
+        return text_response(400, "body must be a JSON object")
+    wid = normalize_uuid(str(req.get("workflow_id", "")))
+    if wid is None or state.workflow(wid) is None:
+        return text_response(404, "unknown workflow_id")
+    count = req.get("count", 1)
+    if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= BULK_MAX:
+        return text_response(400, f"count must be an integer 1..{BULK_MAX}")
+    status = req.get("status", "In Progress")
+    prefix = req.get("name_prefix", "Bulk instance")
+    inputs = req.get("trigger_inputs", {})
+    if not isinstance(status, str) or not isinstance(prefix, str) or not isinstance(inputs, dict):
+        return text_response(400, "status/name_prefix must be strings, trigger_inputs an object")
+    base = time.time() - count / 1000.0
+    insts = [new_instance(state, wid, f"{prefix} {k + 1}", inputs, status, base + k / 1000.0)
+             for k in range(count)]
+    state.add_instances(insts)
+    return json_response(200, {"created": count, "workflow_id": wid,
+                               "first_id": insts[0]["id"], "last_id": insts[-1]["id"]})
+
+
+def control_instance_status(state: SimState, iid: str, body: bytes) -> Response:
+    req = _parse_json_object(body)
+    if req is None or not isinstance(req.get("workflow_status"), str):
+        return text_response(400, 'body must be {"workflow_status": "..."}')
+    norm = normalize_uuid(iid)
+    status = req["workflow_status"]
+
+    def changes(inst: dict[str, Any]) -> dict[str, Any]:
+        ch = status_changes(inst, status, iso_ms())
+        for k in ("last_completed_step", "last_completed_step_name"):
+            if k in req:
+                ch[k] = req[k]
+        return ch
+
+    new, err = state.replace_instance(norm or iid, lambda _: None, changes)
+    if err:
+        return text_response(404, "unknown instance")
+    return json_response(200, new)
+
+
+def control_ratelimit(state: SimState, body: bytes) -> Response:
+    req = _parse_json_object(body)
+    if req is None:
+        return text_response(400, "body must be a JSON object")
+    with state.lock:
+        if isinstance(req.get("limit"), int):
+            state.rate_limit = max(0, req["limit"])
+            state.rate_remaining = state.rate_limit
+        if isinstance(req.get("remaining"), int):
+            state.rate_remaining = max(0, req["remaining"])
+        if "enforce" in req:
+            state.rate_enforce = bool(req["enforce"])
+        out = {"limit": state.rate_limit, "remaining": state.rate_remaining,
+               "enforce": state.rate_enforce}
+    return json_response(200, out)
+
+
+def dispatch_control(server: "SimServer", method: str, path: str,
+                     query: dict[str, list[str]], body: bytes) -> Response:
+    state = server.state
+    parts = [p for p in path.split("/") if p][1:]  # drop "__sim"
+    route = (method, tuple(parts))
+    if route == ("GET", ("health",)):
+        return text_response(200, "ok")
+    if route == ("POST", ("reset",)):
+        state.reset()
+        return text_response(200, "ok")
+    if route == ("GET", ("requests",)):
+        since = _first(query, "since")
+        try:
+            since_n = int(since) if since else None
+        except ValueError:
+            return text_response(400, "since must be an integer")
+        method_f = _first(query, "method")
+        return json_response(200, state.query_log(_first(query, "path_contains"),
+                                                  method_f.upper() if method_f else None,
+                                                  since_n))
+    if route == ("DELETE", ("requests",)):
+        state.clear_log()
+        return text_response(200, "ok")
+    if route == ("GET", ("count",)):
+        method_f = _first(query, "method")
+        n = len(state.query_log(_first(query, "path_contains"),
+                                method_f.upper() if method_f else None, None))
+        return text_response(200, str(n))
+    if route == ("GET", ("examples",)):
+        return json_response(200, server.catalog.listing)
+    if route == ("GET", ("faults",)):
+        with state.lock:
+            return json_response(200, dict(state.fault_counts))
+    if route == ("POST", ("ratelimit",)):
+        return control_ratelimit(state, body)
+    if method == "POST" and parts == ["instances"]:
+        return control_bulk_instances(state, body)
+    if method == "POST" and len(parts) == 3 and parts[0] == "instances" and parts[2] == "status":
+        return control_instance_status(state, parts[1], body)
+    return text_response(404, f"unknown control endpoint {method} {path}")
+
+
+# --------------------------------------------------------------------------
+# HTTP layer
+# --------------------------------------------------------------------------
+
+class _DateCache:
+    """HTTP Date header, recomputed at most once a second."""
+
+    def __init__(self) -> None:
+        self._sec = -1
+        self._value = ""
+
+    def get(self) -> str:
+        now = int(time.time())
+        if now != self._sec:
+            self._value = email.utils.formatdate(now, usegmt=True)
+            self._sec = now
+        return self._value
+
+
+_date_cache = _DateCache()
+
+
+def split_prefix(path: str, prefix: str) -> tuple[str, str]:
+    """'/_fault/SPEC/v1/...' -> ('SPEC', '/v1/...')."""
+    rest = path[len(prefix):]
+    head, sep, tail = rest.partition("/")
+    return head, (sep + tail) if sep else "/"
+
+
+class SimHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "MaestroSim/1.0"
+    disable_nagle_algorithm = True
+    timeout = 300  # idle keep-alive connections are dropped after this many seconds
+
+    server: "SimServer"
+
+    # BaseHTTPRequestHandler logs through this; we keep our own log instead.
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        pass
+
+    def do_GET(self) -> None:
+        self._handle()
+
+    do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = do_GET
+
+    # -- request body --------------------------------------------------------
+    def _read_body(self) -> bytes | None:
+        """The request body, or None if the framing is invalid."""
+        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            return self._read_chunked()
+        length = self.headers.get("Content-Length")
+        if length is None:
+            return b""
+        try:
+            n = int(length)
+        except ValueError:
+            return None
+        if n < 0:
+            return None
+        return self.rfile.read(n) if n else b""
+
+    def _read_chunked(self) -> bytes | None:
+        out = bytearray()
+        while True:
+            line = self.rfile.readline(1024)
+            try:
+                size = int(line.split(b";")[0].strip(), 16)
+            except ValueError:
+                return None
+            if size == 0:
+                while self.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
+                    pass
+                return bytes(out)
+            out += self.rfile.read(size)
+            self.rfile.readline(8)
+
+    # -- writing ---------------------------------------------------------------
+    def _header_block(self, status: int, resp: Response, length: int | None,
+                      rate_remaining: int | None) -> bytes:
+        lines = [f"HTTP/1.1 {status} {status_phrase(status)}",
+                 f"Date: {_date_cache.get()}",
+                 f"Server: {self.server_version}"]
+        if resp.content_type:
+            lines.append(f"Content-Type: {resp.content_type}")
+        if length is not None:
+            lines.append(f"Content-Length: {length}")
+        for k, v in self.server.state.rate_headers(rate_remaining):
+            lines.append(f"{k}: {v}")
+        for k, v in resp.headers:
+            lines.append(f"{k}: {v}")
+        if self.close_connection:
+            lines.append("Connection: close")
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+    def _write(self, resp: Response, rate_remaining: int | None = None,
+               drip_ms: int = 0) -> None:
+        no_body = resp.status < 200 or resp.status in (204, 304)
+        length = None if no_body else (resp.length if resp.chunks is not None
+                                       else len(resp.body))
+        head = self._header_block(resp.status, resp, length, rate_remaining)
+        if no_body or self.command == "HEAD":
+            self.wfile.write(head)
+            return
+        if drip_ms > 0:
+            self.wfile.write(head)
+            for chunk in (resp.chunks if resp.chunks is not None else (resp.body,)):
+                for i in range(len(chunk)):
+                    self.wfile.write(chunk[i:i + 1])
+                    time.sleep(drip_ms / 1000.0)
+            return
+        if resp.chunks is not None:
+            self.wfile.write(head)
+            for chunk in resp.chunks:
+                self.wfile.write(chunk)
+            return
+        self.wfile.write(head + resp.body)
+
+    def _write_truncated(self, resp: Response, rate_remaining: int) -> None:
+        """Status 200, a Content-Length larger than what is sent, part of a JSON body, close."""
+        body = resp.body
+        if not (200 <= resp.status < 300 and body.startswith((b"{", b"["))):
+            body = json_bytes({"data": [w["wire"] for w in seed_workflows().values()],
+                               "response_metadata": {}})
+        self.close_connection = True
+        sent = body[:max(1, len(body) // 2)]
+        full = Response(200, b"", "application/json")
+        self.wfile.write(self._header_block(200, full, len(body) + 100, rate_remaining) + sent)
+
+    def _reset_connection(self) -> None:
+        """Close with SO_LINGER 0 so the peer sees a TCP RST and no response."""
+        self.close_connection = True
+        try:
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                       struct.pack("ii", 1, 0))
+            self.rfile.close()
+            self.connection.close()
+        except OSError:
+            pass
+
+    # -- request handling --------------------------------------------------------
+    def _handle(self) -> None:
+        started = time.monotonic()
+        try:
+            body = self._read_body()
+            if body is None:
+                self.close_connection = True
+                self._write(text_response(400, "invalid request body framing"))
+                return
+            path, _, query_string = self.path.partition("?")
+            query = urllib.parse.parse_qs(query_string)
+            if path == "/__sim" or path.startswith("/__sim/"):
+                self._write(dispatch_control(self.server, self.command, path, query, body))
+                return
+            self._handle_api(path, query, body, started)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+        except Exception:  # a simulator bug: report it, keep serving
+            traceback.print_exc(file=sys.stderr)
+            self.close_connection = True
+            try:
+                self._write(problem(500, "Simulator internal error.", self.path))
+            except OSError:
+                pass
+
+    def _auth_status(self) -> str:
+        header = self.headers.get("Authorization")
+        if not header:
+            return "missing"
+        scheme, _, token = header.strip().partition(" ")
+        if scheme.lower() == "bearer" and token.strip() in self.server.tokens:
+            return "ok"
+        return "bad"
+
+    def _base_url(self) -> str:
+        host = self.headers.get("Host", "")
+        if not HOST_RE.match(host):
+            h, p = self.server.server_address[:2]
+            host = f"[{h}]:{p}" if ":" in h else f"{h}:{p}"
+        return f"http://{host}"
+
+    def _handle_api(self, path: str, query: dict[str, list[str]], body: bytes,
+                    started: float) -> None:
+        state = self.server.state
+        auth = self._auth_status()
+        entry: dict[str, Any] = {
+            "seq": 0, "time": time.time(), "method": self.command, "path": self.path,
+            "status": 0, "auth": auth, "body": _parse_log_body(body),
+            "instance_name": None, "fault": None,
+        }
+        rate_remaining, rate_exhausted = state.take_rate_token()
+        api_path = path
+        fault: FaultSpec | None = None
+        resp: Response | None = None
+
+        if api_path.startswith("/_fault/"):
+            spec_raw, api_path = split_prefix(api_path, "/_fault/")
+            entry["fault"] = spec_raw
+            try:
+                fault = parse_fault_spec(spec_raw)
+            except FaultSpecError as e:
+                resp = text_response(400, f"bad fault spec: {e}")
+            if fault is not None:
+                if fault.method and fault.method != self.command:
+                    fault = None
+                elif not state.fault_fires(fault.key, fault.times):
+                    fault = None
+        if (self.command == "POST" and api_path.endswith("/actions/trigger")
+                and isinstance(entry["body"], dict)):
+            entry["instance_name"] = entry["body"].get("instance_name")
+
+        if fault is not None and fault.latency_ms:
+            time.sleep(fault.latency_ms / 1000.0)
+        if fault is not None and fault.reset:
+            self._finish_log(entry, 0, started)
+            self._reset_connection()
+            return
+        if resp is None and fault is not None:
+            resp = fault_response(fault, api_path)
+        if resp is None:
+            resp = self._serve(api_path, query, body, auth, started, rate_exhausted)
+        if fault is not None and fault.retry_after is not None:
+            resp.headers.append(("Retry-After", fault.retry_after))
+
+        if fault is not None and fault.truncate:
+            self._finish_log(entry, 200, started)
+            self._write_truncated(resp, rate_remaining)
+            return
+        self._finish_log(entry, resp.status, started)
+        self._write(resp, rate_remaining, fault.drip_ms if fault is not None else 0)
+
+    def _serve(self, api_path: str, query: dict[str, list[str]], body: bytes, auth: str,
+               started: float, rate_exhausted: bool) -> Response:
+        """The normal (non-fault) response: example replay or the API itself."""
+        if api_path.startswith("/_example/"):
+            return self._serve_example(api_path)
+        if rate_exhausted:
+            resp = problem(429, "The maximum number of hourly API invocations has been "
+                                "exceeded.", api_path)
+            resp.headers.append(("Retry-After", str(max(1, next_top_of_hour() - int(time.time())))))
+            return resp
+        if auth != "ok":
+            return text_response(401, UNAUTHORIZED_TEXT)
+        req = ApiRequest(self.server.state, self.command, api_path, query, body,
+                         self._base_url(), started)
+        return dispatch_api(req)
+
+    def _serve_example(self, api_path: str) -> Response:
+        status_raw, rest = split_prefix(api_path, "/_example/")
+        name, _ = split_prefix(rest, "/")
+        try:
+            status = int(status_raw)
+            if not 100 <= status <= 599:
+                raise ValueError
+        except ValueError:
+            return text_response(400, f"bad example status {status_raw!r}")
+        if not self.server.catalog.values and not self.server.spec_path:
+            return text_response(404, "example replay needs --spec")
+        return self.server.catalog.response(status, urllib.parse.unquote(name))
+
+    def _finish_log(self, entry: dict[str, Any], status: int, started: float) -> None:
+        entry["status"] = status
+        self.server.state.record(entry)
+        self.server.emit_log(f"{entry['method']} {entry['path']} -> {status} "
+                             f"({(time.monotonic() - started) * 1000:.1f} ms)")
+
+
+def _parse_log_body(body: bytes) -> Any:
+    if not body:
+        return None
+    try:
+        return json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return None
+
+
+class SimServer(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False
+    allow_reuse_address = True
+    request_queue_size = 1024
+
+    def __init__(self, address: tuple[str, int], tokens: list[str], catalog: ExampleCatalog,
+                 spec_path: str | None, quiet: bool, log_file: str | None) -> None:
+        self._log_fh = None
+        super().__init__(address, SimHandler)
+        self.state = SimState()
+        self.tokens = frozenset(tokens)
+        self.catalog = catalog
+        self.spec_path = spec_path
+        self.quiet = quiet
+        self._log_lock = threading.Lock()
+        if log_file:
+            self._log_fh = open(log_file, "a", encoding="utf-8")
+
+    def emit_log(self, line: str) -> None:
+        """One line per API request to the log file and (unless quiet) stderr."""
+        if self.quiet and self._log_fh is None:
+            return
+        stamped = f"{iso_ms()} {line}"
+        with self._log_lock:
+            if self._log_fh is not None:
+                self._log_fh.write(stamped + "\n")
+                self._log_fh.flush()
+            if not self.quiet:
+                sys.stderr.write(stamped + "\n")
+
+    def server_close(self) -> None:
+        super().server_close()
+        if self._log_fh is not None:
+            self._log_fh.close()
+            self._log_fh = None
+
+
+# --------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description="DocuSign Maestro API simulator")
+    ap.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    ap.add_argument("--port", type=int, default=DEFAULT_PORT,
+                    help=f"port (default {DEFAULT_PORT}; 0 = pick a free port)")
+    ap.add_argument("--token", action="append", default=[],
+                    help=f"accepted bearer token (repeatable; '{DEFAULT_TOKEN}' is always accepted)")
+    ap.add_argument("--spec", help="OpenAPI JSON file for /_example/ replay")
+    ap.add_argument("--log-file", help="append one line per API request to this file")
+    ap.add_argument("--quiet", action="store_true", help="no per-request log on stderr")
+    return ap.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    catalog = ExampleCatalog()
+    if args.spec:
+        try:
+            with open(args.spec, encoding="utf-8") as fh:
+                catalog = ExampleCatalog(json.load(fh))
+        except (OSError, ValueError) as e:
+            print(f"maestro simulator: cannot load --spec {args.spec}: {e}", file=sys.stderr)
+            return 2
+    threading.stack_size(512 * 1024)
+    try:
+        server = SimServer((args.host, args.port), [DEFAULT_TOKEN, *args.token], catalog,
+                           args.spec, args.quiet, args.log_file)
+    except OSError as e:
+        print(f"maestro simulator: cannot start on {args.host}:{args.port}: {e}",
+              file=sys.stderr)
+        return 2
+
+    def stop(signum: int, _frame: Any) -> None:
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    host, port = server.server_address[:2]
+    shown = f"[{host}]" if ":" in host else host
+    print(f"maestro simulator listening on http://{shown}:{port}", flush=True)
+    try:
+        server.serve_forever(poll_interval=0.2)
+    finally:
+        server.server_close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
