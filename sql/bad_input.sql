@@ -22,7 +22,7 @@ SELECT mt.try($$SELECT * FROM maestro_trigger('a4490cd8-4a4f-4b4e-9a0c-1c5b0e6e0
 -- an empty instance name
 SELECT mt.try($$SELECT * FROM maestro_trigger('a4490cd8-4a4f-4b4e-9a0c-1c5b0e6e0001', '{}', '')$$);
 -- none of these reached the API
-\! curl -s "$MAESTRO_SIM_URL/__sim/count?method=POST"; echo
+\! curl -s "$MAESTRO_SIM_URL/__sim/count?method=POST&path_contains=actions/trigger"; echo
 
 -- missing required inputs: Maestro's 400 names each field
 SELECT mt.try($$SELECT * FROM maestro_trigger('a4490cd8-4a4f-4b4e-9a0c-1c5b0e6e0001', '{}', 'no inputs')$$);

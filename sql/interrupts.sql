@@ -37,7 +37,7 @@ SET maestro.server = 'faulty';
 SET maestro.request_timeout = '300ms';
 SET maestro.max_retries = 1;
 SELECT mt.fault('key=rt;latency_ms=2000'); SELECT mt.try(:'list');
-SELECT mt.fault('key=rtp;latency_ms=2000'); SELECT mt.try($$SELECT maestro_pause('a4490cd8-4a4f-4b4e-9a0c-1c5b0e6e0001')$$);
+SELECT mt.fault('key=rtp;latency_ms=2000;status=503'); SELECT mt.try($$SELECT maestro_pause('a4490cd8-4a4f-4b4e-9a0c-1c5b0e6e0001')$$);
 RESET maestro.max_retries;
 RESET maestro.request_timeout;
 

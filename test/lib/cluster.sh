@@ -14,6 +14,7 @@ MAESTRO_PGBIN=${MAESTRO_PGBIN:-$(pg_config --bindir)}
 if [ -z "${MAESTRO_SPEC:-}" ] && [ -f "$MAESTRO_TOP/../shared/maestro-api/maestro.rest.swagger-v1.0.0.json" ]; then
 	MAESTRO_SPEC="$MAESTRO_TOP/../shared/maestro-api/maestro.rest.swagger-v1.0.0.json"
 fi
+export MAESTRO_SPEC=${MAESTRO_SPEC:-}
 
 export PGHOST="$MAESTRO_TEST_DIR/socket"
 export PGPORT="$MAESTRO_PGPORT"
