@@ -14,7 +14,9 @@ MAESTRO_PGBIN=${MAESTRO_PGBIN:-$(pg_config --bindir)}
 if [ -z "${MAESTRO_SPEC:-}" ] && [ -f "$MAESTRO_TOP/../shared/maestro-api/maestro.rest.swagger-v1.0.0.json" ]; then
 	MAESTRO_SPEC="$MAESTRO_TOP/../shared/maestro-api/maestro.rest.swagger-v1.0.0.json"
 fi
-export MAESTRO_SPEC=${MAESTRO_SPEC:-}
+if [ -n "${MAESTRO_SPEC:-}" ]; then
+	export MAESTRO_SPEC
+fi
 
 export PGHOST="$MAESTRO_TEST_DIR/socket"
 export PGPORT="$MAESTRO_PGPORT"
