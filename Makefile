@@ -26,3 +26,6 @@ SHLIB_LINK = -lcurl -lcjson
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
+
+# every object depends on the private header (PGXS does not track it)
+$(OBJS): src/maestro.h

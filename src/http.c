@@ -45,21 +45,10 @@
 static CURLM *maestro_multi = NULL;
 static CURL *maestro_easy = NULL;
 
-/* What the write callback collects: malloc'd, freed by the caller. */
-typedef struct TransferBuffer
-{
-	char	   *data;
-	size_t		len;
-	size_t		cap;
-	size_t		limit;
-	bool		too_large;
-	bool		out_of_memory;
-} TransferBuffer;
-
 static size_t
 write_callback(char *ptr, size_t size, size_t nmemb, void *userdata)
 {
-	TransferBuffer *buf = (TransferBuffer *) userdata;
+	MaestroBuffer *buf = (MaestroBuffer *) userdata;
 	size_t		n = size * nmemb;
 
 	if (buf->len + n > buf->limit)
@@ -94,9 +83,9 @@ maestro_http_status_retryable(long status)
 	return status == 429 || status == 502 || status == 503 || status == 504;
 }
 
-/* Transport failures after which a GET may be sent again. */
-static bool
-transport_retryable(CURLcode rc)
+/* Transport failures after which a request may be sent again. */
+bool
+maestro_http_transport_retryable(CURLcode rc)
 {
 	switch (rc)
 	{
@@ -242,8 +231,11 @@ backoff_ms(int attempt)
 static struct curl_slist *
 append_header(struct curl_slist *list, const char *header, bool *failed)
 {
-	struct curl_slist *grown = curl_slist_append(list, header);
+	struct curl_slist *grown;
 
+	if (*failed)
+		return list;
+	grown = curl_slist_append(list, header);
 	if (grown == NULL)
 	{
 		*failed = true;
@@ -252,9 +244,90 @@ append_header(struct curl_slist *list, const char *header, bool *failed)
 	return grown;
 }
 
+/*
+ * The request headers, bearer token included: a malloc'd list the caller
+ * frees with curl_slist_free_all(), or NULL when out of memory. The token's
+ * palloc'd copy is wiped before it is freed.
+ */
+struct curl_slist *
+maestro_http_headers(const MaestroConnection *conn, const MaestroRequest *req)
+{
+	struct curl_slist *list = NULL;
+	bool		failed = false;
+	char	   *auth = psprintf("Authorization: Bearer %s", conn->access_token);
+
+	list = append_header(list, "Accept: application/json", &failed);
+	list = append_header(list, auth, &failed);
+	list = append_header(list, "Expect:", &failed);
+	if (req->body)
+		list = append_header(list, "Content-Type: application/json", &failed);
+	explicit_bzero(auth, strlen(auth));
+	pfree(auth);
+	if (failed)
+	{
+		curl_slist_free_all(list);
+		return NULL;
+	}
+	return list;
+}
+
+char *
+maestro_http_url(const MaestroConnection *conn, const MaestroRequest *req)
+{
+	return psprintf("%s%s%s%s", conn->base_url, req->path,
+					req->query ? "?" : "", req->query ? req->query : "");
+}
+
+/*
+ * Every option of one request on an easy handle that is fresh or was just
+ * reset. The handle then points at url, headers, buf, errbuf and the
+ * request's body: all must outlive the transfer.
+ */
+void
+maestro_http_configure(CURL *easy, const char *url, const MaestroRequest *req,
+					   struct curl_slist *headers, MaestroBuffer *buf, char *errbuf)
+{
+	curl_easy_setopt(easy, CURLOPT_URL, url);
+	curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(easy, CURLOPT_FOLLOWLOCATION, 0L);
+	curl_easy_setopt(easy, CURLOPT_HTTPHEADER, headers);
+	curl_easy_setopt(easy, CURLOPT_USERAGENT,
+					 "maestro/" MAESTRO_VERSION " (PostgreSQL " PG_MAJORVERSION ")");
+	curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS, (long) maestro_connect_timeout_ms);
+	curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, (long) maestro_request_timeout_ms);
+	curl_easy_setopt(easy, CURLOPT_TCP_KEEPALIVE, 1L);
+	curl_easy_setopt(easy, CURLOPT_ACCEPT_ENCODING, "");
+	curl_easy_setopt(easy, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t) buf->limit);
+	curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, write_callback);
+	curl_easy_setopt(easy, CURLOPT_WRITEDATA, buf);
+	curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, errbuf);
+
+	/*
+	 * libcurl silently re-sends a request whose reused connection turns out
+	 * dead before any response byte arrives; the server may have acted on
+	 * the first copy. For a request that must not be repeated, a fresh
+	 * connection that is closed afterwards rules that out.
+	 */
+	if (!req->idempotent)
+	{
+		curl_easy_setopt(easy, CURLOPT_FRESH_CONNECT, 1L);
+		curl_easy_setopt(easy, CURLOPT_FORBID_REUSE, 1L);
+	}
+	if (strcmp(req->method, "POST") == 0)
+	{
+		curl_easy_setopt(easy, CURLOPT_POST, 1L);
+		curl_easy_setopt(easy, CURLOPT_POSTFIELDS, req->body ? req->body : "");
+		curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE,
+						 (long) (req->body ? strlen(req->body) : 0));
+	}
+	else
+		curl_easy_setopt(easy, CURLOPT_HTTPGET, 1L);
+}
+
 static void
 raise_transport_error(const MaestroRequest *req, CURLcode rc,
-					  const char *curl_message, const TransferBuffer *buf,
+					  const char *curl_message, const MaestroBuffer *buf,
 					  int retries)
 {
 	const char *what = curl_message[0] ? curl_message : curl_easy_strerror(rc);
@@ -299,35 +372,23 @@ maestro_http_execute(const MaestroConnection *conn, const MaestroRequest *req,
 					 MaestroResponse *resp)
 {
 	struct curl_slist *volatile headers = NULL;
-	TransferBuffer *volatile buf = palloc0(sizeof(TransferBuffer));
+	MaestroBuffer *volatile buf = palloc0(sizeof(MaestroBuffer));
 	char		curl_message[CURL_ERROR_SIZE];
 	char	   *url;
-	char	   *auth;
 	TimestampTz deadline = statement_deadline();
 	CURLcode	rc = CURLE_OK;
 	bool		interrupted = false;
-	bool		header_failed = false;
 	int			attempt;
 
 	buf->limit = (size_t) maestro_max_response_kb * 1024;
 	memset(resp, 0, sizeof(*resp));
 
-	url = psprintf("%s%s%s%s", conn->base_url, req->path,
-				   req->query ? "?" : "", req->query ? req->query : "");
-	auth = psprintf("Authorization: Bearer %s", conn->access_token);
+	url = maestro_http_url(conn, req);
 
 	PG_TRY();
 	{
-		struct curl_slist *list = NULL;
-
-		list = append_header(list, "Accept: application/json", &header_failed);
-		list = append_header(list, auth, &header_failed);
-		list = append_header(list, "Expect:", &header_failed);
-		if (req->body)
-			list = append_header(list, "Content-Type: application/json", &header_failed);
-		headers = list;
-		explicit_bzero(auth, strlen(auth));
-		if (header_failed)
+		headers = maestro_http_headers(conn, req);
+		if (headers == NULL)
 			ereport(ERROR,
 					(errcode(ERRCODE_OUT_OF_MEMORY),
 					 errmsg("out of memory while building a Maestro request")));
@@ -340,39 +401,8 @@ maestro_http_execute(const MaestroConnection *conn, const MaestroRequest *req,
 			buf->len = 0;
 			buf->too_large = buf->out_of_memory = false;
 			curl_message[0] = '\0';
-
-			curl_easy_setopt(maestro_easy, CURLOPT_URL, url);
-			curl_easy_setopt(maestro_easy, CURLOPT_NOSIGNAL, 1L);
-			curl_easy_setopt(maestro_easy, CURLOPT_PROTOCOLS_STR, "http,https");
-			curl_easy_setopt(maestro_easy, CURLOPT_FOLLOWLOCATION, 0L);
-			curl_easy_setopt(maestro_easy, CURLOPT_HTTPHEADER, (struct curl_slist *) headers);
-			curl_easy_setopt(maestro_easy, CURLOPT_USERAGENT,
-							 "maestro/" MAESTRO_VERSION " (PostgreSQL " PG_MAJORVERSION ")");
-			curl_easy_setopt(maestro_easy, CURLOPT_CONNECTTIMEOUT_MS, (long) maestro_connect_timeout_ms);
-			curl_easy_setopt(maestro_easy, CURLOPT_TIMEOUT_MS, (long) maestro_request_timeout_ms);
-			curl_easy_setopt(maestro_easy, CURLOPT_TCP_KEEPALIVE, 1L);
-			curl_easy_setopt(maestro_easy, CURLOPT_ACCEPT_ENCODING, "");
-			curl_easy_setopt(maestro_easy, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t) buf->limit);
-			curl_easy_setopt(maestro_easy, CURLOPT_WRITEFUNCTION, write_callback);
-			curl_easy_setopt(maestro_easy, CURLOPT_WRITEDATA, (TransferBuffer *) buf);
-			curl_easy_setopt(maestro_easy, CURLOPT_ERRORBUFFER, curl_message);
-			/*
-			 * libcurl silently re-sends a request whose reused connection
-			 * turns out dead before any response byte arrives; the server
-			 * may have acted on the first copy. For a request that must
-			 * not be repeated, a fresh connection rules that out.
-			 */
-			if (!req->idempotent)
-				curl_easy_setopt(maestro_easy, CURLOPT_FRESH_CONNECT, 1L);
-			if (strcmp(req->method, "POST") == 0)
-			{
-				curl_easy_setopt(maestro_easy, CURLOPT_POST, 1L);
-				curl_easy_setopt(maestro_easy, CURLOPT_POSTFIELDS, req->body ? req->body : "");
-				curl_easy_setopt(maestro_easy, CURLOPT_POSTFIELDSIZE,
-								 (long) (req->body ? strlen(req->body) : 0));
-			}
-			else
-				curl_easy_setopt(maestro_easy, CURLOPT_HTTPGET, 1L);
+			maestro_http_configure(maestro_easy, url, req, (struct curl_slist *) headers,
+								   (MaestroBuffer *) buf, curl_message);
 
 			rc = run_transfer(&interrupted);
 			if (interrupted)
@@ -385,7 +415,7 @@ maestro_http_execute(const MaestroConnection *conn, const MaestroRequest *req,
 			if (!req->idempotent || attempt >= maestro_max_retries)
 				break;
 			if (rc == CURLE_OK ? !maestro_http_status_retryable(resp->status)
-				: (!transport_retryable(rc) || buf->too_large))
+				: (!maestro_http_transport_retryable(rc) || buf->too_large))
 				break;
 
 			wait_ms = backoff_ms(attempt);
@@ -416,7 +446,7 @@ maestro_http_execute(const MaestroConnection *conn, const MaestroRequest *req,
 					 errmsg("canceling Maestro request due to an interrupt")));
 		}
 		if (rc != CURLE_OK)
-			raise_transport_error(req, rc, curl_message, (TransferBuffer *) buf, resp->retries);
+			raise_transport_error(req, rc, curl_message, (MaestroBuffer *) buf, resp->retries);
 
 		{
 			char	   *ctype = NULL;
@@ -434,7 +464,6 @@ maestro_http_execute(const MaestroConnection *conn, const MaestroRequest *req,
 	{
 		curl_slist_free_all((struct curl_slist *) headers);
 		free(buf->data);
-		pfree(auth);
 		/* the handle must not point at freed headers or a stack buffer */
 		if (maestro_easy != NULL)
 			curl_easy_reset(maestro_easy);

@@ -21,6 +21,7 @@
 #include "postgres.h"
 
 #include <cjson/cJSON.h>
+#include <curl/curl.h>
 
 #include "fmgr.h"
 #include "lib/stringinfo.h"
@@ -44,6 +45,7 @@ extern int	maestro_max_retries;
  */
 typedef struct MaestroConnection
 {
+	Oid			server_id;
 	char	   *server_name;
 	char	   *base_url;		/* no trailing slash */
 	char	   *account_id;		/* canonical uuid text */
@@ -70,8 +72,20 @@ typedef struct MaestroResponse
 	int			retries;		/* how many times the request was re-sent */
 } MaestroResponse;
 
+/* A response body as libcurl delivers it: malloc'd, capped at limit. */
+typedef struct MaestroBuffer
+{
+	char	   *data;
+	size_t		len;
+	size_t		cap;
+	size_t		limit;
+	bool		too_large;
+	bool		out_of_memory;
+} MaestroBuffer;
+
 /* options.c */
 extern MaestroConnection *maestro_connect(void);
+extern MaestroConnection *maestro_connection_for(Oid serverid, Oid userid, char **problem);
 extern bool maestro_is_uuid(const char *text);
 
 /* http.c */
@@ -79,6 +93,13 @@ extern void maestro_http_execute(const MaestroConnection *conn,
 								 const MaestroRequest *req,
 								 MaestroResponse *resp);
 extern bool maestro_http_status_retryable(long status);
+extern bool maestro_http_transport_retryable(CURLcode rc);
+extern struct curl_slist *maestro_http_headers(const MaestroConnection *conn,
+											   const MaestroRequest *req);
+extern char *maestro_http_url(const MaestroConnection *conn, const MaestroRequest *req);
+extern void maestro_http_configure(CURL *easy, const char *url, const MaestroRequest *req,
+								   struct curl_slist *headers, MaestroBuffer *buf,
+								   char *errbuf);
 
 /* errors.c */
 extern void maestro_raise_http_error(const MaestroConnection *conn,

@@ -307,40 +307,33 @@ choose_server(void)
 }
 
 /*
- * The calling role's own mapping, else the PUBLIC one; unlike
- * GetUserMapping() this fails with a privilege error that says what to
- * create.
+ * The options of the role's own user mapping, else of the PUBLIC one; false
+ * when neither exists.
  */
-static List *
-user_mapping_options(Oid userid, ForeignServer *server)
+static bool
+mapping_options(Oid userid, Oid serverid, List **options)
 {
 	HeapTuple	tuple;
 	Datum		datum;
 	bool		isnull;
-	List	   *options = NIL;
 
+	*options = NIL;
 	tuple = SearchSysCache2(USERMAPPINGUSERSERVER,
 							ObjectIdGetDatum(userid),
-							ObjectIdGetDatum(server->serverid));
+							ObjectIdGetDatum(serverid));
 	if (!HeapTupleIsValid(tuple))
 		tuple = SearchSysCache2(USERMAPPINGUSERSERVER,
 								ObjectIdGetDatum(InvalidOid),
-								ObjectIdGetDatum(server->serverid));
+								ObjectIdGetDatum(serverid));
 	if (!HeapTupleIsValid(tuple))
-		ereport(ERROR,
-				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("role \"%s\" has no user mapping for maestro server \"%s\"",
-						GetUserNameFromId(userid, false), server->servername),
-				 errhint("Create one with CREATE USER MAPPING FOR %s SERVER %s OPTIONS (access_token '...').",
-						 quote_identifier(GetUserNameFromId(userid, false)),
-						 quote_identifier(server->servername))));
+		return false;
 
 	datum = SysCacheGetAttr(USERMAPPINGUSERSERVER, tuple,
 							Anum_pg_user_mapping_umoptions, &isnull);
 	if (!isnull)
-		options = untransformRelOptions(datum);
+		*options = untransformRelOptions(datum);
 	ReleaseSysCache(tuple);
-	return options;
+	return true;
 }
 
 static char *
@@ -358,31 +351,14 @@ option_value(List *options, const char *name)
 	return NULL;
 }
 
-MaestroConnection *
-maestro_connect(void)
+static MaestroConnection *
+build_connection(ForeignServer *server, List *mapping)
 {
-	ForeignServer *server = choose_server();
-	Oid			userid = GetUserId();
-	AclResult	aclresult;
-	MaestroConnection *conn;
+	MaestroConnection *conn = palloc0(sizeof(MaestroConnection));
 	char	   *base_url;
-	List	   *mapping;
 	size_t		len;
 
-	aclresult = pg_foreign_server_aclcheck(server->serverid, userid, ACL_USAGE);
-	if (aclresult != ACLCHECK_OK)
-		ereport(ERROR,
-				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("permission denied for maestro server \"%s\"", server->servername),
-				 errdetail("Role \"%s\" lacks USAGE on the server.",
-						   GetUserNameFromId(userid, false)),
-				 errhint("A superuser or the server's owner can run GRANT USAGE ON FOREIGN SERVER %s TO %s.",
-						 quote_identifier(server->servername),
-						 quote_identifier(GetUserNameFromId(userid, false)))));
-
-	mapping = user_mapping_options(userid, server);
-
-	conn = palloc0(sizeof(MaestroConnection));
+	conn->server_id = server->serverid;
 	conn->server_name = pstrdup(server->servername);
 	conn->account_id = option_value(server->options, "account_id");
 	conn->access_token = option_value(mapping, "access_token");
@@ -393,6 +369,41 @@ maestro_connect(void)
 	while (len > 0 && base_url[len - 1] == '/')
 		base_url[--len] = '\0';
 	conn->base_url = base_url;
+	return conn;
+}
+
+/*
+ * The connection for the calling role to the chosen server; every reason it
+ * cannot be had is an error that says what to create or grant.
+ */
+MaestroConnection *
+maestro_connect(void)
+{
+	ForeignServer *server = choose_server();
+	Oid			userid = GetUserId();
+	MaestroConnection *conn;
+	List	   *mapping;
+
+	if (pg_foreign_server_aclcheck(server->serverid, userid, ACL_USAGE) != ACLCHECK_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied for maestro server \"%s\"", server->servername),
+				 errdetail("Role \"%s\" lacks USAGE on the server.",
+						   GetUserNameFromId(userid, false)),
+				 errhint("A superuser or the server's owner can run GRANT USAGE ON FOREIGN SERVER %s TO %s.",
+						 quote_identifier(server->servername),
+						 quote_identifier(GetUserNameFromId(userid, false)))));
+
+	if (!mapping_options(userid, server->serverid, &mapping))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("role \"%s\" has no user mapping for maestro server \"%s\"",
+						GetUserNameFromId(userid, false), server->servername),
+				 errhint("Create one with CREATE USER MAPPING FOR %s SERVER %s OPTIONS (access_token '...').",
+						 quote_identifier(GetUserNameFromId(userid, false)),
+						 quote_identifier(server->servername))));
+
+	conn = build_connection(server, mapping);
 
 	/* Catalog rows written before the validator existed could lack these. */
 	if (conn->account_id == NULL || !maestro_is_uuid(conn->account_id))
@@ -410,4 +421,40 @@ maestro_connect(void)
 						 quote_identifier(server->servername))));
 
 	return conn;
+}
+
+/*
+ * The connection for a stored (server, role) pair, as the worker needs it
+ * at send time: privileges may have changed since the request was queued.
+ * Never raises; returns NULL and sets *problem instead.
+ */
+MaestroConnection *
+maestro_connection_for(Oid serverid, Oid userid, char **problem)
+{
+	ForeignServer *server = GetForeignServerExtended(serverid, FSV_MISSING_OK);
+	const char *role = GetUserNameFromId(userid, true);
+	MaestroConnection *conn;
+	List	   *mapping;
+
+	*problem = NULL;
+	if (server == NULL)
+		*problem = psprintf("maestro server with OID %u no longer exists", serverid);
+	else if (role == NULL)
+		*problem = psprintf("role with OID %u no longer exists", userid);
+	else if (pg_foreign_server_aclcheck(serverid, userid, ACL_USAGE) != ACLCHECK_OK)
+		*problem = psprintf("role \"%s\" no longer has USAGE on maestro server \"%s\"",
+							role, server->servername);
+	else if (!mapping_options(userid, serverid, &mapping))
+		*problem = psprintf("role \"%s\" no longer has a user mapping for maestro server \"%s\"",
+							role, server->servername);
+	if (*problem)
+		return NULL;
+
+	conn = build_connection(server, mapping);
+	if (conn->account_id == NULL || !maestro_is_uuid(conn->account_id))
+		*problem = psprintf("maestro server \"%s\" has no valid account_id", server->servername);
+	else if (conn->access_token == NULL)
+		*problem = psprintf("the user mapping of role \"%s\" for maestro server \"%s\" has no access_token",
+							role, server->servername);
+	return *problem ? NULL : conn;
 }
