@@ -9,7 +9,9 @@ OBJS = \
 	src/json.o \
 	src/api.o \
 	src/convert.o \
-	src/functions.o
+	src/functions.o \
+	src/queue.o \
+	src/worker.o
 
 EXTENSION = maestro
 DATA = maestro--0.1.sql

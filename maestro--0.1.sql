@@ -141,3 +141,152 @@ CREATE VIEW maestro_all_instances AS
 
 COMMENT ON VIEW maestro_all_instances IS
 'the instances of every workflow; each query costs one API call per workflow plus one';
+
+-- The trigger queue: start workflows from database triggers
+
+CREATE TABLE maestro_trigger_requests (
+  id bigserial PRIMARY KEY,
+  state text NOT NULL DEFAULT 'queued'
+    CHECK (state IN ('queued', 'sending', 'done', 'failed')),
+  server_id oid NOT NULL,
+  requested_by regrole NOT NULL,
+  workflow_id uuid NOT NULL,
+  inputs jsonb NOT NULL,
+  instance_name text NOT NULL,
+  attempts integer NOT NULL DEFAULT 0,
+  next_attempt_at timestamptz NOT NULL DEFAULT now(),
+  verify_before_send boolean NOT NULL DEFAULT false,
+  http_status integer,
+  last_error text,
+  instance_id uuid,
+  instance_url text,
+  created_at timestamptz NOT NULL DEFAULT now(),
+  sent_at timestamptz,
+  done_at timestamptz);
+
+CREATE INDEX maestro_trigger_requests_due
+  ON maestro_trigger_requests (next_attempt_at, id) WHERE state = 'queued';
+CREATE INDEX maestro_trigger_requests_sending
+  ON maestro_trigger_requests (id) WHERE state = 'sending';
+
+COMMENT ON TABLE maestro_trigger_requests IS
+'trigger requests queued by maestro_trigger_async, one row each: queued -> sending -> done or failed; each role sees only its own';
+COMMENT ON COLUMN maestro_trigger_requests.server_id IS 'the maestro server (pg_foreign_server.oid) the request goes to';
+COMMENT ON COLUMN maestro_trigger_requests.requested_by IS 'the role whose user mapping sends the request';
+COMMENT ON COLUMN maestro_trigger_requests.instance_name IS 'the name sent to Maestro; it ends in [mq <id>-<tag>], by which the worker finds the instance after an uncertain send';
+COMMENT ON COLUMN maestro_trigger_requests.verify_before_send IS 'an earlier send may have reached Maestro: the worker looks the instance up by name before sending again';
+COMMENT ON COLUMN maestro_trigger_requests.instance_url IS 'the participant URL Maestro returned; it carries a secret';
+
+-- Rows are written only by the functions below, as the extension's owner;
+-- a role reads its own requests and nothing else.
+REVOKE ALL ON maestro_trigger_requests FROM PUBLIC;
+GRANT SELECT ON maestro_trigger_requests TO PUBLIC;
+REVOKE ALL ON SEQUENCE maestro_trigger_requests_id_seq FROM PUBLIC;
+ALTER TABLE maestro_trigger_requests ENABLE ROW LEVEL SECURITY;
+CREATE POLICY maestro_trigger_requests_own ON maestro_trigger_requests
+  FOR SELECT USING (requested_by = current_user::text::regrole);
+
+-- pg_dump keeps the queue
+SELECT pg_catalog.pg_extension_config_dump('maestro_trigger_requests', '');
+SELECT pg_catalog.pg_extension_config_dump('maestro_trigger_requests_id_seq', '');
+
+CREATE FUNCTION maestro_trigger_async(workflow_id uuid, inputs jsonb, instance_name text DEFAULT NULL)
+RETURNS bigint
+AS 'MODULE_PATHNAME'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+COMMENT ON FUNCTION maestro_trigger_async(uuid, jsonb, text) IS
+'queues a trigger of the workflow in the current transaction and returns the request id; the worker sends it after commit, never if the transaction rolls back';
+
+CREATE FUNCTION maestro_retry(request_id bigint)
+RETURNS void
+AS 'MODULE_PATHNAME'
+LANGUAGE C STRICT VOLATILE PARALLEL UNSAFE;
+
+COMMENT ON FUNCTION maestro_retry(bigint) IS
+'queues one of your failed trigger requests again';
+
+CREATE FUNCTION maestro_wake()
+RETURNS void
+AS 'MODULE_PATHNAME'
+LANGUAGE C STRICT VOLATILE PARALLEL UNSAFE;
+
+COMMENT ON FUNCTION maestro_wake() IS
+'wakes the worker at commit; needed only after COMMIT PREPARED of a transaction that queued requests';
+
+CREATE FUNCTION maestro_enqueue_trigger()
+RETURNS trigger
+LANGUAGE plpgsql
+AS $$
+DECLARE
+  workflow uuid;
+  mapping jsonb;
+  new_row jsonb;
+  inputs jsonb := '{}';
+  field text;
+  source jsonb;
+  instance_name text;
+  placeholder text;
+BEGIN
+  IF TG_LEVEL <> 'ROW' OR TG_WHEN <> 'AFTER' OR TG_OP NOT IN ('INSERT', 'UPDATE') THEN
+    RAISE EXCEPTION 'trigger "%" on table %: maestro_enqueue_trigger() must be AFTER INSERT (or UPDATE) FOR EACH ROW',
+      TG_NAME, TG_RELID::regclass
+      USING ERRCODE = 'invalid_object_definition';
+  END IF;
+  IF TG_NARGS NOT IN (2, 3) THEN
+    RAISE EXCEPTION 'trigger "%" on table %: maestro_enqueue_trigger() takes 2 or 3 arguments, not %',
+      TG_NAME, TG_RELID::regclass, TG_NARGS
+      USING ERRCODE = 'invalid_parameter_value',
+            HINT = 'EXECUTE FUNCTION maestro_enqueue_trigger(''<workflow uuid>'', ''{"Input": "column", ...}'' [, ''instance name with {column}''])';
+  END IF;
+
+  BEGIN
+    workflow := TG_ARGV[0]::uuid;
+  EXCEPTION WHEN invalid_text_representation THEN
+    RAISE EXCEPTION 'trigger "%" on table %: the workflow id % is not a uuid',
+      TG_NAME, TG_RELID::regclass, quote_literal(TG_ARGV[0])
+      USING ERRCODE = 'invalid_parameter_value';
+  END;
+  BEGIN
+    mapping := TG_ARGV[1]::jsonb;
+  EXCEPTION WHEN invalid_text_representation THEN
+    mapping := NULL;
+  END;
+  IF mapping IS NULL OR jsonb_typeof(mapping) <> 'object' THEN
+    RAISE EXCEPTION 'trigger "%" on table %: the input mapping must be a JSON object',
+      TG_NAME, TG_RELID::regclass
+      USING ERRCODE = 'invalid_parameter_value',
+            DETAIL = format('Got %s.', quote_literal(TG_ARGV[1])),
+            HINT = 'Map each trigger input to a column: ''{"Email": "email", "Name": "full_name"}''.';
+  END IF;
+
+  new_row := to_jsonb(NEW);
+  FOR field, source IN SELECT key, value FROM jsonb_each(mapping) LOOP
+    IF jsonb_typeof(source) <> 'string' OR NOT new_row ? (source #>> '{}') THEN
+      RAISE EXCEPTION 'trigger "%" on table %: input "%" maps to %, which is not a column of the table',
+        TG_NAME, TG_RELID::regclass, field, source
+        USING ERRCODE = 'undefined_column';
+    END IF;
+    inputs := inputs || jsonb_build_object(field, new_row -> (source #>> '{}'));
+  END LOOP;
+
+  IF TG_NARGS = 3 THEN
+    instance_name := TG_ARGV[2];
+    FOR placeholder IN SELECT DISTINCT m[1] FROM regexp_matches(TG_ARGV[2], '\{([^{}]+)\}', 'g') AS m LOOP
+      IF NOT new_row ? placeholder THEN
+        RAISE EXCEPTION 'trigger "%" on table %: the instance name refers to {%}, which is not a column of the table',
+          TG_NAME, TG_RELID::regclass, placeholder
+          USING ERRCODE = 'undefined_column';
+      END IF;
+      instance_name := replace(instance_name, '{' || placeholder || '}',
+                               coalesce(new_row ->> placeholder, ''));
+    END LOOP;
+  END IF;
+
+  PERFORM maestro_trigger_async(workflow, inputs, instance_name);
+  RETURN NULL;
+END
+$$;
+
+COMMENT ON FUNCTION maestro_enqueue_trigger() IS
+'row trigger: queues a trigger of the workflow (1st argument) with inputs taken from the new row''s columns (2nd argument, {"Input": "column"}), optionally named by a template (3rd argument, "Onboard {email}")';

@@ -36,8 +36,12 @@ SET maestro.server = 'faulty';
 -- maestro.request_timeout: a timeout is 08006; GETs retry it, POSTs do not
 SET maestro.request_timeout = '300ms';
 SET maestro.max_retries = 1;
-SELECT mt.fault('key=rt;latency_ms=2000'); SELECT mt.try(:'list');
-SELECT mt.fault('key=rtp;latency_ms=2000;status=503'); SELECT mt.try($$SELECT maestro_pause('a4490cd8-4a4f-4b4e-9a0c-1c5b0e6e0001')$$);
+SELECT mt.fault('key=rt;latency_ms=2000');
+SELECT split_part(r, E'\n', 1) AS error, r ~ 'after 1 retries' AS retried_once
+FROM mt.try(:'list') AS r;
+SELECT mt.fault('key=rtp;latency_ms=2000;status=503');
+SELECT split_part(r, E'\n', 1) AS error, r ~ 'retries' AS retried
+FROM mt.try($$SELECT maestro_pause('a4490cd8-4a4f-4b4e-9a0c-1c5b0e6e0001')$$) AS r;
 RESET maestro.max_retries;
 RESET maestro.request_timeout;
 

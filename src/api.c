@@ -89,10 +89,14 @@ maestro_get_trigger_requirements(const MaestroConnection *conn, const char *work
 				NULL, NULL);
 }
 
-/* inputs_json is the text of a JSON object. */
-cJSON *
-maestro_post_trigger(const MaestroConnection *conn, const char *workflow_id,
-					 const char *instance_name, const char *inputs_json)
+/*
+ * The trigger request, for callers that send it themselves (the worker).
+ * inputs_json is the text of a JSON object.
+ */
+void
+maestro_trigger_request(const MaestroConnection *conn, const char *workflow_id,
+						const char *instance_name, const char *inputs_json,
+						MaestroRequest *req)
 {
 	StringInfoData body;
 
@@ -101,9 +105,21 @@ maestro_post_trigger(const MaestroConnection *conn, const char *workflow_id,
 	escape_json(&body, instance_name);
 	appendStringInfo(&body, ",\"trigger_inputs\":%s}", inputs_json);
 
-	return call(conn, "POST",
-				account_path(conn, "/workflows/%s/actions/trigger", workflow_id),
-				NULL, body.data);
+	req->method = "POST";
+	req->path = account_path(conn, "/workflows/%s/actions/trigger", workflow_id);
+	req->query = NULL;
+	req->body = body.data;
+	req->idempotent = false;
+}
+
+cJSON *
+maestro_post_trigger(const MaestroConnection *conn, const char *workflow_id,
+					 const char *instance_name, const char *inputs_json)
+{
+	MaestroRequest req;
+
+	maestro_trigger_request(conn, workflow_id, instance_name, inputs_json, &req);
+	return call(conn, req.method, req.path, NULL, req.body);
 }
 
 cJSON *

@@ -226,6 +226,42 @@ default_instance_name(void)
 					timestamptz_to_str(GetCurrentTimestamp()));
 }
 
+/*
+ * The arguments maestro_trigger and maestro_trigger_async share: a workflow
+ * id, inputs that are a JSON object, and a non-empty instance name or NULL
+ * for a generated one.
+ */
+void
+maestro_check_trigger_args(FunctionCallInfo fcinfo, Jsonb **inputs, char **instance_name)
+{
+	(void) uuid_argument(fcinfo, 0, "workflow_id");
+	if (PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("inputs must not be null"),
+				 errhint("Pass '{}' for a workflow that takes no inputs.")));
+	*inputs = PG_GETARG_JSONB_P(1);
+	if (!JB_ROOT_IS_OBJECT(*inputs))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("inputs must be a JSON object"),
+				 errdetail("The value given is a JSON %s.",
+						   JB_ROOT_IS_SCALAR(*inputs) ? "scalar" : "array"),
+				 errhint("Map each trigger input's field_name to its value, e.g. '{\"Email\": \"ada@example.com\"}'; maestro_trigger_inputs(workflow_id) lists the fields.")));
+
+	if (PG_ARGISNULL(2))
+		*instance_name = default_instance_name();
+	else
+	{
+		*instance_name = text_to_cstring(PG_GETARG_TEXT_PP(2));
+		if ((*instance_name)[0] == '\0')
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("instance_name must not be empty"),
+					 errhint("Pass NULL to have a name generated.")));
+	}
+}
+
 Datum
 maestro_trigger(PG_FUNCTION_ARGS)
 {
@@ -239,31 +275,7 @@ maestro_trigger(PG_FUNCTION_ARGS)
 	Datum		values[2];
 	bool		nulls[2];
 
-	if (PG_ARGISNULL(1))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("inputs must not be null"),
-				 errhint("Pass '{}' for a workflow that takes no inputs.")));
-	inputs = PG_GETARG_JSONB_P(1);
-	if (!JB_ROOT_IS_OBJECT(inputs))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("inputs must be a JSON object"),
-				 errdetail("The value given is a JSON %s.",
-						   JB_ROOT_IS_SCALAR(inputs) ? "scalar" : "array"),
-				 errhint("Map each trigger input's field_name to its value, e.g. '{\"Email\": \"ada@example.com\"}'; maestro_trigger_inputs(workflow_id) lists the fields.")));
-
-	if (PG_ARGISNULL(2))
-		instance_name = default_instance_name();
-	else
-	{
-		instance_name = text_to_cstring(PG_GETARG_TEXT_PP(2));
-		if (instance_name[0] == '\0')
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("instance_name must not be empty"),
-					 errhint("Pass NULL to have a name generated.")));
-	}
+	maestro_check_trigger_args(fcinfo, &inputs, &instance_name);
 
 	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "return type must be a row type");

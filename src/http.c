@@ -77,6 +77,34 @@ write_callback(char *ptr, size_t size, size_t nmemb, void *userdata)
 	return n;
 }
 
+static size_t
+read_callback(char *ptr, size_t size, size_t nmemb, void *userdata)
+{
+	MaestroBuffer *buf = (MaestroBuffer *) userdata;
+	size_t		n = Min(size * nmemb, buf->upload_len - buf->upload_pos);
+
+	memcpy(ptr, buf->upload + buf->upload_pos, n);
+	buf->upload_pos += n;
+	return n;
+}
+
+/*
+ * libcurl re-sends a request on its own when a reused connection turns out
+ * dead before any response byte arrived, and must rewind the body to do so.
+ * For a request that must not be repeated we refuse the rewind: the
+ * transfer then fails with CURLE_SEND_FAIL_REWIND, an error the caller
+ * sees and handles, instead of a second copy the server may act on.
+ */
+static int
+refuse_rewind(void *userdata, curl_off_t offset, int origin)
+{
+	MaestroBuffer *buf = (MaestroBuffer *) userdata;
+
+	if (offset == 0 && origin == SEEK_SET && buf->upload_pos == 0)
+		return CURL_SEEKFUNC_OK;	/* nothing was sent yet */
+	return CURL_SEEKFUNC_FAIL;
+}
+
 bool
 maestro_http_status_retryable(long status)
 {
@@ -303,23 +331,20 @@ maestro_http_configure(CURL *easy, const char *url, const MaestroRequest *req,
 	curl_easy_setopt(easy, CURLOPT_WRITEDATA, buf);
 	curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, errbuf);
 
-	/*
-	 * libcurl silently re-sends a request whose reused connection turns out
-	 * dead before any response byte arrives; the server may have acted on
-	 * the first copy. For a request that must not be repeated, a fresh
-	 * connection that is closed afterwards rules that out.
-	 */
-	if (!req->idempotent)
-	{
-		curl_easy_setopt(easy, CURLOPT_FRESH_CONNECT, 1L);
-		curl_easy_setopt(easy, CURLOPT_FORBID_REUSE, 1L);
-	}
 	if (strcmp(req->method, "POST") == 0)
 	{
+		buf->upload = req->body ? req->body : "";
+		buf->upload_len = strlen(buf->upload);
+		buf->upload_pos = 0;
 		curl_easy_setopt(easy, CURLOPT_POST, 1L);
-		curl_easy_setopt(easy, CURLOPT_POSTFIELDS, req->body ? req->body : "");
-		curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE,
-						 (long) (req->body ? strlen(req->body) : 0));
+		curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE, (long) buf->upload_len);
+		curl_easy_setopt(easy, CURLOPT_READFUNCTION, read_callback);
+		curl_easy_setopt(easy, CURLOPT_READDATA, buf);
+		if (!req->idempotent)
+		{
+			curl_easy_setopt(easy, CURLOPT_SEEKFUNCTION, refuse_rewind);
+			curl_easy_setopt(easy, CURLOPT_SEEKDATA, buf);
+		}
 	}
 	else
 		curl_easy_setopt(easy, CURLOPT_HTTPGET, 1L);

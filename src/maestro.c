@@ -14,6 +14,7 @@
 
 #include <curl/curl.h>
 
+#include "miscadmin.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
 
@@ -24,6 +25,11 @@ int			maestro_connect_timeout_ms = 5000;
 int			maestro_request_timeout_ms = 30000;
 int			maestro_max_response_kb = 10240;
 int			maestro_max_retries = 3;
+char	   *maestro_database_name = NULL;
+int			maestro_max_concurrency = 16;
+int			maestro_rate_limit = 15;
+int			maestro_max_attempts = 5;
+int			maestro_retry_delay_ms = 1000;
 
 void		_PG_init(void);
 
@@ -84,5 +90,58 @@ _PG_init(void)
 							0,
 							NULL, NULL, NULL);
 
+	/*
+	 * The worker connects to this database when it starts, so the setting
+	 * is fixed at server start; a backend that loads the library later may
+	 * not define a PGC_POSTMASTER variable, and only reads it.
+	 */
+	DefineCustomStringVariable("maestro.database_name",
+							   "Database whose trigger queue the maestro worker sends.",
+							   NULL,
+							   &maestro_database_name,
+							   "postgres",
+							   process_shared_preload_libraries_in_progress ? PGC_POSTMASTER : PGC_SIGHUP,
+							   0,
+							   NULL, NULL, NULL);
+
+	DefineCustomIntVariable("maestro.max_concurrency",
+							"Most trigger requests the worker has in flight at once.",
+							NULL,
+							&maestro_max_concurrency,
+							16, 1, 1024,
+							PGC_SIGHUP,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("maestro.rate_limit",
+							"Most requests per second the worker sends to one server; 0 means no limit.",
+							"DocuSign's burst limit is 500 calls in 30 seconds.",
+							&maestro_rate_limit,
+							15, 0, 100000,
+							PGC_SIGHUP,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("maestro.max_attempts",
+							"How many times the worker sends a trigger request before it fails.",
+							NULL,
+							&maestro_max_attempts,
+							5, 1, 100,
+							PGC_SIGHUP,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("maestro.retry_delay",
+							"First wait before the worker sends a request again; it doubles with each attempt.",
+							NULL,
+							&maestro_retry_delay_ms,
+							1000, 1, 3600 * 1000,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
 	MarkGUCPrefixReserved("maestro");
+
+	if (process_shared_preload_libraries_in_progress)
+		maestro_queue_init();
 }

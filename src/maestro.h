@@ -25,6 +25,7 @@
 
 #include "fmgr.h"
 #include "lib/stringinfo.h"
+#include "utils/jsonb.h"
 #include "utils/timestamp.h"
 
 #define MAESTRO_VERSION "0.1"
@@ -33,6 +34,11 @@
 
 /* GUCs (maestro.c) */
 extern char *maestro_server_name;
+extern char *maestro_database_name;
+extern int	maestro_max_concurrency;
+extern int	maestro_rate_limit;
+extern int	maestro_max_attempts;
+extern int	maestro_retry_delay_ms;
 extern int	maestro_connect_timeout_ms;
 extern int	maestro_request_timeout_ms;
 extern int	maestro_max_response_kb;
@@ -72,7 +78,10 @@ typedef struct MaestroResponse
 	int			retries;		/* how many times the request was re-sent */
 } MaestroResponse;
 
-/* A response body as libcurl delivers it: malloc'd, capped at limit. */
+/*
+ * One transfer's data: the response body as libcurl delivers it (malloc'd,
+ * capped at limit), and the request body as libcurl reads it.
+ */
 typedef struct MaestroBuffer
 {
 	char	   *data;
@@ -81,6 +90,9 @@ typedef struct MaestroBuffer
 	size_t		limit;
 	bool		too_large;
 	bool		out_of_memory;
+	const char *upload;
+	size_t		upload_len;
+	size_t		upload_pos;
 } MaestroBuffer;
 
 /* options.c */
@@ -119,6 +131,9 @@ extern char *maestro_json_print(const cJSON *item);
 extern cJSON *maestro_get_workflows(const MaestroConnection *conn, const char *status);
 extern cJSON *maestro_get_trigger_requirements(const MaestroConnection *conn,
 											   const char *workflow_id);
+extern void maestro_trigger_request(const MaestroConnection *conn, const char *workflow_id,
+									const char *instance_name, const char *inputs_json,
+									MaestroRequest *req);
 extern cJSON *maestro_post_trigger(const MaestroConnection *conn, const char *workflow_id,
 								   const char *instance_name, const char *inputs_json);
 extern cJSON *maestro_get_instances(const MaestroConnection *conn, const char *workflow_id);
@@ -128,6 +143,24 @@ extern cJSON *maestro_post_workflow_action(const MaestroConnection *conn,
 										   const char *workflow_id, const char *action);
 extern cJSON *maestro_post_cancel(const MaestroConnection *conn, const char *workflow_id,
 								  const char *instance_id);
+
+/* functions.c */
+extern void maestro_check_trigger_args(FunctionCallInfo fcinfo, Jsonb **inputs,
+									   char **instance_name);
+
+/* queue.c: the backends' side of the trigger queue */
+extern void maestro_queue_init(void);
+extern bool maestro_queue_available(void);
+extern void maestro_queue_wake(void);
+extern bool maestro_queue_claim_worker(void);
+extern bool maestro_queue_take_wake(void);
+extern bool maestro_queue_release_worker_if_idle(void);
+extern void maestro_queue_release_worker(int code, Datum arg);
+extern char *maestro_queue_table(void);
+
+/* worker.c: the worker that sends queued triggers */
+extern PGDLLEXPORT void maestro_launcher_main(Datum arg);
+extern PGDLLEXPORT void maestro_worker_main(Datum arg);
 
 /* convert.c */
 extern const cJSON *maestro_json_member(const cJSON *object, const char *key);

@@ -1,0 +1,521 @@
+/*-------------------------------------------------------------------------
+ *
+ * queue.c
+ *		The durable trigger queue as backends see it: enqueueing in the
+ *		caller's transaction, retrying a failed request, and waking (or
+ *		starting) the worker once the enqueueing transaction commits.
+ *
+ * A request is a row of maestro_trigger_requests, written in the caller's
+ * transaction, so a rollback takes it back and a commit makes it durable.
+ * Nothing is sent from here: a transaction callback wakes the worker at
+ * commit, and only then, which is what keeps a rolled-back insert from
+ * ever starting a workflow.
+ *
+ * The worker runs only while there is work. When a commit finds no worker,
+ * it registers one (a dynamic background worker); the worker exits when
+ * the queue is drained. So an idle server holds no connection to the
+ * database, and DROP DATABASE is not blocked. The state the two sides share
+ * lives in a small shared-memory struct, which exists only when maestro is
+ * in shared_preload_libraries.
+ *
+ * src/queue.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "maestro.h"
+
+#include "access/genam.h"
+#include "access/htup_details.h"
+#include "access/table.h"
+#include "access/xact.h"
+#include "catalog/pg_class.h"
+#include "catalog/pg_type.h"
+#include "catalog/namespace.h"
+#include "catalog/indexing.h"
+#include "catalog/pg_extension.h"
+#include "commands/dbcommands.h"
+#include "commands/extension.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "postmaster/bgworker.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/proc.h"
+#include "storage/shmem.h"
+#include "storage/spin.h"
+#include "utils/builtins.h"
+#include "utils/jsonb.h"
+#include "utils/lsyscache.h"
+#include "utils/fmgroids.h"
+#include "utils/rel.h"
+#include "utils/syscache.h"
+#include "utils/uuid.h"
+
+PG_FUNCTION_INFO_V1(maestro_trigger_async);
+PG_FUNCTION_INFO_V1(maestro_retry);
+PG_FUNCTION_INFO_V1(maestro_wake);
+
+/* How long a requested worker may take to start before we ask again. */
+#define WORKER_START_TIMEOUT_MS 10000
+
+typedef struct MaestroQueueShared
+{
+	slock_t		mutex;
+	bool		worker_running;
+	pid_t		worker_pid;
+	int			worker_procno;
+	bool		start_requested;
+	TimestampTz start_requested_at;
+	bool		wake_pending;	/* work committed since the worker last looked */
+} MaestroQueueShared;
+
+static MaestroQueueShared *queue_shared = NULL;
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+
+/* set when this transaction queued work; the commit callback acts on it */
+static bool wake_at_commit = false;
+
+static void
+queue_shmem_request(void)
+{
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+	RequestAddinShmemSpace(MAXALIGN(sizeof(MaestroQueueShared)));
+}
+
+static void
+queue_shmem_startup(void)
+{
+	bool		found;
+
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	queue_shared = ShmemInitStruct("maestro queue", sizeof(MaestroQueueShared), &found);
+	if (!found)
+	{
+		memset(queue_shared, 0, sizeof(MaestroQueueShared));
+		SpinLockInit(&queue_shared->mutex);
+		queue_shared->worker_procno = -1;
+	}
+	LWLockRelease(AddinShmemInitLock);
+}
+
+static void
+fill_worker(BackgroundWorker *worker, bool launcher)
+{
+	memset(worker, 0, sizeof(BackgroundWorker));
+	worker->bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	worker->bgw_start_time = BgWorkerStart_RecoveryFinished;
+	/* a crashed worker comes back and finishes what it had claimed */
+	worker->bgw_restart_time = launcher ? BGW_NEVER_RESTART : 5;
+	snprintf(worker->bgw_library_name, BGW_MAXLEN, "maestro");
+	snprintf(worker->bgw_function_name, BGW_MAXLEN,
+			 launcher ? "maestro_launcher_main" : "maestro_worker_main");
+	snprintf(worker->bgw_name, BGW_MAXLEN,
+			 launcher ? "maestro launcher" : "maestro trigger queue worker");
+	snprintf(worker->bgw_type, BGW_MAXLEN,
+			 launcher ? "maestro launcher" : "maestro worker");
+}
+
+/*
+ * Called from _PG_init while shared_preload_libraries is processed: the
+ * shared state, and a launcher that sends what a crash or shutdown left in
+ * the queue as soon as the server is up.
+ */
+void
+maestro_queue_init(void)
+{
+	BackgroundWorker launcher;
+
+	prev_shmem_request_hook = shmem_request_hook;
+	shmem_request_hook = queue_shmem_request;
+	prev_shmem_startup_hook = shmem_startup_hook;
+	shmem_startup_hook = queue_shmem_startup;
+
+	fill_worker(&launcher, true);
+	RegisterBackgroundWorker(&launcher);
+}
+
+bool
+maestro_queue_available(void)
+{
+	return queue_shared != NULL;
+}
+
+/*
+ * Wake the worker, or start one when none runs. Safe in a commit callback:
+ * it never raises an error.
+ */
+void
+maestro_queue_wake(void)
+{
+	int			procno = -1;
+	bool		start = false;
+
+	if (queue_shared == NULL)
+		return;
+
+	SpinLockAcquire(&queue_shared->mutex);
+	queue_shared->wake_pending = true;
+	if (queue_shared->worker_running)
+		procno = queue_shared->worker_procno;
+	else if (!queue_shared->start_requested ||
+			 TimestampDifferenceExceeds(queue_shared->start_requested_at,
+										GetCurrentTimestamp(),
+										WORKER_START_TIMEOUT_MS))
+	{
+		queue_shared->start_requested = true;
+		queue_shared->start_requested_at = GetCurrentTimestamp();
+		start = true;
+	}
+	SpinLockRelease(&queue_shared->mutex);
+
+	if (procno >= 0)
+		SetLatch(&ProcGlobal->allProcs[procno].procLatch);
+	if (start)
+	{
+		BackgroundWorker worker;
+
+		fill_worker(&worker, false);
+		if (!RegisterDynamicBackgroundWorker(&worker, NULL))
+		{
+			SpinLockAcquire(&queue_shared->mutex);
+			queue_shared->start_requested = false;
+			SpinLockRelease(&queue_shared->mutex);
+			ereport(WARNING,
+					(errmsg("could not start the maestro worker: no background worker slot is free"),
+					 errdetail("Queued requests stay queued until a worker can start."),
+					 errhint("Raise max_worker_processes.")));
+		}
+	}
+}
+
+/*
+ * The worker's side of the handshake. Returns false when another worker
+ * already runs: there is only ever one.
+ */
+bool
+maestro_queue_claim_worker(void)
+{
+	bool		claimed = false;
+
+	SpinLockAcquire(&queue_shared->mutex);
+	if (!queue_shared->worker_running)
+	{
+		queue_shared->worker_running = true;
+		queue_shared->worker_pid = MyProcPid;
+		queue_shared->worker_procno = MyProc->pgprocno;
+		claimed = true;
+	}
+	queue_shared->start_requested = false;
+	SpinLockRelease(&queue_shared->mutex);
+	return claimed;
+}
+
+/* Take and clear the "work was committed" flag. */
+bool
+maestro_queue_take_wake(void)
+{
+	bool		pending;
+
+	SpinLockAcquire(&queue_shared->mutex);
+	pending = queue_shared->wake_pending;
+	queue_shared->wake_pending = false;
+	SpinLockRelease(&queue_shared->mutex);
+	return pending;
+}
+
+/*
+ * The worker may exit only if nothing was committed since it last looked;
+ * deciding and giving up the slot happen under one lock, so a commit either
+ * sees the worker running (and wakes it) or sees none (and starts one).
+ */
+bool
+maestro_queue_release_worker_if_idle(void)
+{
+	bool		released = false;
+
+	SpinLockAcquire(&queue_shared->mutex);
+	if (!queue_shared->wake_pending && queue_shared->worker_pid == MyProcPid)
+	{
+		queue_shared->worker_running = false;
+		queue_shared->worker_pid = 0;
+		queue_shared->worker_procno = -1;
+		released = true;
+	}
+	SpinLockRelease(&queue_shared->mutex);
+	return released;
+}
+
+/* On any exit of the worker, crashes aside, give the slot back. */
+void
+maestro_queue_release_worker(int code, Datum arg)
+{
+	if (queue_shared == NULL)
+		return;
+	SpinLockAcquire(&queue_shared->mutex);
+	if (queue_shared->worker_pid == MyProcPid)
+	{
+		queue_shared->worker_running = false;
+		queue_shared->worker_pid = 0;
+		queue_shared->worker_procno = -1;
+	}
+	SpinLockRelease(&queue_shared->mutex);
+}
+
+static void
+queue_xact_callback(XactEvent event, void *arg)
+{
+	switch (event)
+	{
+		case XACT_EVENT_COMMIT:
+		case XACT_EVENT_PARALLEL_COMMIT:
+			if (wake_at_commit)
+				maestro_queue_wake();
+			wake_at_commit = false;
+			break;
+		case XACT_EVENT_PREPARE:
+			if (wake_at_commit)
+				ereport(NOTICE,
+						(errmsg("maestro requests queued in a prepared transaction are sent after SELECT maestro_wake()"),
+						 errhint("Run SELECT maestro_wake() after COMMIT PREPARED.")));
+			wake_at_commit = false;
+			break;
+		case XACT_EVENT_ABORT:
+		case XACT_EVENT_PARALLEL_ABORT:
+			wake_at_commit = false;
+			break;
+		default:
+			break;
+	}
+}
+
+static void
+wake_worker_at_commit(void)
+{
+	static bool registered = false;
+
+	if (!registered)
+	{
+		RegisterXactCallback(queue_xact_callback, NULL);
+		registered = true;
+	}
+	wake_at_commit = true;
+}
+
+/*
+ * The schema maestro is installed in, or InvalidOid when it is not
+ * installed in this database (get_extension_schema is static before
+ * PostgreSQL 16).
+ */
+static Oid
+extension_schema(void)
+{
+	Relation	rel;
+	ScanKeyData key;
+	SysScanDesc scan;
+	HeapTuple	tuple;
+	Oid			schema = InvalidOid;
+
+	rel = table_open(ExtensionRelationId, AccessShareLock);
+	ScanKeyInit(&key, Anum_pg_extension_extname, BTEqualStrategyNumber, F_NAMEEQ,
+				CStringGetDatum("maestro"));
+	scan = systable_beginscan(rel, ExtensionNameIndexId, true, NULL, 1, &key);
+	tuple = systable_getnext(scan);
+	if (HeapTupleIsValid(tuple))
+		schema = ((Form_pg_extension) GETSTRUCT(tuple))->extnamespace;
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
+	return schema;
+}
+
+/* The queue table, schema-qualified, for SPI statements; NULL if absent. */
+char *
+maestro_queue_table(void)
+{
+	Oid			schema = extension_schema();
+
+	if (!OidIsValid(schema))
+		return NULL;
+	return psprintf("%s.maestro_trigger_requests",
+					quote_identifier(get_namespace_name(schema)));
+}
+
+static Oid
+queue_table_owner(void)
+{
+	Oid			relid = get_relname_relid("maestro_trigger_requests", extension_schema());
+	HeapTuple	tuple;
+	Oid			owner;
+
+	tuple = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
+	if (!HeapTupleIsValid(tuple))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("the maestro queue table is missing"),
+				 errhint("Run DROP EXTENSION maestro; CREATE EXTENSION maestro;")));
+	owner = ((Form_pg_class) GETSTRUCT(tuple))->relowner;
+	ReleaseSysCache(tuple);
+	return owner;
+}
+
+/*
+ * The queue is written as the extension's owner, so that roles need no
+ * privilege on it beyond reading their own rows; what a role may queue is
+ * decided by the checks in the callers, not by table privileges.
+ */
+static void
+run_as_queue_owner(const char *sql, int nargs, Oid *types, Datum *values,
+				   const char *nulls, int expected)
+{
+	Oid			save_userid;
+	int			save_sec_context;
+	Oid			owner = queue_table_owner();
+	int			rc;
+
+	GetUserIdAndSecContext(&save_userid, &save_sec_context);
+	SetUserIdAndSecContext(owner, save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+	PG_TRY();
+	{
+		rc = SPI_execute_with_args(sql, nargs, types, values, nulls, false, 0);
+		if (rc != expected)
+			elog(ERROR, "maestro queue statement failed: %s", SPI_result_code_string(rc));
+	}
+	PG_FINALLY();
+	{
+		SetUserIdAndSecContext(save_userid, save_sec_context);
+	}
+	PG_END_TRY();
+}
+
+/*
+ * The name the instance will carry. Maestro offers no idempotency key, so
+ * the name is the key: it ends in the request id and a random tag, and the
+ * worker finds an instance by it when it cannot know whether a send
+ * reached Maestro.
+ */
+static char *
+tagged_instance_name(const char *name, int64 id)
+{
+	uint8		tag[4];
+
+	if (!pg_strong_random(tag, sizeof(tag)))
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("could not generate a random tag")));
+	return psprintf("%s [mq %lld-%02x%02x%02x%02x]", name, (long long) id,
+					tag[0], tag[1], tag[2], tag[3]);
+}
+
+Datum
+maestro_trigger_async(PG_FUNCTION_ARGS)
+{
+	Datum		workflow_id;
+	Jsonb	   *inputs;
+	char	   *name;
+	char	   *table;
+	MaestroConnection *conn;
+	int64		id;
+	Oid			types[6] = {INT8OID, OIDOID, OIDOID, UUIDOID, JSONBOID, TEXTOID};
+	Datum		values[6];
+	bool		isnull;
+
+	maestro_check_trigger_args(fcinfo, &inputs, &name);
+	workflow_id = PG_GETARG_DATUM(0);
+
+	if (strcmp(get_database_name(MyDatabaseId), maestro_database_name) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("the maestro worker serves database \"%s\", not this one",
+						maestro_database_name),
+				 errdetail("Requests queued here would never be sent."),
+				 errhint("Set maestro.database_name = '%s' in postgresql.conf and restart the server.",
+						 get_database_name(MyDatabaseId))));
+
+	/* the same checks a direct call makes, now rather than at send time */
+	conn = maestro_connect();
+	table = maestro_queue_table();
+
+	SPI_connect();
+	run_as_queue_owner(psprintf("SELECT nextval(pg_get_serial_sequence('%s', 'id'))", table),
+					   0, NULL, NULL, NULL, SPI_OK_SELECT);
+	id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+
+	values[0] = Int64GetDatum(id);
+	values[1] = ObjectIdGetDatum(conn->server_id);
+	values[2] = ObjectIdGetDatum(GetUserId());
+	values[3] = workflow_id;
+	values[4] = JsonbPGetDatum(inputs);
+	values[5] = CStringGetTextDatum(tagged_instance_name(name, id));
+	run_as_queue_owner(psprintf("INSERT INTO %s (id, server_id, requested_by, workflow_id, inputs, instance_name)"
+								" VALUES ($1, $2, $3, $4, $5, $6)", table),
+					   6, types, values, NULL, SPI_OK_INSERT);
+	SPI_finish();
+
+	if (!maestro_queue_available())
+		ereport(WARNING,
+				(errmsg("maestro request %lld is queued, but no worker will send it",
+						(long long) id),
+				 errdetail("maestro is not in shared_preload_libraries."),
+				 errhint("Add maestro to shared_preload_libraries and restart; queued requests are sent then.")));
+	wake_worker_at_commit();
+
+	PG_RETURN_INT64(id);
+}
+
+Datum
+maestro_retry(PG_FUNCTION_ARGS)
+{
+	int64		id = PG_GETARG_INT64(0);
+	Oid			types[2] = {INT8OID, OIDOID};
+	Datum		values[2];
+	char	   *table = maestro_queue_table();
+	char	   *state = NULL;
+	bool		isnull;
+
+	if (table == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("extension \"maestro\" is not installed in this database")));
+
+	values[0] = Int64GetDatum(id);
+	values[1] = ObjectIdGetDatum(GetUserId());
+	SPI_connect();
+	run_as_queue_owner(psprintf("SELECT state FROM %s WHERE id = $1 AND requested_by = $2 FOR UPDATE",
+								table),
+					   2, types, values, NULL, SPI_OK_SELECT);
+	if (SPI_processed == 1)
+		state = TextDatumGetCString(SPI_getbinval(SPI_tuptable->vals[0],
+												  SPI_tuptable->tupdesc, 1, &isnull));
+	if (state == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_NO_DATA_FOUND),
+				 errmsg("maestro request %lld does not exist", (long long) id),
+				 errhint("A role sees and retries only the requests it queued itself.")));
+	if (strcmp(state, "failed") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("maestro request %lld is %s, not failed", (long long) id, state),
+				 errdetail("Only a failed request can be queued again.")));
+
+	run_as_queue_owner(psprintf("UPDATE %s SET state = 'queued', attempts = 0, next_attempt_at = now(),"
+								" done_at = NULL WHERE id = $1", table),
+					   1, types, values, NULL, SPI_OK_UPDATE);
+	SPI_finish();
+	wake_worker_at_commit();
+	PG_RETURN_VOID();
+}
+
+Datum
+maestro_wake(PG_FUNCTION_ARGS)
+{
+	if (!maestro_queue_available())
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("maestro is not in shared_preload_libraries, so there is no worker to wake")));
+	wake_worker_at_commit();
+	PG_RETURN_VOID();
+}

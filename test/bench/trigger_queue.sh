@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# test/bench/trigger_queue.sh: throughput of the trigger queue.
+#
+# 10,000 requests (N) are queued in one transaction against a server that
+# answers each trigger after 20 ms (trigger_server.js: the Python simulator
+# answers fresh connections too slowly to be the thing not measured); the script reports the time from commit
+# until all are done, requests per second, failures, duplicates, the enqueue
+# cost per row, the worker's peak memory, and the simulator's own capacity
+# measured with curl alone. With RATE=n it also checks the rate limit: the
+# most requests the simulator received in any one-second window.
+#
+# It starts its own cluster and server (in /tmp/maestro-bench, on ports
+# 57434 and 57495) after `make install`; run as root; needs node. Knobs: N, CONCURRENCY
+# (default 64), RATE (default 0: no limit), LATENCY_MS (default 20).
+set -u -o pipefail
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+export MAESTRO_TEST_DIR=${MAESTRO_TEST_DIR:-/tmp/maestro-bench}
+export MAESTRO_PGPORT=${MAESTRO_PGPORT:-57434}
+source "$HERE/../lib/cluster.sh"
+N=${N:-10000}
+CONCURRENCY=${CONCURRENCY:-64}
+RATE=${RATE:-0}
+LATENCY_MS=${LATENCY_MS:-20}
+
+rm -rf "$MAESTRO_TEST_DIR"
+BENCH_PORT=${BENCH_PORT:-57495}
+BENCH_URL="http://127.0.0.1:$BENCH_PORT"
+stop_all() {
+	[ -n "${server_pid:-}" ] && kill "$server_pid" 2>/dev/null
+	maestro_stop_cluster
+}
+trap stop_all EXIT
+maestro_start_cluster shared_preload_libraries=maestro "maestro.rate_limit=$RATE" \
+	"maestro.max_concurrency=$CONCURRENCY" synchronous_commit=on || exit 1
+
+wf=a4490cd8-4a4f-4b4e-9a0c-1c5b0e6e0002
+trigger_url="/v1/accounts/7f09961a-42f9-4c2b-9d5e-3f1f0f6a2b10/workflows/$wf/actions/trigger"
+
+# the server's own capacity: a Node client alone, CONCURRENCY POSTs at a
+# time on fresh connections, as the worker sends them
+node "$HERE/trigger_server.js" "$BENCH_PORT" "$LATENCY_MS" >/dev/null &
+server_pid=$!
+for _ in $(seq 50); do curl -s "$BENCH_URL/__bench/stats" >/dev/null && break; sleep 0.1; done
+server_capacity=$(node "$HERE/load_client.js" "$BENCH_URL$trigger_url" 4000 "$CONCURRENCY")
+kill "$server_pid"
+wait "$server_pid" 2>/dev/null
+node "$HERE/trigger_server.js" "$BENCH_PORT" "$LATENCY_MS" >/dev/null &
+server_pid=$!
+for _ in $(seq 50); do curl -s "$BENCH_URL/__bench/stats" >/dev/null && break; sleep 0.1; done
+
+psql -X -q -d postgres -v url="$BENCH_URL" <<'SQL' || exit 1
+CREATE EXTENSION maestro;
+CREATE SERVER bench FOREIGN DATA WRAPPER maestro
+  OPTIONS (base_url :'url', account_id '7f09961a-42f9-4c2b-9d5e-3f1f0f6a2b10');
+CREATE USER MAPPING FOR CURRENT_USER SERVER bench OPTIONS (access_token 'bench-token');
+SQL
+
+# watch the worker's peak memory while it runs
+(
+	peak=0
+	for _ in $(seq 1200); do
+		pid=$(pgrep -f 'maestro trigger queue worker' | head -1)
+		if [ -n "$pid" ]; then
+			hwm=$(awk '/VmHWM/ {print $2}' "/proc/$pid/status" 2>/dev/null)
+			[ -n "$hwm" ] && [ "$hwm" -gt "$peak" ] && peak=$hwm && echo "$peak" >"$MAESTRO_TEST_DIR/worker_peak_kb"
+		fi
+		sleep 0.1
+	done
+) &
+watcher=$!
+
+read -r enqueue_ms committed <<<"$(psql -X -q -A -t -F ' ' -d postgres -v n="$N" -v wf="$wf" <<'SQL'
+BEGIN;
+SELECT clock_timestamp() AS t0 \gset
+SELECT count(maestro_trigger_async(:'wf', jsonb_build_object('Amount', g, 'Approver', 'ops@example.com'), 'PO ' || g))
+FROM generate_series(1, :n) AS g \g /dev/null
+SELECT round(extract(epoch FROM clock_timestamp() - :'t0') * 1000) AS enqueue_ms \gset
+COMMIT;
+SELECT :enqueue_ms, extract(epoch FROM clock_timestamp());
+SQL
+)"
+
+for _ in $(seq 600); do
+	left=$(psql -X -A -t -d postgres -c "SELECT count(*) FROM maestro_trigger_requests WHERE state NOT IN ('done', 'failed')")
+	[ "$left" = 0 ] && break
+	sleep 0.05
+done
+finished=$(date +%s.%N)
+kill "$watcher" 2>/dev/null
+
+read -r done failed last_done first_sent <<<"$(psql -X -A -t -F ' ' -d postgres -c "
+	SELECT count(*) FILTER (WHERE state = 'done'), count(*) FILTER (WHERE state = 'failed'),
+	       extract(epoch FROM max(done_at)), extract(epoch FROM min(sent_at))
+	FROM maestro_trigger_requests")"
+read -r sent duplicates max_per_second <<<"$(curl -s "$BENCH_URL/__bench/stats" |
+	python3 -c 'import json,sys; s=json.load(sys.stdin); print(s["requests"], s["duplicates"], s["max_per_second"])')"
+wall=$(echo "$finished - $committed" | bc -l)
+span=$(echo "$last_done - $committed" | bc -l)
+
+printf 'requests:                  %d (max_concurrency %d, rate_limit %s, server latency %d ms)\n' "$N" "$CONCURRENCY" "$RATE" "$LATENCY_MS"
+printf 'enqueue:                   %d ms for %d rows, %.1f us per row\n' "$enqueue_ms" "$N" "$(echo "$enqueue_ms * 1000 / $N" | bc -l)"
+printf 'commit to all done:        %.2f s (last done_at %.2f s after commit)\n' "$wall" "$span"
+printf 'throughput:                %.0f requests/s\n' "$(echo "$N / $span" | bc -l)"
+printf 'first send after commit:   %.1f ms\n' "$(echo "($first_sent - $committed) * 1000" | bc -l)"
+printf 'done / failed:             %d / %d\n' "$done" "$failed"
+printf 'POSTs the server received: %d; duplicated instance names: %d\n' "$sent" "$duplicates"
+printf 'most requests in any 1 s:  %d\n' "$max_per_second"
+printf 'worker peak RSS:           %s kB\n' "$(cat "$MAESTRO_TEST_DIR/worker_peak_kb" 2>/dev/null || echo '?')"
+printf 'server capacity alone:     %.0f requests/s (load_client.js, %d at a time, fresh connections, %d ms latency)\n' "$server_capacity" "$CONCURRENCY" "$LATENCY_MS"
