@@ -73,4 +73,5 @@ SHOW maestro.max_response_size;
 SET maestro.max_retries = 11;
 SET maestro.no_such_setting = 1;
 RESET ALL;
-SELECT name, setting, unit FROM pg_settings WHERE name LIKE 'maestro.%' ORDER BY name;
+SELECT name, setting, unit FROM pg_settings
+WHERE name LIKE 'maestro.%' AND name <> 'maestro.database_name' ORDER BY name;

@@ -28,6 +28,7 @@
  */
 #include "maestro.h"
 
+#include <limits.h>
 #include <math.h>
 
 #include "access/heapam.h"
@@ -95,6 +96,7 @@ typedef struct ServerPace
 	int			head;
 	int			count;
 	TimestampTz paused_until;
+	int			claimed;		/* of its requests in the ready list */
 	struct ServerPace *next;
 } ServerPace;
 
@@ -130,8 +132,15 @@ static InFlight *in_flight = NULL;
 static int	in_flight_count = 0;
 static ServerPace *paces = NULL;
 static int	pace_capacity = -1;
+static List *ready = NIL;		/* claimed ('sending'), waiting for a slot */
+static MemoryContext ready_cxt = NULL;
+
+/* the statements, prepared once per installation of the extension */
+static Oid	plans_extension = InvalidOid;
+static SPIPlanPtr claim_plan = NULL;
+static SPIPlanPtr mark_plan = NULL;
+static SPIPlanPtr due_plan = NULL;
 static SPIPlanPtr record_plan = NULL;
-static Oid	record_plan_extension = InvalidOid;
 
 static void
 worker_sigterm(SIGNAL_ARGS)
@@ -193,6 +202,24 @@ pace_next_slot(ServerPace *pace, TimestampTz now)
 	return Max(slot, pace->paused_until);
 }
 
+/* How many more requests the server may get in the current window. */
+static int
+pace_allowance(ServerPace *pace, TimestampTz now)
+{
+	int			used = 0;
+	int			i;
+
+	if (pace->paused_until > now)
+		return 0;
+	if (pace->capacity <= 0)
+		return INT_MAX;
+	for (i = 0; i < pace->count; i++)
+		if (pace->sent[(pace->head + i) % pace->capacity] >
+			TimestampTzPlusMilliseconds(now, -RATE_WINDOW_MS))
+			used++;
+	return pace->capacity - used;
+}
+
 static void
 pace_record(ServerPace *pace, TimestampTz now)
 {
@@ -240,36 +267,93 @@ end_work(MemoryContext back_to)
 	MemoryContextSwitchTo(back_to);
 }
 
+static SPIPlanPtr
+prepare(const char *sql, int nargs, Oid *types)
+{
+	SPIPlanPtr	plan = SPI_prepare(sql, nargs, types);
+
+	if (plan == NULL)
+		elog(ERROR, "could not prepare a maestro worker statement: %s",
+			 SPI_result_code_string(SPI_result));
+	SPI_keepplan(plan);
+	return plan;
+}
+
 /*
- * Claim up to "slots" due requests whose servers may be sent to now. Sets
+ * Prepare the worker's statements for the installed extension, once; false
+ * when the extension is not installed (any more).
+ */
+static bool
+prepare_plans(void)
+{
+	Oid			extension = get_extension_oid("maestro", true);
+	char	   *table;
+	Oid			int4[1] = {INT4OID};
+	Oid			int8array[1] = {INT8ARRAYOID};
+	Oid			record_types[8] = {INT8OID, TEXTOID, INT4OID, TEXTOID, UUIDOID, TEXTOID, INT8OID, BOOLOID};
+
+	if (!OidIsValid(extension))
+		return false;
+	if (extension == plans_extension)
+		return true;
+
+	if (claim_plan)
+	{
+		SPI_freeplan(claim_plan);
+		SPI_freeplan(mark_plan);
+		SPI_freeplan(due_plan);
+		SPI_freeplan(record_plan);
+	}
+	table = maestro_queue_table();
+	claim_plan = prepare(psprintf("SELECT id, server_id, requested_by, workflow_id::text,"
+								  " inputs::text, instance_name, attempts, verify_before_send"
+								  " FROM %s WHERE state = 'queued' AND next_attempt_at <= now()"
+								  " ORDER BY next_attempt_at, id LIMIT $1 FOR UPDATE SKIP LOCKED",
+								  table), 1, int4);
+	mark_plan = prepare(psprintf("UPDATE %s SET state = 'sending', attempts = attempts + 1,"
+								 " sent_at = now() WHERE id = ANY($1)", table), 1, int8array);
+	due_plan = prepare(psprintf("SELECT min(next_attempt_at) FROM %s WHERE state = 'queued'",
+								table), 0, NULL);
+	record_plan = prepare(psprintf("UPDATE %s SET state = $2, http_status = $3,"
+								   " last_error = $4, instance_id = $5, instance_url = $6,"
+								   " next_attempt_at = CASE WHEN $7 IS NULL THEN next_attempt_at"
+								   "   ELSE now() + $7 * interval '1 millisecond' END,"
+								   " verify_before_send = $8,"
+								   " done_at = CASE WHEN $2 IN ('done', 'failed') THEN now() END"
+								   " WHERE id = $1 AND state = 'sending'", table),
+						  8, record_types);
+	plans_extension = extension;
+	return true;
+}
+
+/*
+ * Claim up to "slots" due requests whose servers may be sent to now, into
+ * memory context keep. Sets
  * *more when due requests were left behind, *next_due to when the earliest
  * queued request falls due, and returns NULL with *gone set when the
  * extension is not (or no longer) installed.
  */
 static List *
 claim(int slots, bool recover, bool *more, TimestampTz *next_due,
-	  TimestampTz *next_slot, bool *gone, MemoryContext keep)
+	  bool *gone, MemoryContext keep)
 {
-	char	   *table;
+	MemoryContext caller = CurrentMemoryContext;
 	List	   *claimed = NIL;
 	Datum	   *ids;
 	int			n_ids = 0;
 	uint64		i;
-	Oid			argtypes[1] = {INT4OID};
 	Datum		args[1];
 	TimestampTz now = GetCurrentTimestamp();
 
 	*more = false;
 	*gone = false;
 	*next_due = 0;
-	*next_slot = 0;
 
 	begin_work("claiming maestro trigger requests");
-	table = maestro_queue_table();
-	if (table == NULL)
+	if (!prepare_plans())
 	{
 		*gone = true;
-		end_work(keep);
+		end_work(caller);
 		return NIL;
 	}
 
@@ -279,7 +363,7 @@ claim(int slots, bool recover, bool *more, TimestampTz *next_due,
 		SPI_execute(psprintf("UPDATE %s SET state = 'queued', verify_before_send = true,"
 							 " next_attempt_at = now(), last_error = 'the worker stopped while"
 							 " sending; the instance is looked up before sending again'"
-							 " WHERE state = 'sending'", table), false, 0);
+							 " WHERE state = 'sending'", maestro_queue_table()), false, 0);
 		if (SPI_processed > 0)
 			ereport(LOG,
 					(errmsg("maestro worker found %llu requests that may have been sent before a stop; they are looked up before sending",
@@ -287,12 +371,7 @@ claim(int slots, bool recover, bool *more, TimestampTz *next_due,
 	}
 
 	args[0] = Int32GetDatum(slots);
-	SPI_execute_with_args(psprintf("SELECT id, server_id, requested_by, workflow_id::text,"
-								   " inputs::text, instance_name, attempts, verify_before_send"
-								   " FROM %s WHERE state = 'queued' AND next_attempt_at <= now()"
-								   " ORDER BY next_attempt_at, id LIMIT $1 FOR UPDATE SKIP LOCKED",
-								   table),
-						  1, argtypes, args, NULL, false, 0);
+	SPI_execute_plan(claim_plan, args, NULL, false, 0);
 	if (SPI_processed == (uint64) slots)
 		*more = true;
 
@@ -304,19 +383,20 @@ claim(int slots, bool recover, bool *more, TimestampTz *next_due,
 		bool		isnull;
 		Oid			server_id = DatumGetObjectId(SPI_getbinval(tuple, desc, 2, &isnull));
 		ServerPace *pace = pace_for(server_id);
-		TimestampTz slot = pace_next_slot(pace, now);
 		MemoryContext old;
 		Claimed    *c;
 
-		if (slot > now)
+		/*
+		 * Take no more of a server's requests than it may get in this
+		 * window; the rest stay queued. Sends are paced again when they
+		 * leave, since a request may wait for a free slot.
+		 */
+		if (pace->claimed >= pace_allowance(pace, now))
 		{
-			/* this server must wait; the request stays queued */
 			*more = true;
-			if (*next_slot == 0 || slot < *next_slot)
-				*next_slot = slot;
 			continue;
 		}
-		pace_record(pace, now);
+		pace->claimed++;
 
 		old = MemoryContextSwitchTo(keep);
 		c = palloc0(sizeof(Claimed));
@@ -337,19 +417,15 @@ claim(int slots, bool recover, bool *more, TimestampTz *next_due,
 
 	if (n_ids > 0)
 	{
-		Oid			types[1] = {INT8ARRAYOID};
 		Datum		values[1];
 
 		values[0] = PointerGetDatum(construct_array(ids, n_ids, INT8OID, 8, true, TYPALIGN_DOUBLE));
-		SPI_execute_with_args(psprintf("UPDATE %s SET state = 'sending', attempts = attempts + 1,"
-									   " sent_at = now() WHERE id = ANY($1)", table),
-							  1, types, values, NULL, false, 0);
+		SPI_execute_plan(mark_plan, values, NULL, false, 0);
 	}
 
 	if (!*more)
 	{
-		SPI_execute(psprintf("SELECT min(next_attempt_at) FROM %s WHERE state = 'queued'", table),
-					true, 1);
+		SPI_execute_plan(due_plan, NULL, NULL, true, 1);
 		if (SPI_processed == 1)
 		{
 			bool		isnull;
@@ -359,7 +435,7 @@ claim(int slots, bool recover, bool *more, TimestampTz *next_due,
 				*next_due = DatumGetTimestampTz(due);
 		}
 	}
-	end_work(keep);
+	end_work(caller);
 	return claimed;
 }
 
@@ -368,38 +444,16 @@ static void
 record(List *outcomes, MemoryContext keep)
 {
 	ListCell   *cell;
-	Oid			extension;
 
 	if (outcomes == NIL)
 		return;
 
 	begin_work("recording maestro trigger outcomes");
-	extension = get_extension_oid("maestro", true);
-	if (!OidIsValid(extension))
+	if (!prepare_plans())
 	{
 		/* dropped while requests were in flight: nothing to record into */
 		end_work(keep);
 		return;
-	}
-	if (record_plan == NULL || record_plan_extension != extension)
-	{
-		Oid			types[8] = {INT8OID, TEXTOID, INT4OID, TEXTOID, UUIDOID, TEXTOID, INT8OID, BOOLOID};
-
-		if (record_plan)
-			SPI_freeplan(record_plan);
-		record_plan = SPI_prepare(psprintf("UPDATE %s SET state = $2, http_status = $3,"
-										   " last_error = $4, instance_id = $5, instance_url = $6,"
-										   " next_attempt_at = CASE WHEN $7 IS NULL THEN next_attempt_at"
-										   "   ELSE now() + $7 * interval '1 millisecond' END,"
-										   " verify_before_send = $8,"
-										   " done_at = CASE WHEN $2 IN ('done', 'failed') THEN now() END"
-										   " WHERE id = $1 AND state = 'sending'",
-										   maestro_queue_table()),
-								  8, types);
-		if (record_plan == NULL)
-			elog(ERROR, "could not prepare the maestro outcome statement");
-		SPI_keepplan(record_plan);
-		record_plan_extension = extension;
 	}
 
 	foreach(cell, outcomes)
@@ -713,35 +767,88 @@ collect(void)
 	return outcomes;
 }
 
-/* Hand claimed requests to curl, after a look-up where one is due. */
+/* The ready list and its cells live in ready_cxt, across loop iterations. */
 static List *
-dispatch(List *claimed, MemoryContext keep)
+lappend_in(List *list, Claimed *c)
+{
+	MemoryContext old = MemoryContextSwitchTo(ready_cxt);
+
+	list = lappend(list, c);
+	MemoryContextSwitchTo(old);
+	return list;
+}
+
+/*
+ * Hand ready requests to curl while slots are free, after a look-up where
+ * one is due; a request whose server must wait stays ready. Sets
+ * *next_slot to when a waiting server may be sent to again.
+ */
+static List *
+dispatch(MemoryContext keep, TimestampTz *next_slot)
 {
 	List	   *outcomes = NIL;
+	List	   *waiting = NIL;
 	ListCell   *cell;
+	TimestampTz now = GetCurrentTimestamp();
 
-	foreach(cell, claimed)
+	*next_slot = 0;
+	foreach(cell, ready)
 	{
 		Claimed    *c = (Claimed *) lfirst(cell);
+		ServerPace *pace = pace_for(c->server_id);
+		TimestampTz slot = pace_next_slot(pace, now);
 		Outcome    *o = NULL;
+
+		if (in_flight_count >= maestro_max_concurrency || slot > now)
+		{
+			if (slot > now && (*next_slot == 0 || slot < *next_slot))
+				*next_slot = slot;
+			waiting = lappend_in(waiting, c);
+			continue;
+		}
+		pace->claimed = Max(pace->claimed - 1, 0);
 
 		if (c->problem)
 		{
 			o = new_outcome(c->id, "failed");
-			o->error = c->problem;
+			o->error = pstrdup(c->problem);
 			o->verify = c->verify;
 		}
-		else if (c->verify)
-			o = look_up_sent(c, keep);
-
-		if (o == NULL && !start_send(c))
+		else
 		{
-			o = retry_or_fail(c->id, c->attempts, 0,
-							  pstrdup("out of memory while preparing the request"), c->verify, -1);
+			pace_record(pace, now);
+			if (c->verify)
+			{
+				/* the look-up is a call of its own; the send waits its turn */
+				o = look_up_sent(c, keep);
+				if (o == NULL)
+				{
+					c->verify = false;
+					now = GetCurrentTimestamp();
+					slot = pace_next_slot(pace, now);
+					if (slot > now)
+					{
+						if (*next_slot == 0 || slot < *next_slot)
+							*next_slot = slot;
+						pace->claimed++;
+						waiting = lappend_in(waiting, c);
+						continue;
+					}
+					pace_record(pace, now);
+				}
+			}
+			if (o == NULL && !start_send(c))
+				o = retry_or_fail(c->id, c->attempts, 0,
+								  pstrdup("out of memory while preparing the request"),
+								  c->verify, -1);
 		}
 		if (o)
 			outcomes = lappend(outcomes, o);
 	}
+	list_free(ready);
+	ready = waiting;
+	if (ready == NIL)
+		MemoryContextReset(ready_cxt);
 	return outcomes;
 }
 
@@ -763,6 +870,8 @@ worker_loop(void)
 	TimestampTz next_slot = 0;
 	TimestampTz idle_since = 0;
 
+	ready_cxt = AllocSetContextCreate(TopMemoryContext, "maestro ready requests",
+									  ALLOCSET_DEFAULT_SIZES);
 	for (;;)
 	{
 		TimestampTz now;
@@ -782,31 +891,35 @@ worker_loop(void)
 		if (maestro_queue_take_wake())
 			more = true;
 		now = GetCurrentTimestamp();
-		if ((next_due != 0 && now >= next_due) || (next_slot != 0 && now >= next_slot))
+		if (next_due != 0 && now >= next_due)
 			more = true;
 
 		/*
-		 * Claim in batches: each claim is a transaction, so wait until a
-		 * quarter of the slots are free, unless nothing is in flight.
+		 * Keep up to a second round of requests claimed ahead, so that a
+		 * finished transfer's slot is refilled at once, not after the next
+		 * claiming transaction.
 		 */
-		if (more && (in_flight_count == 0 ||
-					 maestro_max_concurrency - in_flight_count >= Max(1, maestro_max_concurrency / 4)))
+		if (more && list_length(ready) < maestro_max_concurrency)
 		{
 			bool		gone;
-			List	   *claimed = claim(maestro_max_concurrency - in_flight_count, recover,
-										&more, &next_due, &next_slot, &gone, loop_cxt);
+			List	   *claimed = claim(2 * maestro_max_concurrency - in_flight_count -
+										list_length(ready),
+										recover, &more, &next_due, &gone, ready_cxt);
 
 			if (gone)
-			{
-				drop_in_flight();
 				break;
-			}
 			recover = false;
-			outcomes = dispatch(claimed, loop_cxt);
+			MemoryContextSwitchTo(ready_cxt);
+			ready = list_concat(ready, claimed);
+			MemoryContextSwitchTo(loop_cxt);
 		}
 
+		outcomes = dispatch(loop_cxt, &next_slot);
 		if (in_flight_count > 0)
+		{
 			outcomes = list_concat(outcomes, collect());
+			outcomes = list_concat(outcomes, dispatch(loop_cxt, &next_slot));
+		}
 		record(outcomes, loop_cxt);
 
 		if (in_flight_count > 0 || outcomes != NIL)
@@ -816,7 +929,7 @@ worker_loop(void)
 				curl_multi_poll(multi, NULL, 0, POLL_SLICE_MS, NULL);
 			continue;
 		}
-		if (more && next_slot == 0)
+		if (more && ready == NIL)
 			continue;
 
 		/*
@@ -837,7 +950,8 @@ worker_loop(void)
 		{
 			if (idle_since == 0)
 				idle_since = now;
-			if (!more && TimestampDifferenceExceeds(idle_since, now, IDLE_EXIT_MS))
+			if (!more && ready == NIL &&
+				TimestampDifferenceExceeds(idle_since, now, IDLE_EXIT_MS))
 			{
 				if (maestro_queue_release_worker_if_idle())
 					break;
@@ -850,6 +964,7 @@ worker_loop(void)
 						 Max(wait_ms, 1), PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
 	}
+	drop_in_flight();
 	MemoryContextSwitchTo(TopMemoryContext);
 }
 
@@ -874,7 +989,6 @@ maestro_worker_main(Datum arg)
 				 errmsg("could not create a libcurl multi handle")));
 
 	worker_loop();
-	drop_in_flight();
 	curl_multi_cleanup(multi);
 	proc_exit(0);
 }

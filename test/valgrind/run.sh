@@ -24,6 +24,7 @@ maestro_as_postgres valgrind --quiet --trace-children=yes --leak-check=no \
 	--suppressions="$logdir/maestro.supp" --log-file="$logdir/%p.log" \
 	"$MAESTRO_PGBIN/postgres" -D "$MAESTRO_TEST_DIR/pgdata" -c listen_addresses='' \
 	-c unix_socket_directories="$PGHOST" -p "$PGPORT" -c fsync=off \
+	-c maestro.database_name=contrib_regression \
 	>"$logdir/postgres.out" 2>&1 &
 started=
 for _ in $(seq 120); do
