@@ -4,6 +4,7 @@ MODULE_big = maestro
 OBJS = \
 	src/maestro.o \
 	src/options.o \
+	src/auth.o \
 	src/http.o \
 	src/errors.o \
 	src/json.o \
@@ -23,7 +24,7 @@ REGRESS_OPTS = --load-extension=maestro
 PG_CPPFLAGS = -I$(srcdir)/src
 # -Wno-unused-parameter: PostgreSQL's own headers trip it under -Wextra
 PG_CFLAGS = -Wall -Wextra -Wno-unused-parameter
-SHLIB_LINK = -lcurl -lcjson
+SHLIB_LINK = -lcurl -lcjson -lssl -lcrypto
 
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)

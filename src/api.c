@@ -18,11 +18,11 @@
 
 #include "utils/json.h"
 
-static char *account_path(const MaestroConnection *conn, const char *fmt,...) pg_attribute_printf(2, 3);
+static char *account_path(MaestroConnection *conn, const char *fmt,...) pg_attribute_printf(2, 3);
 
 /* "/v1/accounts/{account}" followed by the formatted rest */
 static char *
-account_path(const MaestroConnection *conn, const char *fmt,...)
+account_path(MaestroConnection *conn, const char *fmt,...)
 {
 	StringInfoData path;
 	va_list		args;
@@ -44,26 +44,40 @@ account_path(const MaestroConnection *conn, const char *fmt,...)
 }
 
 static cJSON *
-call(const MaestroConnection *conn, const char *method, const char *path,
+call(MaestroConnection *conn, const char *method, const char *path,
 	 const char *query, const char *body)
 {
 	MaestroRequest req;
 	MaestroResponse resp;
 
+	memset(&req, 0, sizeof(req));
 	req.method = method;
 	req.path = path;
 	req.query = query;
 	req.body = body;
 	req.idempotent = (strcmp(method, "GET") == 0);
 
+	maestro_auth_prepare(conn);
 	maestro_http_execute(conn, &req, &resp);
+
+	/*
+	 * A minted token the API refuses was revoked or expired early: mint a
+	 * new one and send once more. The request had no effect, so even a
+	 * trigger may be repeated here.
+	 */
+	if (resp.status == 401 && conn->jwt)
+	{
+		maestro_auth_forget(conn);
+		maestro_auth_prepare(conn);
+		maestro_http_execute(conn, &req, &resp);
+	}
 	if (resp.status < 200 || resp.status > 299)
 		maestro_raise_http_error(conn, &req, &resp);
 	return maestro_json_parse(resp.body, resp.body_len, &req);
 }
 
 cJSON *
-maestro_get_workflows(const MaestroConnection *conn, const char *status)
+maestro_get_workflows(MaestroConnection *conn, const char *status)
 {
 	char	   *query = NULL;
 
@@ -82,7 +96,7 @@ maestro_get_workflows(const MaestroConnection *conn, const char *status)
 }
 
 cJSON *
-maestro_get_trigger_requirements(const MaestroConnection *conn, const char *workflow_id)
+maestro_get_trigger_requirements(MaestroConnection *conn, const char *workflow_id)
 {
 	return call(conn, "GET",
 				account_path(conn, "/workflows/%s/trigger-requirements", workflow_id),
@@ -94,7 +108,7 @@ maestro_get_trigger_requirements(const MaestroConnection *conn, const char *work
  * inputs_json is the text of a JSON object.
  */
 void
-maestro_trigger_request(const MaestroConnection *conn, const char *workflow_id,
+maestro_trigger_request(MaestroConnection *conn, const char *workflow_id,
 						const char *instance_name, const char *inputs_json,
 						MaestroRequest *req)
 {
@@ -105,15 +119,15 @@ maestro_trigger_request(const MaestroConnection *conn, const char *workflow_id,
 	escape_json(&body, instance_name);
 	appendStringInfo(&body, ",\"trigger_inputs\":%s}", inputs_json);
 
+	memset(req, 0, sizeof(*req));
 	req->method = "POST";
 	req->path = account_path(conn, "/workflows/%s/actions/trigger", workflow_id);
-	req->query = NULL;
 	req->body = body.data;
 	req->idempotent = false;
 }
 
 cJSON *
-maestro_post_trigger(const MaestroConnection *conn, const char *workflow_id,
+maestro_post_trigger(MaestroConnection *conn, const char *workflow_id,
 					 const char *instance_name, const char *inputs_json)
 {
 	MaestroRequest req;
@@ -123,7 +137,7 @@ maestro_post_trigger(const MaestroConnection *conn, const char *workflow_id,
 }
 
 cJSON *
-maestro_get_instances(const MaestroConnection *conn, const char *workflow_id)
+maestro_get_instances(MaestroConnection *conn, const char *workflow_id)
 {
 	return call(conn, "GET",
 				account_path(conn, "/workflows/%s/instances", workflow_id),
@@ -131,7 +145,7 @@ maestro_get_instances(const MaestroConnection *conn, const char *workflow_id)
 }
 
 cJSON *
-maestro_get_instance(const MaestroConnection *conn, const char *workflow_id,
+maestro_get_instance(MaestroConnection *conn, const char *workflow_id,
 					 const char *instance_id)
 {
 	return call(conn, "GET",
@@ -141,7 +155,7 @@ maestro_get_instance(const MaestroConnection *conn, const char *workflow_id,
 
 /* action is "pause" or "resume"; neither takes a body. */
 cJSON *
-maestro_post_workflow_action(const MaestroConnection *conn, const char *workflow_id,
+maestro_post_workflow_action(MaestroConnection *conn, const char *workflow_id,
 							 const char *action)
 {
 	return call(conn, "POST",
@@ -150,7 +164,7 @@ maestro_post_workflow_action(const MaestroConnection *conn, const char *workflow
 }
 
 cJSON *
-maestro_post_cancel(const MaestroConnection *conn, const char *workflow_id,
+maestro_post_cancel(MaestroConnection *conn, const char *workflow_id,
 					const char *instance_id)
 {
 	return call(conn, "POST",

@@ -282,13 +282,21 @@ maestro_http_headers(const MaestroConnection *conn, const MaestroRequest *req)
 {
 	struct curl_slist *list = NULL;
 	bool		failed = false;
-	char	   *auth = psprintf("Authorization: Bearer %s", conn->access_token);
+	char	   *auth = psprintf("Authorization: Bearer %s",
+									conn->access_token ? conn->access_token : "");
 
 	list = append_header(list, "Accept: application/json", &failed);
-	list = append_header(list, auth, &failed);
+	if (!req->anonymous)
+		list = append_header(list, auth, &failed);
 	list = append_header(list, "Expect:", &failed);
 	if (req->body)
-		list = append_header(list, "Content-Type: application/json", &failed);
+	{
+		char	   *ctype = psprintf("Content-Type: %s",
+									 req->content_type ? req->content_type : "application/json");
+
+		list = append_header(list, ctype, &failed);
+		pfree(ctype);
+	}
 	explicit_bzero(auth, strlen(auth));
 	pfree(auth);
 	if (failed)
@@ -312,10 +320,14 @@ maestro_http_url(const MaestroConnection *conn, const MaestroRequest *req)
  * request's body: all must outlive the transfer.
  */
 void
-maestro_http_configure(CURL *easy, const char *url, const MaestroRequest *req,
-					   struct curl_slist *headers, MaestroBuffer *buf, char *errbuf)
+maestro_http_configure(CURL *easy, const MaestroConnection *conn, const char *url,
+					   const MaestroRequest *req, struct curl_slist *headers,
+					   MaestroBuffer *buf, char *errbuf)
 {
 	curl_easy_setopt(easy, CURLOPT_URL, url);
+	/* certificates are always verified; ca_file only says against what */
+	if (conn->ca_file)
+		curl_easy_setopt(easy, CURLOPT_CAINFO, conn->ca_file);
 	curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
 	curl_easy_setopt(easy, CURLOPT_FOLLOWLOCATION, 0L);
@@ -426,7 +438,7 @@ maestro_http_execute(const MaestroConnection *conn, const MaestroRequest *req,
 			buf->len = 0;
 			buf->too_large = buf->out_of_memory = false;
 			curl_message[0] = '\0';
-			maestro_http_configure(maestro_easy, url, req, (struct curl_slist *) headers,
+			maestro_http_configure(maestro_easy, conn, url, req, (struct curl_slist *) headers,
 								   (MaestroBuffer *) buf, curl_message);
 
 			rc = run_transfer(&interrupted);

@@ -143,5 +143,8 @@ _PG_init(void)
 	MarkGUCPrefixReserved("maestro");
 
 	if (process_shared_preload_libraries_in_progress)
+	{
+		maestro_auth_init();
 		maestro_queue_init();
+	}
 }

@@ -52,10 +52,19 @@ extern int	maestro_max_retries;
 typedef struct MaestroConnection
 {
 	Oid			server_id;
+	Oid			mapping_id;		/* the user mapping: the token cache's key */
 	char	   *server_name;
 	char	   *base_url;		/* no trailing slash */
 	char	   *account_id;		/* canonical uuid text */
-	char	   *access_token;
+	char	   *ca_file;		/* CA bundle for TLS; NULL: the system's */
+	char	   *access_token;	/* static, or minted by auth.c */
+	/* the JWT grant, when the user mapping asks for it */
+	bool		jwt;
+	char	   *auth_url;		/* no trailing slash */
+	char	   *scopes;
+	char	   *integration_key;
+	char	   *user_id;
+	char	   *private_key;
 } MaestroConnection;
 
 /* One HTTP exchange as api.c describes it to http.c. */
@@ -65,6 +74,8 @@ typedef struct MaestroRequest
 	const char *path;			/* "/v1/accounts/..."; never holds a secret */
 	const char *query;			/* "status=active" or NULL; already escaped */
 	const char *body;			/* JSON text or NULL */
+	const char *content_type;	/* of the body; NULL: application/json */
+	bool		anonymous;		/* send no Authorization header */
 	bool		idempotent;		/* may be retried (GETs only) */
 } MaestroRequest;
 
@@ -109,9 +120,16 @@ extern bool maestro_http_transport_retryable(CURLcode rc);
 extern struct curl_slist *maestro_http_headers(const MaestroConnection *conn,
 											   const MaestroRequest *req);
 extern char *maestro_http_url(const MaestroConnection *conn, const MaestroRequest *req);
-extern void maestro_http_configure(CURL *easy, const char *url, const MaestroRequest *req,
+extern void maestro_http_configure(CURL *easy, const MaestroConnection *conn,
+								   const char *url, const MaestroRequest *req,
 								   struct curl_slist *headers, MaestroBuffer *buf,
 								   char *errbuf);
+
+/* auth.c */
+extern void maestro_auth_init(void);
+extern void maestro_auth_prepare(MaestroConnection *conn);
+extern void maestro_auth_forget(MaestroConnection *conn);
+extern bool maestro_private_key_is_valid(const char *pem);
 
 /* errors.c */
 extern void maestro_raise_http_error(const MaestroConnection *conn,
@@ -128,20 +146,20 @@ extern cJSON *maestro_json_try_parse(const char *body, size_t len);
 extern char *maestro_json_print(const cJSON *item);
 
 /* api.c: one function per endpoint; each returns the parsed 2xx body */
-extern cJSON *maestro_get_workflows(const MaestroConnection *conn, const char *status);
-extern cJSON *maestro_get_trigger_requirements(const MaestroConnection *conn,
+extern cJSON *maestro_get_workflows(MaestroConnection *conn, const char *status);
+extern cJSON *maestro_get_trigger_requirements(MaestroConnection *conn,
 											   const char *workflow_id);
-extern void maestro_trigger_request(const MaestroConnection *conn, const char *workflow_id,
+extern void maestro_trigger_request(MaestroConnection *conn, const char *workflow_id,
 									const char *instance_name, const char *inputs_json,
 									MaestroRequest *req);
-extern cJSON *maestro_post_trigger(const MaestroConnection *conn, const char *workflow_id,
+extern cJSON *maestro_post_trigger(MaestroConnection *conn, const char *workflow_id,
 								   const char *instance_name, const char *inputs_json);
-extern cJSON *maestro_get_instances(const MaestroConnection *conn, const char *workflow_id);
-extern cJSON *maestro_get_instance(const MaestroConnection *conn, const char *workflow_id,
+extern cJSON *maestro_get_instances(MaestroConnection *conn, const char *workflow_id);
+extern cJSON *maestro_get_instance(MaestroConnection *conn, const char *workflow_id,
 								   const char *instance_id);
-extern cJSON *maestro_post_workflow_action(const MaestroConnection *conn,
+extern cJSON *maestro_post_workflow_action(MaestroConnection *conn,
 										   const char *workflow_id, const char *action);
-extern cJSON *maestro_post_cancel(const MaestroConnection *conn, const char *workflow_id,
+extern cJSON *maestro_post_cancel(MaestroConnection *conn, const char *workflow_id,
 								  const char *instance_id);
 
 /* functions.c */

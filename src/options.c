@@ -17,6 +17,7 @@
 #include "maestro.h"
 
 #include <curl/curl.h>
+#include <unistd.h>
 
 #include "access/genam.h"
 #include "access/htup_details.h"
@@ -45,9 +46,17 @@ typedef struct MaestroOption
 static const MaestroOption maestro_options[] = {
 	{"base_url", ForeignServerRelationId},
 	{"account_id", ForeignServerRelationId},
+	{"auth_url", ForeignServerRelationId},
+	{"scopes", ForeignServerRelationId},
+	{"ca_file", ForeignServerRelationId},
 	{"access_token", UserMappingRelationId},
+	{"integration_key", UserMappingRelationId},
+	{"user_id", UserMappingRelationId},
+	{"private_key", UserMappingRelationId},
 	{NULL, InvalidOid}
 };
+
+#define DEFAULT_SCOPES "signature aow_manage impersonation"
 
 static const char *
 option_context_name(Oid context)
@@ -95,7 +104,7 @@ maestro_is_uuid(const char *text)
  * the path would corrupt the request paths appended to it.
  */
 static void
-validate_base_url(const char *value)
+validate_url_option(const char *option, const char *value)
 {
 	CURLU	   *url = curl_url();
 	CURLUcode	rc;
@@ -146,9 +155,11 @@ validate_base_url(const char *value)
 	if (problem != NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_FDW_INVALID_OPTION_NAME),
-				 errmsg("invalid value for option \"base_url\": \"%s\"", value),
+				 errmsg("invalid value for option \"%s\": \"%s\"", option, value),
 				 errdetail("The URL is not usable: %s.", problem),
-				 errhint("Use the API's root, e.g. 'https://api-d.docusign.com' for the demo environment or 'https://api.docusign.com' for production.")));
+				 strcmp(option, "base_url") == 0
+				 ? errhint("Use the API's root, e.g. 'https://api-d.docusign.com' for the demo environment or 'https://api.docusign.com' for production.")
+				 : errhint("Use the account server's root, e.g. 'https://account-d.docusign.com' for the demo environment or 'https://account.docusign.com' for production.")));
 }
 
 /*
@@ -182,6 +193,8 @@ maestro_fdw_validator(PG_FUNCTION_ARGS)
 	List	   *options = untransformRelOptions(PG_GETARG_DATUM(0));
 	Oid			catalog = PG_GETARG_OID(1);
 	bool		have_account = false;
+	bool		have_token = false;
+	int			jwt_options = 0;
 	ListCell   *cell;
 
 	foreach(cell, options)
@@ -210,8 +223,61 @@ maestro_fdw_validator(PG_FUNCTION_ARGS)
 					 ? errhint("Valid options in this context are: %s.", valid.data)
 					 : errhint("There are no valid options in this context.")));
 
-		if (strcmp(def->defname, "base_url") == 0)
-			validate_base_url(defGetString(def));
+		if (strcmp(def->defname, "base_url") == 0 || strcmp(def->defname, "auth_url") == 0)
+			validate_url_option(def->defname, defGetString(def));
+		else if (strcmp(def->defname, "integration_key") == 0 ||
+				 strcmp(def->defname, "user_id") == 0)
+		{
+			if (!maestro_is_uuid(defGetString(def)))
+				ereport(ERROR,
+						(errcode(ERRCODE_FDW_INVALID_OPTION_NAME),
+						 errmsg("invalid value for option \"%s\": \"%s\"", def->defname,
+								defGetString(def)),
+						 errdetail("It must be a GUID such as 7f09961a-42f9-4c2b-9d5e-3f1f0f6a2b10."),
+						 errhint("Both are on the Apps and Keys page of DocuSign: the integration key, and the user's API Username.")));
+			jwt_options++;
+		}
+		else if (strcmp(def->defname, "private_key") == 0)
+		{
+			/* never echo the key, not even a part of it */
+			if (!maestro_private_key_is_valid(defGetString(def)))
+				ereport(ERROR,
+						(errcode(ERRCODE_FDW_INVALID_OPTION_NAME),
+						 errmsg("invalid value for option \"private_key\""),
+						 errdetail("The value is not an RSA private key in PEM form."),
+						 errhint("Paste the whole key generated for the integration key, from -----BEGIN to the END line.")));
+			jwt_options++;
+		}
+		else if (strcmp(def->defname, "scopes") == 0)
+		{
+			const char *p;
+
+			for (p = defGetString(def); *p; p++)
+				if (*p < ' ' || *p >= 127 || *p == '"' || *p == '\\')
+					ereport(ERROR,
+							(errcode(ERRCODE_FDW_INVALID_OPTION_NAME),
+							 errmsg("invalid value for option \"scopes\": \"%s\"", defGetString(def)),
+							 errdetail("Scopes are words separated by spaces, such as \"%s\".", DEFAULT_SCOPES)));
+			if (defGetString(def)[0] == '\0')
+				ereport(ERROR,
+						(errcode(ERRCODE_FDW_INVALID_OPTION_NAME),
+						 errmsg("option \"scopes\" must not be empty")));
+		}
+		else if (strcmp(def->defname, "ca_file") == 0)
+		{
+			const char *path = defGetString(def);
+
+			if (!is_absolute_path(path))
+				ereport(ERROR,
+						(errcode(ERRCODE_FDW_INVALID_OPTION_NAME),
+						 errmsg("option \"ca_file\" must be an absolute path")));
+			if (access(path, R_OK) != 0)
+				ereport(ERROR,
+						(errcode_for_file_access(),
+						 errmsg("could not read the file named by option \"ca_file\": \"%s\": %m", path)));
+		}
+		else if (strcmp(def->defname, "access_token") == 0)
+			have_token = true;
 		else if (strcmp(def->defname, "account_id") == 0)
 		{
 			const char *value = defGetString(def);
@@ -224,9 +290,19 @@ maestro_fdw_validator(PG_FUNCTION_ARGS)
 						 errhint("Use the \"API Account ID\" shown on the Apps and Keys page of DocuSign, not the account number.")));
 			have_account = true;
 		}
-		else if (strcmp(def->defname, "access_token") == 0)
+		if (strcmp(def->defname, "access_token") == 0)
 			validate_access_token(defGetString(def));
 	}
+
+	if (catalog == UserMappingRelationId && jwt_options > 0 && jwt_options < 3)
+		ereport(ERROR,
+				(errcode(ERRCODE_FDW_OPTION_NAME_NOT_FOUND),
+				 errmsg("the JWT grant needs all of integration_key, user_id and private_key"),
+				 errhint("Give all three, or use access_token alone.")));
+	if (catalog == UserMappingRelationId && jwt_options > 0 && have_token)
+		ereport(ERROR,
+				(errcode(ERRCODE_FDW_INVALID_OPTION_NAME),
+				 errmsg("a user mapping takes either access_token or the JWT grant options, not both")));
 
 	if (catalog == ForeignServerRelationId && !have_account)
 		ereport(ERROR,
@@ -311,13 +387,14 @@ choose_server(void)
  * when neither exists.
  */
 static bool
-mapping_options(Oid userid, Oid serverid, List **options)
+mapping_options(Oid userid, Oid serverid, List **options, Oid *mapping_id)
 {
 	HeapTuple	tuple;
 	Datum		datum;
 	bool		isnull;
 
 	*options = NIL;
+	*mapping_id = InvalidOid;
 	tuple = SearchSysCache2(USERMAPPINGUSERSERVER,
 							ObjectIdGetDatum(userid),
 							ObjectIdGetDatum(serverid));
@@ -328,6 +405,7 @@ mapping_options(Oid userid, Oid serverid, List **options)
 	if (!HeapTupleIsValid(tuple))
 		return false;
 
+	*mapping_id = ((Form_pg_user_mapping) GETSTRUCT(tuple))->oid;
 	datum = SysCacheGetAttr(USERMAPPINGUSERSERVER, tuple,
 							Anum_pg_user_mapping_umoptions, &isnull);
 	if (!isnull)
@@ -351,24 +429,54 @@ option_value(List *options, const char *name)
 	return NULL;
 }
 
+static char *
+without_trailing_slashes(const char *url)
+{
+	char	   *copy = pstrdup(url);
+	size_t		len = strlen(copy);
+
+	while (len > 0 && copy[len - 1] == '/')
+		copy[--len] = '\0';
+	return copy;
+}
+
+/*
+ * The account server that goes with an API host: DocuSign's two
+ * environments are known; any other base_url needs auth_url set.
+ */
+static char *
+default_auth_url(const char *base_url)
+{
+	if (pg_strncasecmp(base_url, "https://api-d.docusign.com", 26) == 0)
+		return pstrdup("https://account-d.docusign.com");
+	if (pg_strncasecmp(base_url, "https://api.docusign.com", 24) == 0)
+		return pstrdup("https://account.docusign.com");
+	return NULL;
+}
+
 static MaestroConnection *
-build_connection(ForeignServer *server, List *mapping)
+build_connection(ForeignServer *server, List *mapping, Oid mapping_id)
 {
 	MaestroConnection *conn = palloc0(sizeof(MaestroConnection));
-	char	   *base_url;
-	size_t		len;
+	char	   *base_url = option_value(server->options, "base_url");
+	char	   *auth_url = option_value(server->options, "auth_url");
+	char	   *scopes = option_value(server->options, "scopes");
 
 	conn->server_id = server->serverid;
+	conn->mapping_id = mapping_id;
 	conn->server_name = pstrdup(server->servername);
 	conn->account_id = option_value(server->options, "account_id");
+	conn->ca_file = option_value(server->options, "ca_file");
+	conn->base_url = without_trailing_slashes(base_url ? base_url : MAESTRO_DEFAULT_BASE_URL);
 	conn->access_token = option_value(mapping, "access_token");
 
-	base_url = option_value(server->options, "base_url");
-	base_url = pstrdup(base_url ? base_url : MAESTRO_DEFAULT_BASE_URL);
-	len = strlen(base_url);
-	while (len > 0 && base_url[len - 1] == '/')
-		base_url[--len] = '\0';
-	conn->base_url = base_url;
+	conn->integration_key = option_value(mapping, "integration_key");
+	conn->user_id = option_value(mapping, "user_id");
+	conn->private_key = option_value(mapping, "private_key");
+	conn->jwt = conn->integration_key && conn->user_id && conn->private_key;
+	conn->auth_url = auth_url ? without_trailing_slashes(auth_url)
+		: default_auth_url(conn->base_url);
+	conn->scopes = pstrdup(scopes ? scopes : DEFAULT_SCOPES);
 	return conn;
 }
 
@@ -383,6 +491,7 @@ maestro_connect(void)
 	Oid			userid = GetUserId();
 	MaestroConnection *conn;
 	List	   *mapping;
+	Oid			mapping_id;
 
 	if (pg_foreign_server_aclcheck(server->serverid, userid, ACL_USAGE) != ACLCHECK_OK)
 		ereport(ERROR,
@@ -394,7 +503,7 @@ maestro_connect(void)
 						 quote_identifier(server->servername),
 						 quote_identifier(GetUserNameFromId(userid, false)))));
 
-	if (!mapping_options(userid, server->serverid, &mapping))
+	if (!mapping_options(userid, server->serverid, &mapping, &mapping_id))
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("role \"%s\" has no user mapping for maestro server \"%s\"",
@@ -403,7 +512,7 @@ maestro_connect(void)
 						 quote_identifier(GetUserNameFromId(userid, false)),
 						 quote_identifier(server->servername))));
 
-	conn = build_connection(server, mapping);
+	conn = build_connection(server, mapping, mapping_id);
 
 	/* Catalog rows written before the validator existed could lack these. */
 	if (conn->account_id == NULL || !maestro_is_uuid(conn->account_id))
@@ -412,12 +521,19 @@ maestro_connect(void)
 				 errmsg("maestro server \"%s\" has no valid account_id", server->servername),
 				 errhint("Run ALTER SERVER %s OPTIONS (ADD account_id '<API Account ID>').",
 						 quote_identifier(server->servername))));
-	if (conn->access_token == NULL)
+	if (conn->access_token == NULL && !conn->jwt)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION),
 				 errmsg("the user mapping for maestro server \"%s\" has no access_token",
 						server->servername),
-				 errhint("Run ALTER USER MAPPING FOR CURRENT_USER SERVER %s OPTIONS (ADD access_token '...').",
+				 errhint("Run ALTER USER MAPPING FOR CURRENT_USER SERVER %s OPTIONS (ADD access_token '...'), or give the JWT grant options integration_key, user_id and private_key.",
+						 quote_identifier(server->servername))));
+	if (conn->jwt && conn->auth_url == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_FDW_OPTION_NAME_NOT_FOUND),
+				 errmsg("maestro server \"%s\" needs auth_url for the JWT grant", server->servername),
+				 errdetail("Its base_url is not one of DocuSign's, so the account server cannot be derived from it."),
+				 errhint("Run ALTER SERVER %s OPTIONS (ADD auth_url 'https://account-d.docusign.com').",
 						 quote_identifier(server->servername))));
 
 	return conn;
@@ -435,6 +551,7 @@ maestro_connection_for(Oid serverid, Oid userid, char **problem)
 	const char *role = GetUserNameFromId(userid, true);
 	MaestroConnection *conn;
 	List	   *mapping;
+	Oid			mapping_id;
 
 	*problem = NULL;
 	if (server == NULL)
@@ -444,17 +561,20 @@ maestro_connection_for(Oid serverid, Oid userid, char **problem)
 	else if (pg_foreign_server_aclcheck(serverid, userid, ACL_USAGE) != ACLCHECK_OK)
 		*problem = psprintf("role \"%s\" no longer has USAGE on maestro server \"%s\"",
 							role, server->servername);
-	else if (!mapping_options(userid, serverid, &mapping))
+	else if (!mapping_options(userid, serverid, &mapping, &mapping_id))
 		*problem = psprintf("role \"%s\" no longer has a user mapping for maestro server \"%s\"",
 							role, server->servername);
 	if (*problem)
 		return NULL;
 
-	conn = build_connection(server, mapping);
+	conn = build_connection(server, mapping, mapping_id);
 	if (conn->account_id == NULL || !maestro_is_uuid(conn->account_id))
 		*problem = psprintf("maestro server \"%s\" has no valid account_id", server->servername);
-	else if (conn->access_token == NULL)
+	else if (conn->access_token == NULL && !conn->jwt)
 		*problem = psprintf("the user mapping of role \"%s\" for maestro server \"%s\" has no access_token",
 							role, server->servername);
+	else if (conn->jwt && conn->auth_url == NULL)
+		*problem = psprintf("maestro server \"%s\" needs auth_url for the JWT grant",
+							server->servername);
 	return *problem ? NULL : conn;
 }

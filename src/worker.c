@@ -82,6 +82,7 @@ typedef struct InFlight
 	char		errbuf[CURL_ERROR_SIZE];
 	char	   *url;
 	MaestroRequest req;
+	MaestroConnection *conn;	/* a copy, to drop a refused token */
 	long		rate_remaining; /* X-RateLimit-Remaining, -1 if absent */
 	long		rate_reset;		/* X-RateLimit-Reset (epoch s), -1 if absent */
 	struct InFlight *next;
@@ -580,6 +581,12 @@ outcome_of(InFlight *f, CURLcode rc)
 	message = psprintf("HTTP %ld: %s", status,
 					   maestro_error_message_from_body(f->buf.data, f->buf.len, NULL));
 	curl_easy_getinfo(f->easy, CURLINFO_RETRY_AFTER, &retry_after);
+	if (status == 401 && f->conn->jwt)
+	{
+		/* a minted token was refused: the request had no effect */
+		maestro_auth_forget(f->conn);
+		return retry_or_fail(f->id, f->attempts, (int) status, message, false, 0);
+	}
 	if (status == 429)
 	{
 		long		wait = retry_after >= 0 ? (long) retry_after * 1000 : retry_delay_ms(f->attempts);
@@ -652,6 +659,37 @@ look_up_sent(Claimed *c, MemoryContext keep)
 	return result;
 }
 
+/*
+ * A minted token for the request, from the cache or the account server;
+ * NULL when it is there, else the outcome of failing to get one.
+ */
+static Outcome *
+prepare_token(Claimed *c, MemoryContext keep)
+{
+	Outcome    *volatile result = NULL;
+
+	if (!c->conn->jwt)
+		return NULL;
+	PG_TRY();
+	{
+		maestro_auth_prepare(c->conn);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(keep);
+		edata = CopyErrorData();
+		FlushErrorState();
+		result = retry_or_fail(c->id, c->attempts, 0,
+							   psprintf("could not get an access token: %s%s%s", edata->message,
+										edata->hint ? " " : "", edata->hint ? edata->hint : ""),
+							   c->verify, -1);
+	}
+	PG_END_TRY();
+	return result;
+}
+
 /* ---- sending ---- */
 
 static size_t
@@ -682,6 +720,9 @@ start_send(Claimed *c)
 	f->attempts = c->attempts;
 	f->rate_remaining = -1;
 	f->rate_reset = -1;
+	f->conn = palloc(sizeof(MaestroConnection));
+	*f->conn = *c->conn;
+	f->conn->access_token = c->conn->access_token ? pstrdup(c->conn->access_token) : NULL;
 	maestro_trigger_request(c->conn, c->workflow_id, c->instance_name, c->inputs, &f->req);
 	f->url = maestro_http_url(c->conn, &f->req);
 	f->headers = maestro_http_headers(c->conn, &f->req);
@@ -698,7 +739,7 @@ start_send(Claimed *c)
 		return false;
 	}
 
-	maestro_http_configure(f->easy, f->url, &f->req, f->headers, &f->buf, f->errbuf);
+	maestro_http_configure(f->easy, c->conn, f->url, &f->req, f->headers, &f->buf, f->errbuf);
 	curl_easy_setopt(f->easy, CURLOPT_PRIVATE, f);
 	curl_easy_setopt(f->easy, CURLOPT_HEADERFUNCTION, header_callback);
 	curl_easy_setopt(f->easy, CURLOPT_HEADERDATA, f);
@@ -837,6 +878,8 @@ dispatch(MemoryContext keep, TimestampTz *next_slot)
 					pace_record(pace, now);
 				}
 			}
+			if (o == NULL)
+				o = prepare_token(c, keep);
 			if (o == NULL && !start_send(c))
 				o = retry_or_fail(c->id, c->attempts, 0,
 								  pstrdup("out of memory while preparing the request"),

@@ -1,0 +1,495 @@
+/*-------------------------------------------------------------------------
+ *
+ * auth.c
+ *		The bearer token of a request: a user mapping's static access_token,
+ *		or one minted with DocuSign's OAuth JWT grant and cached.
+ *
+ * The JWT grant (API-NOTES.md section 9.2): an RS256-signed assertion
+ * {iss: integration key, sub: user id, aud: the account server's host,
+ * iat, exp, scope} is posted to {auth_url}/oauth/token, which answers with
+ * an access token good for expires_in seconds (an hour).
+ *
+ * Minted tokens are cached in shared memory when maestro is preloaded, so
+ * every backend and the worker share one token per user mapping, and only
+ * one of them asks for a new one at a time; otherwise each backend keeps
+ * its own. A cache entry is keyed by the user mapping and by a hash of every
+ * option that shapes the token, so that ALTER SERVER or ALTER USER MAPPING
+ * makes the old token unreachable at once, in every process. A token is
+ * used until shortly before it expires; a 401 from the API drops it.
+ *
+ * src/auth.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "maestro.h"
+
+#include <openssl/bio.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/rsa.h>
+
+#include "common/base64.h"
+#include "common/hashfn.h"
+#include "miscadmin.h"
+#include "storage/condition_variable.h"
+#include "storage/ipc.h"
+#include "storage/lwlock.h"
+#include "storage/shmem.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
+#include "utils/wait_event.h"
+
+#define TOKEN_SLOTS			64
+#define MAX_TOKEN_LEN		4096
+#define ASSERTION_LIFETIME	3600	/* DocuSign allows at most an hour */
+
+typedef struct TokenSlot
+{
+	Oid			mapping_id;
+	uint32		config_hash;
+	TimestampTz use_until;		/* 0: empty */
+	bool		fetching;
+	TimestampTz fetch_started;
+	char		token[MAX_TOKEN_LEN];
+} TokenSlot;
+
+typedef struct TokenCache
+{
+	LWLock	   *lock;
+	ConditionVariable fetched;
+	TokenSlot	slots[TOKEN_SLOTS];
+} TokenCache;
+
+static TokenCache *shared_cache = NULL;
+static TokenCache *local_cache = NULL;
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+
+static void
+auth_shmem_request(void)
+{
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+	RequestAddinShmemSpace(MAXALIGN(sizeof(TokenCache)));
+	RequestNamedLWLockTranche("maestro tokens", 1);
+}
+
+static void
+auth_shmem_startup(void)
+{
+	bool		found;
+
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	shared_cache = ShmemInitStruct("maestro tokens", sizeof(TokenCache), &found);
+	if (!found)
+	{
+		memset(shared_cache, 0, sizeof(TokenCache));
+		shared_cache->lock = &(GetNamedLWLockTranche("maestro tokens"))->lock;
+		ConditionVariableInit(&shared_cache->fetched);
+	}
+	LWLockRelease(AddinShmemInitLock);
+}
+
+/* Called from _PG_init while shared_preload_libraries is processed. */
+void
+maestro_auth_init(void)
+{
+	prev_shmem_request_hook = shmem_request_hook;
+	shmem_request_hook = auth_shmem_request;
+	prev_shmem_startup_hook = shmem_startup_hook;
+	shmem_startup_hook = auth_shmem_startup;
+}
+
+static TokenCache *
+token_cache(void)
+{
+	if (shared_cache)
+		return shared_cache;
+	if (local_cache == NULL)
+		local_cache = MemoryContextAllocZero(TopMemoryContext, sizeof(TokenCache));
+	return local_cache;
+}
+
+static void
+cache_lock(TokenCache *cache)
+{
+	if (cache->lock)
+		LWLockAcquire(cache->lock, LW_EXCLUSIVE);
+}
+
+static void
+cache_unlock(TokenCache *cache)
+{
+	if (cache->lock)
+		LWLockRelease(cache->lock);
+}
+
+/* Everything that shapes the token: a change to any of it is a new token. */
+static uint32
+config_hash(const MaestroConnection *conn)
+{
+	const char *parts[6] = {conn->auth_url, conn->scopes, conn->integration_key,
+	conn->user_id, conn->private_key, conn->account_id};
+	uint32		hash = 0;
+	int			i;
+
+	for (i = 0; i < 6; i++)
+		hash = hash_combine(hash, parts[i] ? hash_bytes((const unsigned char *) parts[i],
+														strlen(parts[i])) : 0);
+	return hash;
+}
+
+static TokenSlot *
+find_slot(TokenCache *cache, const MaestroConnection *conn, uint32 hash, bool create)
+{
+	TokenSlot  *victim = NULL;
+	int			i;
+
+	for (i = 0; i < TOKEN_SLOTS; i++)
+	{
+		TokenSlot  *slot = &cache->slots[i];
+
+		if (slot->mapping_id == conn->mapping_id && slot->config_hash == hash)
+			return slot;
+		if (!slot->fetching && (victim == NULL || slot->use_until < victim->use_until))
+			victim = slot;
+	}
+	if (!create || victim == NULL)
+		return NULL;
+	memset(victim, 0, sizeof(TokenSlot));
+	victim->mapping_id = conn->mapping_id;
+	victim->config_hash = hash;
+	return victim;
+}
+
+/* ---- the assertion ---- */
+
+static char *
+base64url(const unsigned char *data, int len)
+{
+	int			enclen = pg_b64_enc_len(len);
+	char	   *out = palloc(enclen + 1);
+	int			n = pg_b64_encode((const char *) data, len, out, enclen);
+	int			i,
+				j;
+
+	for (i = 0, j = 0; i < n; i++)
+	{
+		if (out[i] == '=')
+			continue;
+		out[j++] = out[i] == '+' ? '-' : out[i] == '/' ? '_' : out[i];
+	}
+	out[j] = '\0';
+	return out;
+}
+
+/* The host of a URL, which DocuSign wants as the assertion's audience. */
+static char *
+url_host(const char *url)
+{
+	CURLU	   *u = curl_url();
+	char	   *host = NULL;
+	char	   *result = NULL;
+
+	if (u && curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK &&
+		curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK)
+		result = pstrdup(host);
+	curl_free(host);
+	curl_url_cleanup(u);
+	return result ? result : pstrdup("");
+}
+
+static EVP_PKEY *
+read_private_key(const char *pem)
+{
+	BIO		   *bio = BIO_new_mem_buf(pem, -1);
+	EVP_PKEY   *key = NULL;
+
+	if (bio == NULL)
+		return NULL;
+	key = PEM_read_bio_PrivateKey(bio, NULL, NULL, NULL);
+	BIO_free(bio);
+	if (key && EVP_PKEY_base_id(key) != EVP_PKEY_RSA)
+	{
+		EVP_PKEY_free(key);
+		key = NULL;
+	}
+	return key;
+}
+
+/* For the validator: does the text hold an RSA private key? */
+bool
+maestro_private_key_is_valid(const char *pem)
+{
+	EVP_PKEY   *key = read_private_key(pem);
+
+	if (key == NULL)
+		return false;
+	EVP_PKEY_free(key);
+	return true;
+}
+
+/*
+ * The signed assertion. The OpenSSL objects are freed before any error is
+ * raised, so nothing leaks on the error path.
+ */
+static char *
+signed_assertion(const MaestroConnection *conn)
+{
+	StringInfoData claims;
+	char	   *header = base64url((const unsigned char *) "{\"alg\":\"RS256\",\"typ\":\"JWT\"}", 27);
+	char	   *payload;
+	char	   *signing_input;
+	EVP_PKEY   *key;
+	EVP_MD_CTX *ctx;
+	unsigned char *signature = NULL;
+	size_t		siglen = 0;
+	bool		ok = false;
+	long		now = (long) time(NULL);
+
+	initStringInfo(&claims);
+	appendStringInfo(&claims, "{\"iss\":\"%s\",\"sub\":\"%s\",\"aud\":\"%s\","
+					 "\"iat\":%ld,\"nbf\":%ld,\"exp\":%ld,\"scope\":\"%s\"}",
+					 conn->integration_key, conn->user_id, url_host(conn->auth_url),
+					 now, now, now + ASSERTION_LIFETIME, conn->scopes);
+	payload = base64url((const unsigned char *) claims.data, claims.len);
+	signing_input = psprintf("%s.%s", header, payload);
+
+	key = read_private_key(conn->private_key);
+	ctx = EVP_MD_CTX_new();
+	if (key && ctx &&
+		EVP_DigestSignInit(ctx, NULL, EVP_sha256(), NULL, key) == 1 &&
+		EVP_DigestSign(ctx, NULL, &siglen, (const unsigned char *) signing_input,
+					   strlen(signing_input)) == 1)
+	{
+		signature = palloc(siglen);
+		ok = EVP_DigestSign(ctx, signature, &siglen, (const unsigned char *) signing_input,
+							strlen(signing_input)) == 1;
+	}
+	EVP_MD_CTX_free(ctx);
+	EVP_PKEY_free(key);
+
+	if (!ok)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION),
+				 errmsg("could not sign the JWT assertion for maestro server \"%s\"",
+						conn->server_name),
+				 errhint("Check the private_key option of the user mapping: it must be an RSA private key in PEM form.")));
+	return psprintf("%s.%s", signing_input, base64url(signature, (int) siglen));
+}
+
+/* ---- asking the account server ---- */
+
+static char *
+form_escape(const char *text)
+{
+	char	   *escaped = curl_easy_escape(NULL, text, 0);
+	char	   *result;
+
+	if (escaped == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("out of memory")));
+	result = pstrdup(escaped);
+	curl_free(escaped);
+	return result;
+}
+
+/*
+ * What to do about a refused grant: DocuSign's own error codes mean
+ * different fixes.
+ */
+static void
+raise_grant_error(const MaestroConnection *conn, const MaestroResponse *resp)
+{
+	cJSON	   *root = maestro_json_try_parse(resp->body, resp->body_len);
+	const cJSON *error = maestro_json_member(root, "error");
+	const cJSON *description = maestro_json_member(root, "error_description");
+	const char *code = cJSON_IsString(error) ? error->valuestring : "";
+	const char *why = cJSON_IsString(description) ? description->valuestring : "";
+	const char *hint = NULL;
+
+	if (strcmp(code, "consent_required") == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION),
+				 errmsg("DocuSign user %s has not consented to integration key %s",
+						conn->user_id, conn->integration_key),
+				 errdetail("HTTP %ld from POST /oauth/token: consent_required", resp->status),
+				 errhint("Have the user (or an organization administrator) open %s/oauth/auth?response_type=code&scope=%s&client_id=%s&redirect_uri=<a redirect URI registered for the integration key> once and accept.",
+						 conn->auth_url, form_escape(conn->scopes), conn->integration_key)));
+
+	if (strcmp(why, "no_valid_keys_or_signatures") == 0)
+		hint = psprintf("The private_key does not belong to an RSA key pair registered for integration key %s.",
+						conn->integration_key);
+	else if (strcmp(why, "issuer_not_found") == 0)
+		hint = "The integration_key is not known to this account server; check it, and that auth_url is the right environment (demo or production).";
+	else if (strcmp(why, "user_not_found") == 0)
+		hint = "The user_id is not a user of this environment; use the user's API Username (a GUID).";
+	else if (strcmp(code, "invalid_scope") == 0)
+		hint = "The integration key does not allow these scopes; check the server's scopes option.";
+
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION),
+			 errmsg("DocuSign refused the JWT grant for maestro server \"%s\"", conn->server_name),
+			 errdetail("HTTP %ld from POST /oauth/token: %s", resp->status,
+					   maestro_error_message_from_body(resp->body, resp->body_len,
+													   resp->content_type)),
+			 hint ? errhint("%s", hint) : 0));
+}
+
+/* Mint a token; returns it and sets *lifetime_s. */
+static char *
+request_token(const MaestroConnection *conn, long *lifetime_s)
+{
+	MaestroConnection account = *conn;
+	MaestroRequest req;
+	MaestroResponse resp;
+	cJSON	   *root;
+	const cJSON *token;
+	const cJSON *expires;
+
+	account.base_url = conn->auth_url;
+	memset(&req, 0, sizeof(req));
+	req.method = "POST";
+	req.path = "/oauth/token";
+	req.content_type = "application/x-www-form-urlencoded";
+	req.anonymous = true;
+	req.idempotent = false;
+	req.body = psprintf("grant_type=%s&assertion=%s",
+						form_escape("urn:ietf:params:oauth:grant-type:jwt-bearer"),
+						signed_assertion(conn));
+
+	maestro_http_execute(&account, &req, &resp);
+	if (resp.status == 400 || resp.status == 401)
+		raise_grant_error(conn, &resp);
+	if (resp.status < 200 || resp.status > 299)
+		maestro_raise_http_error(&account, &req, &resp);
+
+	root = maestro_json_parse(resp.body, resp.body_len, &req);
+	token = maestro_json_member(root, "access_token");
+	expires = maestro_json_member(root, "expires_in");
+	if (!cJSON_IsString(token) || token->valuestring[0] == '\0' ||
+		strlen(token->valuestring) >= MAX_TOKEN_LEN)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROTOCOL_VIOLATION),
+				 errmsg("DocuSign's token response holds no usable access_token")));
+	*lifetime_s = cJSON_IsNumber(expires) && expires->valuedouble > 0
+		? (long) expires->valuedouble : 3600;
+	return pstrdup(token->valuestring);
+}
+
+/*
+ * How long before expiry a token is replaced: a minute, or a tenth of a
+ * short lifetime, so that a request never leaves with a token about to die.
+ */
+static TimestampTz
+use_until(long lifetime_s)
+{
+	long		margin_ms = Min(60 * 1000L, lifetime_s * 100L);
+
+	return TimestampTzPlusMilliseconds(GetCurrentTimestamp(), lifetime_s * 1000L - margin_ms);
+}
+
+/*
+ * Make conn->access_token usable: a static token as it is, a minted one
+ * from the cache, or a new one when the cache has none that is fresh.
+ */
+void
+maestro_auth_prepare(MaestroConnection *conn)
+{
+	TokenCache *cache;
+	uint32		hash;
+	char	   *volatile token = NULL;
+	volatile long lifetime = 0;
+
+	if (!conn->jwt)
+		return;
+
+	cache = token_cache();
+	hash = config_hash(conn);
+	for (;;)
+	{
+		TokenSlot  *slot;
+		bool		fetch = false;
+		TimestampTz now = GetCurrentTimestamp();
+
+		cache_lock(cache);
+		slot = find_slot(cache, conn, hash, true);
+		if (slot && slot->use_until > now)
+			token = pstrdup(slot->token);
+		else if (slot && (!slot->fetching ||
+						  TimestampDifferenceExceeds(slot->fetch_started, now,
+													 maestro_request_timeout_ms + 1000)))
+		{
+			slot->fetching = true;
+			slot->fetch_started = now;
+			fetch = true;
+		}
+		cache_unlock(cache);
+
+		if (token)
+		{
+			conn->access_token = (char *) token;
+			return;
+		}
+		if (fetch || slot == NULL)
+			break;
+
+		/* another process is asking for this token: wait for it */
+		ConditionVariableTimedSleep(&cache->fetched, 100, PG_WAIT_EXTENSION);
+		ConditionVariableCancelSleep();
+		CHECK_FOR_INTERRUPTS();
+	}
+
+	PG_TRY();
+	{
+		long		seconds;
+
+		token = request_token(conn, &seconds);
+		lifetime = seconds;
+	}
+	PG_FINALLY();
+	{
+		TokenSlot  *slot;
+
+		cache_lock(cache);
+		slot = find_slot(cache, conn, hash, false);
+		if (slot)
+		{
+			slot->fetching = false;
+			if (token)
+			{
+				strlcpy(slot->token, (char *) token, MAX_TOKEN_LEN);
+				slot->use_until = use_until(lifetime);
+			}
+		}
+		cache_unlock(cache);
+		if (cache == shared_cache)
+			ConditionVariableBroadcast(&cache->fetched);
+	}
+	PG_END_TRY();
+
+	conn->access_token = (char *) token;
+}
+
+/* The API refused the token (401): drop it, so the next call mints anew. */
+void
+maestro_auth_forget(MaestroConnection *conn)
+{
+	TokenCache *cache;
+	TokenSlot  *slot;
+
+	if (!conn->jwt)
+		return;
+	cache = token_cache();
+	cache_lock(cache);
+	slot = find_slot(cache, conn, config_hash(conn), false);
+	if (slot && !slot->fetching && conn->access_token &&
+		strcmp(slot->token, conn->access_token) == 0)
+		slot->use_until = 0;
+	cache_unlock(cache);
+	conn->access_token = NULL;
+}
