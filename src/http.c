@@ -389,6 +389,13 @@ raise_transport_error(const MaestroRequest *req, CURLcode rc,
 						   retries > 0 ? psprintf(" (after %d retries)", retries) : ""),
 				 errhint("maestro.connect_timeout is %d ms and maestro.request_timeout is %d ms.",
 						 maestro_connect_timeout_ms, maestro_request_timeout_ms)));
+	if (rc == CURLE_PEER_FAILED_VERIFICATION || rc == CURLE_SSL_CACERT_BADFILE)
+		ereport(ERROR,
+				(errcode(ERRCODE_CONNECTION_FAILURE),
+				 errmsg("could not verify the TLS certificate of the Maestro host"),
+				 errdetail("%s %s: %s (curl error %d).", req->method, req->path,
+						   maestro_redact(what), (int) rc),
+				 errhint("If the host uses a private CA, name its certificate in the server option ca_file.")));
 	ereport(ERROR,
 			(errcode(ERRCODE_CONNECTION_FAILURE),
 			 errmsg("could not complete the Maestro request"),

@@ -23,6 +23,14 @@ export PGPORT="$MAESTRO_PGPORT"
 export PGUSER=postgres
 export PGDATABASE=postgres
 export MAESTRO_SIM_URL="http://127.0.0.1:$MAESTRO_SIM_PORT"
+# a second simulator speaks HTTPS with a certificate from the test CA
+MAESTRO_TLS_PORT=${MAESTRO_TLS_PORT:-$((MAESTRO_SIM_PORT + 1))}
+export MAESTRO_TLS_URL="https://127.0.0.1:$MAESTRO_TLS_PORT"
+# test keys and certificates, made fresh (never committed)
+export MAESTRO_CERTS="$MAESTRO_TEST_DIR/certs"
+# the JWT grant's test identity, which the simulator accepts
+export MAESTRO_INTEGRATION_KEY=11111111-2222-4333-8444-555555555555
+export MAESTRO_JWT_USER=0ccdbb0b-a72e-452f-95f0-9f19654cb620
 
 # Run a command as the postgres OS user when we are root (initdb refuses root).
 maestro_as_postgres() {
@@ -62,30 +70,48 @@ maestro_stop_cluster() {
 }
 
 # maestro_start_simulator [extra simulator arguments...]
+# Starts the simulator (plain HTTP, with the OAuth token endpoint: tokens
+# live 3 s) and a second one over HTTPS.
 maestro_start_simulator() {
 	mkdir -p "$MAESTRO_TEST_DIR"
+	bash "$MAESTRO_TOP/test/simulator/make_test_certs.sh" "$MAESTRO_CERTS" || return 1
+	# the server reads the CA bundle (ca_file); only public material is opened up
+	chmod 755 "$MAESTRO_CERTS"
+	chmod 644 "$MAESTRO_CERTS"/*.pem
 	python3 "$MAESTRO_TOP/test/simulator/maestro_sim.py" --host 127.0.0.1 \
 		--port "$MAESTRO_SIM_PORT" --quiet \
 		${MAESTRO_SPEC:+--spec "$MAESTRO_SPEC"} \
+		--oauth-public-key "$MAESTRO_CERTS/jwt_public.pem" \
+		--integration-key "$MAESTRO_INTEGRATION_KEY" --oauth-user "$MAESTRO_JWT_USER" \
+		--oauth-aud 127.0.0.1 --token-lifetime 3 \
 		"$@" >"$MAESTRO_TEST_DIR/simulator.log" 2>&1 &
 	echo $! >"$MAESTRO_TEST_DIR/simulator.pid"
+	python3 "$MAESTRO_TOP/test/simulator/maestro_sim.py" --host 127.0.0.1 \
+		--port "$MAESTRO_TLS_PORT" --quiet \
+		--tls-cert "$MAESTRO_CERTS/server.pem" --tls-key "$MAESTRO_CERTS/server.key" \
+		>"$MAESTRO_TEST_DIR/simulator-tls.log" 2>&1 &
+	echo $! >"$MAESTRO_TEST_DIR/simulator-tls.pid"
 	local i
 	for i in $(seq 1 100); do
-		if curl -fsS "$MAESTRO_SIM_URL/__sim/health" >/dev/null 2>&1; then
+		if curl -fsS "$MAESTRO_SIM_URL/__sim/health" >/dev/null 2>&1 &&
+			curl -fsS --cacert "$MAESTRO_CERTS/ca.pem" "$MAESTRO_TLS_URL/__sim/health" >/dev/null 2>&1; then
 			return 0
 		fi
 		sleep 0.1
 	done
-	echo "simulator did not start; its log:" >&2
-	cat "$MAESTRO_TEST_DIR/simulator.log" >&2
+	echo "simulator did not start; its logs:" >&2
+	cat "$MAESTRO_TEST_DIR"/simulator*.log >&2
 	return 1
 }
 
 maestro_stop_simulator() {
-	if [ -f "$MAESTRO_TEST_DIR/simulator.pid" ]; then
-		kill "$(cat "$MAESTRO_TEST_DIR/simulator.pid")" 2>/dev/null || true
-		rm -f "$MAESTRO_TEST_DIR/simulator.pid"
-	fi
+	local pidfile
+	for pidfile in "$MAESTRO_TEST_DIR/simulator.pid" "$MAESTRO_TEST_DIR/simulator-tls.pid"; do
+		if [ -f "$pidfile" ]; then
+			kill "$(cat "$pidfile")" 2>/dev/null || true
+			rm -f "$pidfile"
+		fi
+	done
 }
 
 maestro_stop_all() {

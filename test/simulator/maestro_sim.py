@@ -14,25 +14,34 @@ Python 3.11+:
 * fault injection driven by a "/_fault/<spec>" path prefix;
 * example replay from the OpenAPI file driven by "/_example/<status>/<name>";
 * the control endpoints under /__sim/ (no auth);
+* DocuSign's account server token endpoint, POST /oauth/token (JWT Grant:
+  RS256 assertions checked with a minimal DER reader and pure-Python RSA);
+* optional HTTPS (--tls-cert/--tls-key);
 * the HTTP/1.1 keep-alive server and the command line.
 
-Secrets (bearer tokens, the mtsec part of instance URLs) are never written to
-the simulator's own logs. See README.md beside this file for usage.
+Secrets (bearer tokens, JWT assertions, issued access tokens, the mtsec part
+of instance URLs) are never written to the simulator's own logs. See
+README.md beside this file for usage.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
+import binascii
 import collections
 import dataclasses
 import datetime as dt
 import email.utils
+import hashlib
+import hmac
 import http
 import json
 import re
 import secrets
 import signal
 import socket
+import ssl
 import string
 import struct
 import sys
@@ -82,6 +91,18 @@ RFC_TYPES = {
 }
 
 UNAUTHORIZED_TEXT = "Unauthorized - Please provide a valid access token."
+
+# OAuth (DocuSign account server, API-NOTES section 9.2)
+OAUTH_TOKEN_PATH = "/oauth/token"
+JWT_BEARER_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+DEFAULT_OAUTH_AUD = "account-d.docusign.com"
+DEFAULT_TOKEN_LIFETIME = 3600
+REQUIRED_SCOPES = ("signature", "aow_manage")
+JWT_MAX_LIFETIME = 3600     # exp - iat must not exceed this
+JWT_CLOCK_SKEW = 60         # iat / nbf may be this many seconds in the future
+ASSERTION_MAX_LEN = 16384
+OAUTH_TOKENS_MAX = 100_000  # issued tokens remembered (expired ones pruned first)
+TLS_HANDSHAKE_TIMEOUT = 10
 
 
 def seed_workflows() -> dict[str, dict[str, Any]]:
@@ -369,6 +390,13 @@ class SimState:
             self.rate_enforce = False
             self.fault_counts: dict[str, int] = {}
             self.request_log: collections.deque = collections.deque(maxlen=REQUEST_LOG_MAX)
+            # OAuth: access token -> expiry (epoch seconds); users who withdrew consent
+            self.oauth_tokens: dict[str, float] = {}
+            self.oauth_issued = 0
+            self.oauth_no_consent: set[str] = set()
+            # /__sim/echo-auth: what the last request looked like (never the values)
+            self.echo_auth: dict[str, Any] = {"count": 0, "authorization_present": False,
+                                              "method": None, "body_present": False}
 
     def _add_instance_locked(self, inst: dict[str, Any]) -> None:
         self.instances[inst["id"]] = inst
@@ -473,6 +501,45 @@ class SimState:
     def is_paused(self, wid: str) -> bool:
         return wid in self.paused
 
+    # -- OAuth -----------------------------------------------------------------
+    def issue_token(self, token: str, lifetime: int) -> None:
+        now = time.time()
+        with self.lock:
+            if len(self.oauth_tokens) >= OAUTH_TOKENS_MAX:
+                self.oauth_tokens = {t: e for t, e in self.oauth_tokens.items() if e > now}
+                while len(self.oauth_tokens) >= OAUTH_TOKENS_MAX:
+                    del self.oauth_tokens[next(iter(self.oauth_tokens))]
+            self.oauth_tokens[token] = now + lifetime
+            self.oauth_issued += 1
+
+    def token_status(self, token: str) -> str | None:
+        """'ok' or 'expired' for a token issued by /oauth/token, else None."""
+        expiry = self.oauth_tokens.get(token)
+        if expiry is None:
+            return None
+        return "ok" if time.time() < expiry else "expired"
+
+    def expire_tokens(self) -> int:
+        """Expire every issued token now; return how many were still active."""
+        now = time.time()
+        with self.lock:
+            n = sum(1 for e in self.oauth_tokens.values() if e > now)
+            self.oauth_tokens = dict.fromkeys(self.oauth_tokens, 0.0)
+        return n
+
+    def token_counts(self) -> dict[str, int]:
+        now = time.time()
+        with self.lock:
+            return {"issued": self.oauth_issued,
+                    "active": sum(1 for e in self.oauth_tokens.values() if e > now)}
+
+    def set_consent(self, user: str, consented: bool) -> None:
+        with self.lock:
+            (self.oauth_no_consent.discard if consented else self.oauth_no_consent.add)(user)
+
+    def has_consent(self, user: str) -> bool:
+        return user not in self.oauth_no_consent
+
 
 def new_instance(state: SimState, wid: str, name: str, inputs: dict[str, Any],
                  status: str = "In Progress", now: float | None = None) -> dict[str, Any]:
@@ -554,11 +621,13 @@ class FaultSpec:
     body: str | None = None
     body_hex: str | None = None
     content_type: str | None = None
+    redirect: str | None = None
 
 
 _FAULT_INT_KEYS = {"times", "latency_ms", "status", "oversize", "drip_ms"}
 _FAULT_FLAG_KEYS = {"reset", "truncate", "malformed", "html", "empty"}
-_FAULT_STR_KEYS = {"key", "method", "format", "retry_after", "body", "body_hex", "content_type"}
+_FAULT_STR_KEYS = {"key", "method", "format", "retry_after", "body", "body_hex", "content_type",
+                   "redirect"}
 _FAULT_FORMATS = ("rfc", "legacy", "text", "html")
 
 
@@ -595,6 +664,11 @@ def parse_fault_spec(raw: str) -> FaultSpec:
         spec.method = spec.method.upper()
     if spec.format not in _FAULT_FORMATS:
         raise FaultSpecError(f"fault format must be one of {', '.join(_FAULT_FORMATS)}")
+    if spec.redirect is not None:
+        if not spec.redirect or any(c in spec.redirect for c in "\r\n"):
+            raise FaultSpecError("fault key redirect needs a URL")
+        if spec.status is not None and not 300 <= spec.status <= 399:
+            raise FaultSpecError(f"fault key redirect needs a 3xx status, got {spec.status}")
     return spec
 
 
@@ -635,6 +709,8 @@ def fault_response(fault: FaultSpec, instance_path: str) -> Response | None:
 
     reset and truncate are handled by the connection handler, not here.
     """
+    if fault.redirect is not None:
+        return Response(fault.status or 302, b"", None, headers=[("Location", fault.redirect)])
     if fault.malformed:
         return Response(fault.status or 200, MALFORMED_JSON.encode(), "application/json")
     if fault.html or (fault.status is not None and fault.format == "html"):
@@ -997,6 +1073,294 @@ def dispatch_api(req: ApiRequest) -> Response:
 
 
 # --------------------------------------------------------------------------
+# OAuth: DocuSign's account server, JWT Grant only (API-NOTES section 9.2)
+# --------------------------------------------------------------------------
+
+_OID_RSA_ENCRYPTION = bytes.fromhex("2a864886f70d010101")  # 1.2.840.113549.1.1.1
+# DER DigestInfo prefix for SHA-256 (RFC 8017 section 9.2, note 1)
+_SHA256_DIGEST_INFO = bytes.fromhex("3031300d060960864801650304020105000420")
+_PEM_RE = re.compile(r"-----BEGIN ([A-Z0-9 ]+)-----(.*?)-----END \1-----", re.S)
+_B64URL_RE = re.compile(r"^[A-Za-z0-9_-]*$")
+
+
+class PublicKeyError(ValueError):
+    """A public key file that cannot be used."""
+
+
+def _der_tlv(data: bytes, pos: int) -> tuple[int, bytes, int]:
+    """(tag, value, next position) of the DER element at `pos`."""
+    if pos + 2 > len(data):
+        raise PublicKeyError("truncated DER")
+    tag, length = data[pos], data[pos + 1]
+    pos += 2
+    if tag & 0x1F == 0x1F:
+        raise PublicKeyError("multi-byte DER tags are not supported")
+    if length & 0x80:
+        n = length & 0x7F
+        if n == 0 or n > 4 or pos + n > len(data):
+            raise PublicKeyError("bad DER length")
+        length = int.from_bytes(data[pos:pos + n], "big")
+        pos += n
+    if pos + length > len(data):
+        raise PublicKeyError("truncated DER")
+    return tag, data[pos:pos + length], pos + length
+
+
+def _der_children(value: bytes) -> list[tuple[int, bytes]]:
+    out, pos = [], 0
+    while pos < len(value):
+        tag, v, pos = _der_tlv(value, pos)
+        out.append((tag, v))
+    return out
+
+
+def _der_single(data: bytes, tag: int, what: str) -> bytes:
+    t, v, end = _der_tlv(data, 0)
+    if t != tag or end != len(data):
+        raise PublicKeyError(f"{what}: unexpected DER structure")
+    return v
+
+
+def _der_uint(tag: int, value: bytes, what: str) -> int:
+    if tag != 0x02 or not value or value[0] & 0x80:
+        raise PublicKeyError(f"{what} is not a positive INTEGER")
+    return int.from_bytes(value, "big")
+
+
+def rsa_public_from_pkcs1(der: bytes) -> tuple[int, int]:
+    """RSAPublicKey ::= SEQUENCE { modulus INTEGER, publicExponent INTEGER }."""
+    items = _der_children(_der_single(der, 0x30, "RSAPublicKey"))
+    if len(items) != 2:
+        raise PublicKeyError("RSAPublicKey must have exactly two INTEGERs")
+    n = _der_uint(*items[0], "modulus")
+    e = _der_uint(*items[1], "public exponent")
+    if n.bit_length() < 512 or e < 3 or e % 2 == 0:
+        raise PublicKeyError("implausible RSA key (modulus under 512 bits or bad exponent)")
+    return n, e
+
+
+def rsa_public_from_spki(der: bytes) -> tuple[int, int]:
+    """SubjectPublicKeyInfo ::= SEQUENCE { AlgorithmIdentifier, BIT STRING }."""
+    items = _der_children(_der_single(der, 0x30, "SubjectPublicKeyInfo"))
+    if len(items) != 2 or items[0][0] != 0x30 or items[1][0] != 0x03:
+        raise PublicKeyError("SubjectPublicKeyInfo must be SEQUENCE { SEQUENCE, BIT STRING }")
+    alg = _der_children(items[0][1])
+    if not alg or alg[0] != (0x06, _OID_RSA_ENCRYPTION):
+        raise PublicKeyError("not an RSA key (algorithm is not rsaEncryption)")
+    bits = items[1][1]
+    if not bits or bits[0] != 0:
+        raise PublicKeyError("BIT STRING with unused bits")
+    return rsa_public_from_pkcs1(bits[1:])
+
+
+def load_rsa_public_key(pem_text: str) -> tuple[int, int]:
+    """(n, e) from a PEM 'PUBLIC KEY' (SPKI) or 'RSA PUBLIC KEY' (PKCS#1) block."""
+    for m in _PEM_RE.finditer(pem_text):
+        label = m.group(1)
+        if label not in ("PUBLIC KEY", "RSA PUBLIC KEY"):
+            continue
+        try:
+            der = base64.b64decode("".join(m.group(2).split()), validate=True)
+        except (binascii.Error, ValueError):
+            raise PublicKeyError(f"bad base64 in the {label} block") from None
+        return rsa_public_from_spki(der) if label == "PUBLIC KEY" else rsa_public_from_pkcs1(der)
+    labels = [m.group(1) for m in _PEM_RE.finditer(pem_text)]
+    if any("PRIVATE" in lb for lb in labels):
+        raise PublicKeyError("this is a private key; give the public key (openssl pkey -pubout)")
+    raise PublicKeyError("no 'BEGIN PUBLIC KEY' or 'BEGIN RSA PUBLIC KEY' block found")
+
+
+def rsa_sha256_verify(n: int, e: int, message: bytes, signature: bytes) -> bool:
+    """RSASSA-PKCS1-v1_5 with SHA-256 (RFC 8017 section 8.2.2), pure Python."""
+    k = (n.bit_length() + 7) // 8
+    if len(signature) != k:
+        return False
+    s = int.from_bytes(signature, "big")
+    if s >= n:
+        return False
+    em = pow(s, e, n).to_bytes(k, "big")
+    t = _SHA256_DIGEST_INFO + hashlib.sha256(message).digest()
+    if k < len(t) + 11:
+        return False
+    expected = b"\x00\x01" + b"\xff" * (k - len(t) - 3) + b"\x00" + t
+    return hmac.compare_digest(em, expected)
+
+
+def b64url_decode(part: str) -> bytes:
+    if not _B64URL_RE.match(part) or len(part) % 4 == 1:
+        raise ValueError("not base64url")
+    return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
+
+
+def b64url_encode(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+@dataclasses.dataclass(frozen=True)
+class OAuthConfig:
+    keys: tuple[tuple[int, int], ...] = ()          # (n, e) of each accepted public key
+    integration_keys: frozenset[str] = frozenset()  # accepted iss (lower case)
+    users: frozenset[str] = frozenset()             # accepted sub (lower case)
+    aud: str = DEFAULT_OAUTH_AUD
+    lifetime: int = DEFAULT_TOKEN_LIFETIME
+
+
+class OAuthError(Exception):
+    """An error the token endpoint answers with: HTTP 400 {error, error_description?}."""
+
+    def __init__(self, error: str, description: str | None = None, status: int = 400) -> None:
+        super().__init__(error)
+        self.error = error
+        self.description = description
+        self.status = status
+
+    def response(self) -> Response:
+        body: dict[str, Any] = {"error": self.error}
+        if self.description is not None:
+            body["error_description"] = self.description
+        return oauth_response(self.status, body)
+
+    def label(self) -> str:
+        return f"{self.error}/{self.description}" if self.description else self.error
+
+
+def oauth_response(status: int, obj: dict[str, Any]) -> Response:
+    resp = json_response(status, obj)
+    resp.headers += [("Cache-Control", "no-store"), ("Pragma", "no-cache")]
+    return resp
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def verify_jwt_assertion(cfg: OAuthConfig, assertion: str,
+                         now: float | None = None) -> dict[str, Any]:
+    """The claims of a valid assertion, or raise OAuthError. Consent is checked by the caller."""
+    now = time.time() if now is None else now
+    parts = assertion.split(".")
+    if len(assertion) > ASSERTION_MAX_LEN or len(parts) != 3:
+        raise OAuthError("invalid_grant", "malformed_assertion")
+    try:
+        header = json.loads(b64url_decode(parts[0]).decode("utf-8"))
+        claims = json.loads(b64url_decode(parts[1]).decode("utf-8"))
+        signature = b64url_decode(parts[2])
+    except (ValueError, UnicodeDecodeError):
+        raise OAuthError("invalid_grant", "malformed_assertion") from None
+    if not isinstance(header, dict) or not isinstance(claims, dict):
+        raise OAuthError("invalid_grant", "malformed_assertion")
+    if header.get("alg") != "RS256":
+        raise OAuthError("invalid_grant", "unsupported_algorithm")
+    if header.get("typ") != "JWT":
+        raise OAuthError("invalid_grant", "malformed_assertion")
+    iss = claims.get("iss")
+    if not isinstance(iss, str) or iss.strip("{}").lower() not in cfg.integration_keys:
+        raise OAuthError("invalid_grant", "issuer_not_found")
+    signed = f"{parts[0]}.{parts[1]}".encode("ascii")
+    if not any(rsa_sha256_verify(n, e, signed, signature) for n, e in cfg.keys):
+        raise OAuthError("invalid_grant", "no_valid_keys_or_signatures")
+    if claims.get("aud") != cfg.aud:
+        raise OAuthError("invalid_grant", "invalid_audience")
+    iat, exp, nbf = claims.get("iat"), claims.get("exp"), claims.get("nbf")
+    if not _is_number(iat):
+        raise OAuthError("invalid_grant", "invalid_iat")
+    if iat > now + JWT_CLOCK_SKEW:
+        raise OAuthError("invalid_grant", "iat_in_future")
+    if nbf is not None and (not _is_number(nbf) or nbf > now + JWT_CLOCK_SKEW):
+        raise OAuthError("invalid_grant", "assertion_not_yet_valid")
+    if not _is_number(exp):
+        raise OAuthError("invalid_grant", "invalid_exp")
+    if exp <= now:
+        raise OAuthError("invalid_grant", "expired_assertion")
+    if exp - iat > JWT_MAX_LIFETIME:
+        raise OAuthError("invalid_grant", "assertion_lifetime_too_long")
+    sub = claims.get("sub")
+    if not isinstance(sub, str) or sub.strip("{}").lower() not in cfg.users:
+        raise OAuthError("invalid_grant", "user_not_found")
+    return claims
+
+
+def check_jwt_scopes(claims: dict[str, Any]) -> None:
+    scope = claims.get("scope")
+    granted = set(scope.split()) if isinstance(scope, str) else set()
+    missing = [s for s in REQUIRED_SCOPES if s not in granted]
+    if missing:
+        raise OAuthError("invalid_scope", "missing_scopes: " + " ".join(missing))
+
+
+def mint_access_token(claims: dict[str, Any], now: float, lifetime: int) -> str:
+    """An opaque token shaped like DocuSign's (a JWT-like string, ~700 characters)."""
+    head = b64url_encode(json_bytes({"typ": "MT", "alg": "RS256", "kid": "maestro-sim"}))
+    body = b64url_encode(json_bytes({
+        "Version": 1, "TokenType": 5, "IssueInstant": int(now), "exp": int(now) + lifetime,
+        "UserId": claims["sub"], "site": 80, "AuthenticationMethod": 2,
+        "aud": claims["iss"], "azp": claims["iss"], "isi": str(uuid.uuid4()),
+        "scp": claims["scope"].split(), "jti": str(uuid.uuid4())}))
+    return f"{head}.{body}.{b64url_encode(secrets.token_bytes(256))}"
+
+
+def _form_fields(body: bytes) -> dict[str, str]:
+    """application/x-www-form-urlencoded fields; a repeated field is an invalid_request."""
+    try:
+        pairs = urllib.parse.parse_qsl(body.decode("utf-8"), keep_blank_values=True)
+    except (UnicodeDecodeError, ValueError):
+        raise OAuthError("invalid_request", "malformed_body") from None
+    fields: dict[str, str] = {}
+    for k, v in pairs:
+        if k in fields:
+            raise OAuthError("invalid_request", "duplicate_parameter")
+        fields[k] = v
+    return fields
+
+
+def serve_token(server: "SimServer", method: str, content_type: str, body: bytes,
+                entry: dict[str, Any]) -> Response:
+    """POST /oauth/token. Records the outcome (never a secret) in entry['oauth']."""
+    try:
+        if method != "POST":
+            err = OAuthError("invalid_request", "method_not_allowed", status=405)
+            resp = err.response()
+            resp.headers.append(("Allow", "POST"))
+            entry["oauth"] = err.label()
+            return resp
+        if content_type.split(";")[0].strip().lower() != "application/x-www-form-urlencoded":
+            raise OAuthError("invalid_request", "unsupported_content_type")
+        fields = _form_fields(body)
+        entry["body"] = {k: ("[redacted]" if k != "grant_type" else v) for k, v in fields.items()}
+        grant = fields.get("grant_type")
+        if not grant:
+            raise OAuthError("invalid_request", "missing_grant_type")
+        if grant != JWT_BEARER_GRANT:
+            raise OAuthError("unsupported_grant_type", "unsupported_grant_type")
+        assertion = fields.get("assertion")
+        if not assertion:
+            raise OAuthError("invalid_request", "missing_assertion")
+        cfg = server.oauth
+        claims = verify_jwt_assertion(cfg, assertion)
+        if not server.state.has_consent(claims["sub"].strip("{}").lower()):
+            raise OAuthError("consent_required")
+        check_jwt_scopes(claims)
+    except OAuthError as err:
+        entry["oauth"] = err.label()
+        return err.response()
+    now = time.time()
+    token = mint_access_token(claims, now, cfg.lifetime)
+    server.state.issue_token(token, cfg.lifetime)
+    entry["oauth"] = "issued"
+    return oauth_response(200, {"access_token": token, "token_type": "Bearer",
+                                "expires_in": cfg.lifetime})
+
+
+def redact_query(path: str) -> str:
+    """The request target with every query value replaced (for token endpoint logs)."""
+    base, sep, qs = path.partition("?")
+    if not sep:
+        return path
+    names = [p.partition("=")[0] for p in qs.split("&") if p]
+    return base + "?" + "&".join(f"{n}=[redacted]" for n in names)
+
+
+# --------------------------------------------------------------------------
 # Control endpoints (/__sim/...)
 # --------------------------------------------------------------------------
 
@@ -1073,8 +1437,29 @@ def control_ratelimit(state: SimState, body: bytes) -> Response:
     return json_response(200, out)
 
 
+def control_consent(state: SimState, body: bytes) -> Response:
+    req = _parse_json_object(body)
+    user = normalize_uuid(str(req.get("user", ""))) if req is not None else None
+    consented = req.get("consented", True) if req is not None else None
+    if user is None or not isinstance(consented, bool):
+        return text_response(400, 'body must be {"user": "<uuid>", "consented": true|false}')
+    state.set_consent(user, consented)
+    return json_response(200, {"user": user, "consented": consented})
+
+
+def control_echo_auth(state: SimState, method: str, headers: Any, body: bytes) -> Response:
+    """Record whether credentials arrived (never their values)."""
+    present = bool(headers is not None and headers.get("Authorization"))
+    with state.lock:
+        state.echo_auth = {"count": state.echo_auth["count"] + 1,
+                           "authorization_present": present, "method": method,
+                           "body_present": bool(body)}
+    return json_response(200, {"authorization_present": present})
+
+
 def dispatch_control(server: "SimServer", method: str, path: str,
-                     query: dict[str, list[str]], body: bytes) -> Response:
+                     query: dict[str, list[str]], body: bytes,
+                     headers: Any = None) -> Response:
     state = server.state
     parts = [p for p in path.split("/") if p][1:]  # drop "__sim"
     route = (method, tuple(parts))
@@ -1108,6 +1493,17 @@ def dispatch_control(server: "SimServer", method: str, path: str,
             return json_response(200, dict(state.fault_counts))
     if route == ("POST", ("ratelimit",)):
         return control_ratelimit(state, body)
+    if route == ("POST", ("oauth", "consent")):
+        return control_consent(state, body)
+    if route == ("GET", ("oauth", "tokens")):
+        return json_response(200, state.token_counts())
+    if route == ("POST", ("oauth", "expire")):
+        return json_response(200, {"expired": state.expire_tokens()})
+    if route == ("GET", ("echo-auth", "last")):
+        with state.lock:
+            return json_response(200, dict(state.echo_auth))
+    if parts == ["echo-auth"]:
+        return control_echo_auth(state, method, headers, body)
     if method == "POST" and parts == ["instances"]:
         return control_bulk_instances(state, body)
     if method == "POST" and len(parts) == 3 and parts[0] == "instances" and parts[2] == "status":
@@ -1151,6 +1547,7 @@ class SimHandler(BaseHTTPRequestHandler):
     timeout = 300  # idle keep-alive connections are dropped after this many seconds
 
     server: "SimServer"
+    _rate_headers = True  # False for the account-server endpoint (no X-RateLimit-*)
 
     # BaseHTTPRequestHandler logs through this; we keep our own log instead.
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
@@ -1202,8 +1599,9 @@ class SimHandler(BaseHTTPRequestHandler):
             lines.append(f"Content-Type: {resp.content_type}")
         if length is not None:
             lines.append(f"Content-Length: {length}")
-        for k, v in self.server.state.rate_headers(rate_remaining):
-            lines.append(f"{k}: {v}")
+        if self._rate_headers:
+            for k, v in self.server.state.rate_headers(rate_remaining):
+                lines.append(f"{k}: {v}")
         for k, v in resp.headers:
             lines.append(f"{k}: {v}")
         if self.close_connection:
@@ -1233,7 +1631,7 @@ class SimHandler(BaseHTTPRequestHandler):
             return
         self.wfile.write(head + resp.body)
 
-    def _write_truncated(self, resp: Response, rate_remaining: int) -> None:
+    def _write_truncated(self, resp: Response, rate_remaining: int | None) -> None:
         """Status 200, a Content-Length larger than what is sent, part of a JSON body, close."""
         body = resp.body
         if not (200 <= resp.status < 300 and body.startswith((b"{", b"["))):
@@ -1258,6 +1656,7 @@ class SimHandler(BaseHTTPRequestHandler):
     # -- request handling --------------------------------------------------------
     def _handle(self) -> None:
         started = time.monotonic()
+        self._rate_headers = True
         try:
             body = self._read_body()
             if body is None:
@@ -1267,7 +1666,8 @@ class SimHandler(BaseHTTPRequestHandler):
             path, _, query_string = self.path.partition("?")
             query = urllib.parse.parse_qs(query_string)
             if path == "/__sim" or path.startswith("/__sim/"):
-                self._write(dispatch_control(self.server, self.command, path, query, body))
+                self._write(dispatch_control(self.server, self.command, path, query, body,
+                                             self.headers))
                 return
             self._handle_api(path, query, body, started)
         except (BrokenPipeError, ConnectionResetError):
@@ -1285,16 +1685,19 @@ class SimHandler(BaseHTTPRequestHandler):
         if not header:
             return "missing"
         scheme, _, token = header.strip().partition(" ")
-        if scheme.lower() == "bearer" and token.strip() in self.server.tokens:
+        if scheme.lower() != "bearer":
+            return "bad"
+        token = token.strip()
+        if token in self.server.tokens:
             return "ok"
-        return "bad"
+        return self.server.state.token_status(token) or "bad"
 
     def _base_url(self) -> str:
         host = self.headers.get("Host", "")
         if not HOST_RE.match(host):
             h, p = self.server.server_address[:2]
             host = f"[{h}]:{p}" if ":" in h else f"{h}:{p}"
-        return f"http://{host}"
+        return f"{self.server.scheme}://{host}"
 
     def _handle_api(self, path: str, query: dict[str, list[str]], body: bytes,
                     started: float) -> None:
@@ -1303,9 +1706,8 @@ class SimHandler(BaseHTTPRequestHandler):
         entry: dict[str, Any] = {
             "seq": 0, "time": time.time(), "method": self.command, "path": self.path,
             "status": 0, "auth": auth, "body": _parse_log_body(body),
-            "instance_name": None, "fault": None,
+            "instance_name": None, "fault": None, "oauth": None,
         }
-        rate_remaining, rate_exhausted = state.take_rate_token()
         api_path = path
         fault: FaultSpec | None = None
         resp: Response | None = None
@@ -1322,6 +1724,15 @@ class SimHandler(BaseHTTPRequestHandler):
                     fault = None
                 elif not state.fault_fires(fault.key, fault.times):
                     fault = None
+        rate_remaining: int | None = None
+        rate_exhausted = False
+        if api_path == OAUTH_TOKEN_PATH:
+            # The account server: no API rate limit, and never log the assertion.
+            entry["body"] = None
+            entry["path"] = redact_query(self.path)
+            self._rate_headers = False
+        else:
+            rate_remaining, rate_exhausted = state.take_rate_token()
         if (self.command == "POST" and api_path.endswith("/actions/trigger")
                 and isinstance(entry["body"], dict)):
             entry["instance_name"] = entry["body"].get("instance_name")
@@ -1335,7 +1746,7 @@ class SimHandler(BaseHTTPRequestHandler):
         if resp is None and fault is not None:
             resp = fault_response(fault, api_path)
         if resp is None:
-            resp = self._serve(api_path, query, body, auth, started, rate_exhausted)
+            resp = self._serve(api_path, query, body, auth, started, rate_exhausted, entry)
         if fault is not None and fault.retry_after is not None:
             resp.headers.append(("Retry-After", fault.retry_after))
 
@@ -1347,8 +1758,11 @@ class SimHandler(BaseHTTPRequestHandler):
         self._write(resp, rate_remaining, fault.drip_ms if fault is not None else 0)
 
     def _serve(self, api_path: str, query: dict[str, list[str]], body: bytes, auth: str,
-               started: float, rate_exhausted: bool) -> Response:
-        """The normal (non-fault) response: example replay or the API itself."""
+               started: float, rate_exhausted: bool, entry: dict[str, Any]) -> Response:
+        """The normal (non-fault) response: token endpoint, example replay or the API."""
+        if api_path == OAUTH_TOKEN_PATH:
+            return serve_token(self.server, self.command,
+                               self.headers.get("Content-Type", ""), body, entry)
         if api_path.startswith("/_example/"):
             return self._serve_example(api_path)
         if rate_exhausted:
@@ -1398,17 +1812,43 @@ class SimServer(ThreadingHTTPServer):
     request_queue_size = 1024
 
     def __init__(self, address: tuple[str, int], tokens: list[str], catalog: ExampleCatalog,
-                 spec_path: str | None, quiet: bool, log_file: str | None) -> None:
+                 spec_path: str | None, quiet: bool, log_file: str | None,
+                 oauth: OAuthConfig | None = None,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
         self._log_fh = None
         super().__init__(address, SimHandler)
         self.state = SimState()
         self.tokens = frozenset(tokens)
+        self.oauth = oauth or OAuthConfig()
+        self.ssl_context = ssl_context
+        self.scheme = "https" if ssl_context is not None else "http"
         self.catalog = catalog
         self.spec_path = spec_path
         self.quiet = quiet
         self._log_lock = threading.Lock()
         if log_file:
             self._log_fh = open(log_file, "a", encoding="utf-8")
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        """With TLS, handshake here (in the connection's thread, not in accept())."""
+        if self.ssl_context is None:
+            super().finish_request(request, client_address)
+            return
+        try:
+            request.settimeout(TLS_HANDSHAKE_TIMEOUT)
+            tls = self.ssl_context.wrap_socket(request, server_side=True)
+        except (ssl.SSLError, OSError):
+            return  # failed handshake (plain HTTP, an untrusting client...): just close
+        try:
+            self.RequestHandlerClass(tls, client_address, self)
+        finally:
+            self.shutdown_request(tls)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Peers that vanish mid-request are normal; only report simulator bugs."""
+        if isinstance(sys.exc_info()[1], (ssl.SSLError, ConnectionError, TimeoutError)):
+            return
+        super().handle_error(request, client_address)
 
     def emit_log(self, line: str) -> None:
         """One line per API request to the log file and (unless quiet) stderr."""
@@ -1443,7 +1883,53 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--spec", help="OpenAPI JSON file for /_example/ replay")
     ap.add_argument("--log-file", help="append one line per API request to this file")
     ap.add_argument("--quiet", action="store_true", help="no per-request log on stderr")
-    return ap.parse_args(argv)
+    oa = ap.add_argument_group("OAuth JWT Grant (POST /oauth/token)")
+    oa.add_argument("--oauth-public-key", action="append", default=[], metavar="FILE",
+                    help="PEM RSA public key ('BEGIN PUBLIC KEY' or 'BEGIN RSA PUBLIC KEY') "
+                         "that verifies assertions (repeatable: any key may sign)")
+    oa.add_argument("--integration-key", action="append", default=[], metavar="UUID",
+                    help="accepted 'iss' (integration key; repeatable)")
+    oa.add_argument("--oauth-user", action="append", default=[], metavar="UUID",
+                    help=f"accepted 'sub' (user id; repeatable; default {SIM_USER_ID})")
+    oa.add_argument("--oauth-aud", default=DEFAULT_OAUTH_AUD, metavar="HOST",
+                    help=f"required 'aud' (default {DEFAULT_OAUTH_AUD})")
+    oa.add_argument("--token-lifetime", type=int, default=DEFAULT_TOKEN_LIFETIME,
+                    metavar="SECONDS",
+                    help=f"lifetime of issued access tokens (default {DEFAULT_TOKEN_LIFETIME})")
+    tl = ap.add_argument_group("HTTPS")
+    tl.add_argument("--tls-cert", metavar="FILE", help="serve HTTPS with this PEM certificate "
+                    "(chain); needs --tls-key")
+    tl.add_argument("--tls-key", metavar="FILE", help="PEM private key of --tls-cert")
+    args = ap.parse_args(argv)
+    if bool(args.tls_cert) != bool(args.tls_key):
+        ap.error("--tls-cert and --tls-key go together")
+    if args.token_lifetime < 1:
+        ap.error("--token-lifetime must be at least 1")
+    return args
+
+
+def build_oauth_config(args: argparse.Namespace) -> OAuthConfig:
+    """OAuthConfig from the command line; raises OSError or PublicKeyError."""
+    keys = []
+    for path in args.oauth_public_key:
+        with open(path, encoding="ascii", errors="replace") as fh:
+            try:
+                keys.append(load_rsa_public_key(fh.read()))
+            except PublicKeyError as e:
+                raise PublicKeyError(f"{path}: {e}") from None
+    users = args.oauth_user or [SIM_USER_ID]
+    return OAuthConfig(keys=tuple(keys),
+                       integration_keys=frozenset(k.strip("{}").lower()
+                                                  for k in args.integration_key),
+                       users=frozenset(u.strip("{}").lower() for u in users),
+                       aud=args.oauth_aud, lifetime=args.token_lifetime)
+
+
+def build_ssl_context(cert: str, key: str) -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(cert, key)
+    return ctx
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1456,10 +1942,22 @@ def main(argv: list[str] | None = None) -> int:
         except (OSError, ValueError) as e:
             print(f"maestro simulator: cannot load --spec {args.spec}: {e}", file=sys.stderr)
             return 2
+    try:
+        oauth = build_oauth_config(args)
+    except (OSError, PublicKeyError) as e:
+        print(f"maestro simulator: cannot load --oauth-public-key: {e}", file=sys.stderr)
+        return 2
+    ssl_context = None
+    if args.tls_cert:
+        try:
+            ssl_context = build_ssl_context(args.tls_cert, args.tls_key)
+        except (OSError, ssl.SSLError) as e:
+            print(f"maestro simulator: cannot load --tls-cert/--tls-key: {e}", file=sys.stderr)
+            return 2
     threading.stack_size(512 * 1024)
     try:
         server = SimServer((args.host, args.port), [DEFAULT_TOKEN, *args.token], catalog,
-                           args.spec, args.quiet, args.log_file)
+                           args.spec, args.quiet, args.log_file, oauth, ssl_context)
     except OSError as e:
         print(f"maestro simulator: cannot start on {args.host}:{args.port}: {e}",
               file=sys.stderr)
@@ -1472,7 +1970,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, stop)
     host, port = server.server_address[:2]
     shown = f"[{host}]" if ":" in host else host
-    print(f"maestro simulator listening on http://{shown}:{port}", flush=True)
+    print(f"maestro simulator listening on {server.scheme}://{shown}:{port}", flush=True)
     try:
         server.serve_forever(poll_interval=0.2)
     finally:

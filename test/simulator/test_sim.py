@@ -4,7 +4,9 @@
 Starts the simulator on a random port and checks every feature: seed data,
 the eight endpoints and their errors, auth, rate-limit headers, each fault
 key, example replay, the control endpoints, throughput/concurrency, log
-hygiene (no secrets) and clean shutdown on SIGTERM.
+hygiene (no secrets) and clean shutdown on SIGTERM. Then, with keys and
+certificates from make_test_certs.sh, HTTPS serving and the OAuth JWT Grant
+token endpoint (these are skipped, with a note, when `openssl` is missing).
 
     python3 test/simulator/test_sim.py [--spec maestro.rest.swagger-v1.0.0.json]
 
@@ -16,13 +18,16 @@ small synthetic spec instead.
 from __future__ import annotations
 
 import argparse
+import base64
 import http.client
 import json
 import os
 import re
 import select
 import signal
+import shutil
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -31,11 +36,13 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import warnings
 from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
 SIM = HERE / "maestro_sim.py"
+MAKE_CERTS = HERE / "make_test_certs.sh"
 SHARED_SPEC = Path("/work/shared/maestro-api/maestro.rest.swagger-v1.0.0.json")
 
 ACCOUNT = "7f09961a-42f9-4c2b-9d5e-3f1f0f6a2b10"
@@ -92,20 +99,27 @@ check = R.check
 class Sim:
     """A running simulator process plus HTTP helpers."""
 
-    def __init__(self, spec: Path, log_file: Path) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, str(SIM), "--port", "0", "--token", TOKEN2, "--spec", str(spec),
-             "--log-file", str(log_file), "--quiet"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    def __init__(self, spec: Path | None, log_file: Path, extra: list[str] | None = None,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
+        scheme = "https" if ssl_context is not None else "http"
+        args = [sys.executable, str(SIM), "--port", "0", "--token", TOKEN2,
+                "--log-file", str(log_file), "--quiet", *(extra or [])]
+        if spec is not None:
+            args += ["--spec", str(spec)]
+        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     text=True)
         ready, _, _ = select.select([self.proc.stdout], [], [], 15)
         line = self.proc.stdout.readline().strip() if ready else ""
-        m = re.fullmatch(r"maestro simulator listening on http://127\.0\.0\.1:(\d+)", line)
+        m = re.fullmatch(rf"maestro simulator listening on {scheme}://127\.0\.0\.1:(\d+)", line)
         if not m:
             self.proc.kill()
             raise SystemExit(f"simulator did not start: {line!r} {self.proc.stderr.read()}")
         self.port = int(m.group(1))
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        self.base = f"{scheme}://127.0.0.1:{self.port}"
+        handlers: list[Any] = [urllib.request.ProxyHandler({})]
+        if ssl_context is not None:
+            handlers.append(urllib.request.HTTPSHandler(context=ssl_context))
+        self.opener = urllib.request.build_opener(*handlers)
 
     def call(self, method: str, path: str, body: Any = None, token: str | None = TOKEN,
              raw: bytes | None = None, headers: dict[str, str] | None = None
@@ -683,6 +697,545 @@ def test_shutdown(sim: Sim) -> None:
 
 
 # --------------------------------------------------------------------------
+# Redirect fault and /__sim/echo-auth (no openssl needed)
+# --------------------------------------------------------------------------
+
+def test_redirect(sim: Sim) -> None:
+    sim.reset()
+    echo = f"{sim.base}/__sim/echo-auth"
+    target = urllib.parse.quote(echo, safe="")
+    _, _, last = sim.json("GET", "/__sim/echo-auth/last", token=None)
+    check("echo-auth: nothing yet", last == {"count": 0, "authorization_present": False,
+                                             "method": None, "body_present": False}, last)
+    status, _, body = sim.json("GET", "/__sim/echo-auth", token="echo-secret")
+    _, _, last = sim.json("GET", "/__sim/echo-auth/last", token=None)
+    check("echo-auth: Authorization seen", status == 200
+          and body == {"authorization_present": True} and last["count"] == 1
+          and last["authorization_present"] is True and last["method"] == "GET", (body, last))
+    check("echo-auth: value never revealed", b"echo-secret" not in json.dumps(last).encode())
+    sim.call("POST", "/__sim/echo-auth", raw=b"x=1", token=None)
+    _, _, last = sim.json("GET", "/__sim/echo-auth/last", token=None)
+    check("echo-auth: no Authorization", last == {"count": 2, "authorization_present": False,
+                                                  "method": "POST", "body_present": True}, last)
+    sim.reset()
+
+    for spec, expect in ((f"redirect={target};status=307", 307), (f"redirect={target}", 302),
+                         (f"redirect={target};status=301", 301),
+                         (f"redirect={target};status=308", 308)):
+        conn = http.client.HTTPConnection("127.0.0.1", sim.port, timeout=10)
+        conn.request("GET", f"/_fault/{spec}{A}/workflows",
+                     headers={"Authorization": f"Bearer {TOKEN}"})
+        r = conn.getresponse()
+        body = r.read()
+        conn.close()
+        check(f"redirect fault {expect}: status + Location", r.status == expect
+              and r.getheader("Location") == echo and body == b"",
+              (r.status, r.getheader("Location"), body))
+    conn = http.client.HTTPConnection("127.0.0.1", sim.port, timeout=10)
+    conn.request("POST", f"/_fault/redirect={target};status=307/oauth/token",
+                 body=b"grant_type=x", headers={"Content-Type":
+                                                "application/x-www-form-urlencoded"})
+    r = conn.getresponse()
+    r.read()
+    conn.close()
+    check("redirect fault on /oauth/token", r.status == 307
+          and r.getheader("Location") == echo, r.status)
+    _, _, last = sim.json("GET", "/__sim/echo-auth/last", token=None)
+    check("redirect not followed: echo-auth untouched", last["count"] == 0, last)
+    status, _, body = sim.call("GET", f"/_fault/redirect={target};status=200{A}/workflows")
+    check("redirect fault with non-3xx status -> 400", status == 400, (status, body))
+    # A client that follows redirects and keeps the header leaks it; echo-auth shows that.
+    status, _, body = sim.json("GET", f"/_fault/key=follow;times=1;redirect={target}"
+                                      f"{A}/workflows")
+    _, _, last = sim.json("GET", "/__sim/echo-auth/last", token=None)
+    check("echo-auth detects a client that follows and forwards Authorization",
+          status == 200 and last["count"] == 1 and last["authorization_present"] is True,
+          (status, last))
+    sim.reset()
+    _, _, last = sim.json("GET", "/__sim/echo-auth/last", token=None)
+    check("reset clears echo-auth", last["count"] == 0, last)
+
+
+# --------------------------------------------------------------------------
+# HTTPS and the OAuth JWT Grant (need the openssl CLI)
+# --------------------------------------------------------------------------
+
+IK = "9a2b0c1d-1111-4222-8333-444455556666"
+USER1 = "5e6f7a8b-aaaa-4bbb-8ccc-ddddeeeeffff"
+USER2 = "6f7a8b9c-bbbb-4ccc-8ddd-eeeeffff0000"
+UNKNOWN_USER = "7a8b9c0d-cccc-4ddd-8eee-ffff00001111"
+JWT_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+FORM = "application/x-www-form-urlencoded"
+LIFETIME = 2
+
+
+def b64u(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def sign_jwt(key: Path, claims: dict[str, Any], header: dict[str, Any] | None = None) -> str:
+    """An RS256 JWT signed with `openssl dgst -sha256 -sign`."""
+    head = header if header is not None else {"alg": "RS256", "typ": "JWT"}
+    signing_input = f"{b64u(json.dumps(head).encode())}.{b64u(json.dumps(claims).encode())}"
+    sig = subprocess.run(["openssl", "dgst", "-sha256", "-sign", str(key)],
+                         input=signing_input.encode(), capture_output=True, check=True).stdout
+    return f"{signing_input}.{b64u(sig)}"
+
+
+def jwt_claims(**over: Any) -> dict[str, Any]:
+    now = int(time.time())
+    claims: dict[str, Any] = {"iss": IK, "sub": USER1, "aud": "account-d.docusign.com",
+                              "iat": now, "exp": now + 3600,
+                              "scope": "signature aow_manage impersonation"}
+    claims.update(over)
+    return {k: v for k, v in claims.items() if v is not None}
+
+
+def token_request(sim: Sim, assertion: str | None = None, grant: str | None = JWT_GRANT,
+                  ctype: str = FORM, prefix: str = "", method: str = "POST",
+                  raw: bytes | None = None) -> tuple[int, dict, Any]:
+    if raw is None:
+        fields = {k: v for k, v in (("grant_type", grant), ("assertion", assertion)) if v}
+        raw = urllib.parse.urlencode(fields).encode()
+    return sim.json(method, f"{prefix}/oauth/token", raw=raw if method == "POST" else None,
+                    token=None, headers={"Content-Type": ctype, "Accept": "application/json"})
+
+
+def grant(sim: Sim, key: Path, **over: Any) -> str:
+    status, _, body = token_request(sim, sign_jwt(key, jwt_claims(**over)))
+    if not (status == 200 and isinstance(body, dict) and "access_token" in body):
+        raise AssertionError(f"grant failed: {status} {body}")
+    return body["access_token"]
+
+
+def make_certs(certs: Path) -> bool:
+    r = subprocess.run([str(MAKE_CERTS), str(certs)], capture_output=True, text=True)
+    check("make_test_certs.sh: exit 0, quiet", r.returncode == 0 and r.stdout == ""
+          and r.stderr == "", (r.returncode, r.stdout[-300:], r.stderr[-500:]))
+    if r.returncode != 0:
+        return False
+    names = ("ca.pem", "ca.key", "server.pem", "server.key", "selfsigned.pem", "selfsigned.key",
+             "jwt_private.pem", "jwt_private_pkcs1.pem", "jwt_public.pem",
+             "jwt_public_pkcs1.pem", "jwt_other_private.pem", "jwt_other_public.pem")
+    check("make_test_certs.sh: every file", all((certs / n).is_file() for n in names),
+          [n for n in names if not (certs / n).is_file()])
+    heads = {n: (certs / n).read_text().splitlines()[0] for n in
+             ("jwt_private.pem", "jwt_private_pkcs1.pem", "jwt_public.pem",
+              "jwt_public_pkcs1.pem", "jwt_other_private.pem")}
+    check("make_test_certs.sh: key formats", heads == {
+        "jwt_private.pem": "-----BEGIN PRIVATE KEY-----",
+        "jwt_private_pkcs1.pem": "-----BEGIN RSA PRIVATE KEY-----",
+        "jwt_public.pem": "-----BEGIN PUBLIC KEY-----",
+        "jwt_public_pkcs1.pem": "-----BEGIN RSA PUBLIC KEY-----",
+        "jwt_other_private.pem": "-----BEGIN PRIVATE KEY-----"}, heads)
+    before = {n: (certs / n).read_bytes() for n in names}
+    r = subprocess.run([str(MAKE_CERTS), str(certs)], capture_output=True, text=True)
+    check("make_test_certs.sh: idempotent", r.returncode == 0 and r.stdout == r.stderr == ""
+          and all((certs / n).read_bytes() == before[n] for n in names), r.stderr)
+    return True
+
+
+def test_key_parsing(certs: Path) -> None:
+    """The simulator's own DER reader and RSA check, against openssl's view of the key."""
+    sys.path.insert(0, str(HERE))
+    sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+    import maestro_sim  # noqa: PLC0415 - the module under test; importing starts nothing
+
+    out = subprocess.run(["openssl", "rsa", "-pubin", "-in", str(certs / "jwt_public.pem"),
+                          "-noout", "-modulus"], capture_output=True, text=True, check=True)
+    modulus = int(out.stdout.strip().split("=", 1)[1], 16)
+    spki = maestro_sim.load_rsa_public_key((certs / "jwt_public.pem").read_text())
+    pkcs1 = maestro_sim.load_rsa_public_key((certs / "jwt_public_pkcs1.pem").read_text())
+    check("key parse: SPKI n,e", spki == (modulus, 65537), spki[1])
+    check("key parse: PKCS#1 n,e = SPKI", pkcs1 == spki)
+    other = maestro_sim.load_rsa_public_key((certs / "jwt_other_public.pem").read_text())
+    check("key parse: other key differs", other != spki)
+    for name in ("jwt_private.pem", "server.pem"):
+        try:
+            maestro_sim.load_rsa_public_key((certs / name).read_text())
+            outcome = "accepted"
+        except maestro_sim.PublicKeyError as e:
+            outcome = str(e)
+        check(f"key parse: {name} refused", outcome != "accepted", outcome)
+    msg = b"header.payload"
+    sig = subprocess.run(["openssl", "dgst", "-sha256", "-sign", str(certs / "jwt_private.pem")],
+                         input=msg, capture_output=True, check=True).stdout
+    n, e = spki
+    check("rsa verify: good signature", maestro_sim.rsa_sha256_verify(n, e, msg, sig))
+    check("rsa verify: other message", not maestro_sim.rsa_sha256_verify(n, e, msg + b"x", sig))
+    bad = bytes([sig[0] ^ 1]) + sig[1:]
+    check("rsa verify: flipped bit", not maestro_sim.rsa_sha256_verify(n, e, msg, bad))
+    check("rsa verify: short signature", not maestro_sim.rsa_sha256_verify(n, e, msg, sig[1:]))
+    check("rsa verify: other key", not maestro_sim.rsa_sha256_verify(*other, msg, sig))
+
+
+def test_startup_errors(certs: Path) -> None:
+    cases = [
+        ("private key as --oauth-public-key", ["--oauth-public-key",
+                                               str(certs / "jwt_private.pem")], "private key"),
+        ("missing --oauth-public-key file", ["--oauth-public-key", str(certs / "nope.pem")],
+         "nope.pem"),
+        ("missing --tls-cert file", ["--tls-cert", str(certs / "nope.pem"),
+                                     "--tls-key", str(certs / "server.key")], "tls"),
+        ("--tls-cert without --tls-key", ["--tls-cert", str(certs / "server.pem")], "tls-key"),
+        ("key not matching cert", ["--tls-cert", str(certs / "server.pem"),
+                                   "--tls-key", str(certs / "selfsigned.key")], "tls"),
+    ]
+    for name, args, word in cases:
+        r = subprocess.run([sys.executable, str(SIM), "--port", "0", *args],
+                           capture_output=True, text=True, timeout=20)
+        check(f"startup error: {name} -> exit 2", r.returncode == 2 and word in r.stderr,
+              (r.returncode, r.stderr[-300:]))
+
+
+def test_https(sim: Sim, certs: Path) -> None:
+    ca_ctx = ssl.create_default_context(cafile=str(certs / "ca.pem"))
+    with socket.create_connection(("127.0.0.1", sim.port), timeout=10) as raw:
+        with ca_ctx.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+            version = tls.version()
+    check("https: TLS 1.2+", version in ("TLSv1.2", "TLSv1.3"), version)
+    conn = http.client.HTTPSConnection("localhost", sim.port, timeout=10, context=ca_ctx)
+    conn.request("GET", "/__sim/health")
+    r = conn.getresponse()
+    check("https: verified by the test CA (DNS:localhost)", r.status == 200
+          and r.read() == b"ok", r.status)
+    conn.close()
+    status, _, body = sim.json("GET", f"{A}/workflows/{WF1}/trigger-requirements")
+    check("https: API with static token", status == 200, status)
+    check("https: trigger url is https", body["trigger_http_config"]["url"].startswith(
+        f"https://127.0.0.1:{sim.port}/"), body["trigger_http_config"])
+    try:
+        urllib.request.build_opener(urllib.request.ProxyHandler({}),
+                                    urllib.request.HTTPSHandler(
+                                        context=ssl.create_default_context())).open(
+            f"{sim.base}/__sim/health", timeout=10).read()
+        outcome = "accepted"
+    except urllib.error.URLError as e:
+        outcome = type(e.reason).__name__
+    check("https: refused by a client without the test CA",
+          outcome == "SSLCertVerificationError", outcome)
+    def handshake(max_version: ssl.TLSVersion, seclevel0: bool = False) -> str:
+        ctx = ssl.create_default_context(cafile=str(certs / "ca.pem"))
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                if seclevel0:  # let our own OpenSSL offer TLS 1.1, so the server must refuse
+                    ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
+                    ctx.minimum_version = ssl.TLSVersion.TLSv1
+                ctx.maximum_version = max_version
+            with socket.create_connection(("127.0.0.1", sim.port), timeout=10) as raw:
+                with ctx.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+                    return tls.version() or "?"
+        except (ssl.SSLError, OSError, ValueError) as e:
+            return f"refused: {e}"
+
+    outcome = handshake(ssl.TLSVersion.TLSv1_2)
+    check("https: TLS 1.2 client accepted", outcome == "TLSv1.2", outcome)
+    outcome = handshake(ssl.TLSVersion.TLSv1_1, seclevel0=True)
+    check("https: TLS 1.1 client refused", outcome.startswith("refused"), outcome)
+    if "PROTOCOL_VERSION" not in outcome.upper():
+        print(f"note: TLS 1.1 was refused by the local client library, not by the server "
+              f"({outcome})", flush=True)
+    try:
+        c = http.client.HTTPConnection("127.0.0.1", sim.port, timeout=10)
+        c.request("GET", "/__sim/health")
+        outcome = f"answered {c.getresponse().status}"
+    except (http.client.HTTPException, OSError) as e:
+        outcome = type(e).__name__
+    check("https: plain HTTP gets no answer", not outcome.startswith("answered"), outcome)
+    status, _, _ = sim.json("GET", "/__sim/health", token=None)
+    check("https: still serving after bad handshakes", status == 200, status)
+    with socket.create_connection(("127.0.0.1", sim.port), timeout=10):  # never says hello
+        t0 = time.time()
+        status, _, _ = sim.json("GET", "/__sim/health", token=None)
+        check("https: a stalled handshake blocks nobody", status == 200
+              and time.time() - t0 < 2, (status, time.time() - t0))
+
+
+def test_selfsigned(certs: Path, tmp: Path) -> None:
+    """A self-signed server: refused by a verifying client; PKCS#1 public key end to end."""
+    ca_ctx = ssl.create_default_context(cafile=str(certs / "ca.pem"))
+    trusting = ssl.create_default_context()
+    trusting.check_hostname = False
+    trusting.verify_mode = ssl.CERT_NONE
+    sim = Sim(None, tmp / "selfsigned.log", ssl_context=trusting, extra=[
+        "--tls-cert", str(certs / "selfsigned.pem"), "--tls-key", str(certs / "selfsigned.key"),
+        "--oauth-public-key", str(certs / "jwt_public_pkcs1.pem"), "--integration-key", IK])
+    try:
+        try:
+            with socket.create_connection(("127.0.0.1", sim.port), timeout=10) as raw:
+                with ca_ctx.wrap_socket(raw, server_hostname="127.0.0.1"):
+                    outcome = "handshake"
+        except ssl.SSLCertVerificationError as e:
+            outcome = f"refused: {e.verify_message}"
+        check("self-signed cert refused by a verifying client", outcome.startswith("refused"),
+              outcome)
+        # Default --oauth-user is the simulator's own user.
+        token = grant(sim, certs / "jwt_private_pkcs1.pem",
+                      sub="0ccdbb0b-a72e-452f-95f0-9f19654cb620")
+        status = sim.call("GET", f"{A}/workflows", token=token)[0]
+        check("PKCS#1 public key + PKCS#1 private key: grant works", status == 200, status)
+    finally:
+        sim.proc.send_signal(signal.SIGTERM)
+        try:
+            sim.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            sim.proc.kill()
+        stderr = sim.proc.stderr.read()
+        check("self-signed sim: no stderr after a refused handshake", stderr == "", stderr[-500:])
+
+
+def test_oauth(sim: Sim, certs: Path, log_file: Path) -> None:
+    sim.reset()
+    key = certs / "jwt_private.pem"
+    secrets_seen: list[str] = []
+
+    def req(assertion: str | None, **kw: Any) -> tuple[int, dict, Any]:
+        if assertion:
+            secrets_seen.append(assertion)
+        return token_request(sim, assertion, **kw)
+
+    def expect_error(name: str, assertion: str | None, body_expect: dict[str, str],
+                     status_expect: int = 400, **kw: Any) -> None:
+        status, headers, body = req(assertion, **kw)
+        shown = ({**body, "access_token": "..."} if isinstance(body, dict)
+                 and "access_token" in body else body)
+        check(f"oauth {name}: {status_expect} {body_expect}",
+              status == status_expect and body == body_expect
+              and headers.get("content-type") == "application/json", (status, shown))
+
+    _, h0, _ = sim.call("GET", f"{A}/workflows")
+    status, headers, body = req(sign_jwt(key, jwt_claims()))
+    check("oauth grant: 200", status == 200, (status, body))
+    check("oauth grant: body", isinstance(body, dict) and set(body) == {
+        "access_token", "token_type", "expires_in"} and body["token_type"] == "Bearer"
+        and body["expires_in"] == LIFETIME, body)
+    check("oauth grant: no-store, json, no X-RateLimit-*",
+          headers.get("cache-control") == "no-store"
+          and headers.get("content-type") == "application/json"
+          and not any(k.startswith("x-ratelimit") for k in headers), headers)
+    token1 = body["access_token"]
+    secrets_seen.append(token1)
+    status, h1, _ = sim.call("GET", f"{A}/workflows", token=token1)
+    check("oauth token works on the API", status == 200, status)
+    check("oauth token request did not use the API rate limit",
+          int(h1["x-ratelimit-remaining"]) == int(h0["x-ratelimit-remaining"]) - 1,
+          (h0["x-ratelimit-remaining"], h1["x-ratelimit-remaining"]))
+    token2 = grant(sim, certs / "jwt_private_pkcs1.pem", sub=USER2.upper(), iss=IK.upper())
+    secrets_seen.append(token2)
+    check("oauth: tokens unique, long", token1 != token2 and len(token2) > 500, len(token2))
+    check("oauth: second user, upper-case GUIDs, PKCS#1 signer",
+          sim.call("GET", f"{A}/workflows", token=token2)[0] == 200)
+    _, _, counts = sim.json("GET", "/__sim/oauth/tokens", token=None)
+    check("oauth tokens: issued 2 active 2", counts == {"issued": 2, "active": 2}, counts)
+    status, _, body = sim.json("POST", "/__sim/oauth/expire", token=None)
+    check("oauth expire: 2 expired", status == 200 and body == {"expired": 2}, body)
+    for t in (token1, token2):
+        status, headers, body = sim.call("GET", f"{A}/workflows", token=t)
+        check("oauth expired token -> 401 text", status == 401
+              and body == b"Unauthorized - Please provide a valid access token."
+              and headers["content-type"].startswith("text/plain"), (status, body))
+    _, _, counts = sim.json("GET", "/__sim/oauth/tokens", token=None)
+    check("oauth tokens after expire: issued 2 active 0",
+          counts == {"issued": 2, "active": 0}, counts)
+    _, _, log = sim.json("GET", f"/__sim/requests?path_contains={A}/workflows", token=None)
+    check("oauth: expired token logged as auth=expired", log[-1]["auth"] == "expired", log[-1])
+
+    # Natural expiry: take a token now, check it at the end.
+    t_issued = time.time()
+    token3 = grant(sim, key)
+    secrets_seen.append(token3)
+    check("oauth new token after expire works",
+          sim.call("GET", f"{A}/workflows", token=token3)[0] == 200)
+
+    now = int(time.time())
+    other = certs / "jwt_other_private.pem"
+    ig = "invalid_grant"
+    expect_error("wrong key", sign_jwt(other, jwt_claims()),
+                 {"error": ig, "error_description": "no_valid_keys_or_signatures"})
+    good = sign_jwt(key, jwt_claims())
+    h, p, s = good.split(".")
+    forged = f"{h}.{b64u(json.dumps(jwt_claims(sub=USER2)).encode())}.{s}"
+    expect_error("payload changed after signing", forged,
+                 {"error": ig, "error_description": "no_valid_keys_or_signatures"})
+    expect_error("unknown iss", sign_jwt(key, jwt_claims(iss=UNKNOWN_USER)),
+                 {"error": ig, "error_description": "issuer_not_found"})
+    expect_error("missing iss", sign_jwt(key, jwt_claims(iss=None)),
+                 {"error": ig, "error_description": "issuer_not_found"})
+    expect_error("unknown sub", sign_jwt(key, jwt_claims(sub=UNKNOWN_USER)),
+                 {"error": ig, "error_description": "user_not_found"})
+    expect_error("wrong aud", sign_jwt(key, jwt_claims(aud="account.docusign.com")),
+                 {"error": ig, "error_description": "invalid_audience"})
+    expect_error("aud with scheme",
+                 sign_jwt(key, jwt_claims(aud="https://account-d.docusign.com")),
+                 {"error": ig, "error_description": "invalid_audience"})
+    expect_error("expired assertion", sign_jwt(key, jwt_claims(iat=now - 4000, exp=now - 400)),
+                 {"error": ig, "error_description": "expired_assertion"})
+    expect_error("exp - iat > 3600", sign_jwt(key, jwt_claims(iat=now, exp=now + 3601)),
+                 {"error": ig, "error_description": "assertion_lifetime_too_long"})
+    expect_error("iat in the future", sign_jwt(key, jwt_claims(iat=now + 120, exp=now + 600)),
+                 {"error": ig, "error_description": "iat_in_future"})
+    expect_error("missing exp", sign_jwt(key, jwt_claims(exp=None)),
+                 {"error": ig, "error_description": "invalid_exp"})
+    expect_error("string iat", sign_jwt(key, jwt_claims(iat=str(now))),
+                 {"error": ig, "error_description": "invalid_iat"})
+    expect_error("nbf in the future", sign_jwt(key, jwt_claims(nbf=now + 600)),
+                 {"error": ig, "error_description": "assertion_not_yet_valid"})
+    status, _, _ = req(sign_jwt(key, jwt_claims(iat=now + 30, nbf=now + 30, exp=now + 600)))
+    check("oauth: iat/nbf 30 s ahead tolerated", status == 200, status)
+    expect_error("scope without aow_manage",
+                 sign_jwt(key, jwt_claims(scope="signature impersonation")),
+                 {"error": "invalid_scope", "error_description": "missing_scopes: aow_manage"})
+    expect_error("no scope", sign_jwt(key, jwt_claims(scope=None)),
+                 {"error": "invalid_scope",
+                  "error_description": "missing_scopes: signature aow_manage"})
+    none_head = b64u(json.dumps({"alg": "none", "typ": "JWT"}).encode())
+    expect_error("alg none", f"{none_head}.{p}.",
+                 {"error": ig, "error_description": "unsupported_algorithm"})
+    expect_error("alg HS256", sign_jwt(key, jwt_claims(), {"alg": "HS256", "typ": "JWT"}),
+                 {"error": ig, "error_description": "unsupported_algorithm"})
+    expect_error("typ not JWT", sign_jwt(key, jwt_claims(), {"alg": "RS256", "typ": "JWS"}),
+                 {"error": ig, "error_description": "malformed_assertion"})
+    for name, bad in (("two parts", f"{h}.{p}"), ("garbage", "not-a-jwt"),
+                      ("bad base64", f"{h}.{p}!.{s}"), ("payload not JSON",
+                                                       f"{h}.{b64u(b'[1,')}.{s}")):
+        expect_error(f"malformed: {name}", bad,
+                     {"error": ig, "error_description": "malformed_assertion"})
+    expect_error("grant_type authorization_code", good,
+                 {"error": "unsupported_grant_type",
+                  "error_description": "unsupported_grant_type"}, grant="authorization_code")
+    expect_error("no grant_type", good, {"error": "invalid_request",
+                                         "error_description": "missing_grant_type"}, grant=None)
+    expect_error("no assertion", None, {"error": "invalid_request",
+                                        "error_description": "missing_assertion"})
+    expect_error("JSON body", good, {"error": "invalid_request",
+                                     "error_description": "unsupported_content_type"},
+                 ctype="application/json",
+                 raw=json.dumps({"grant_type": JWT_GRANT, "assertion": good}).encode())
+    expect_error("repeated parameter", good, {"error": "invalid_request",
+                                              "error_description": "duplicate_parameter"},
+                 raw=f"grant_type={JWT_GRANT}&assertion={good}&assertion={good}".encode())
+    status, headers, body = token_request(sim, method="GET")
+    check("oauth GET /oauth/token -> 405 Allow POST", status == 405
+          and headers.get("allow") == "POST" and body == {
+              "error": "invalid_request", "error_description": "method_not_allowed"},
+          (status, headers.get("allow"), body))
+    status, _, _ = req(good, ctype=FORM + "; charset=utf-8")
+    check("oauth: form content type with charset accepted", status == 200, status)
+
+    # Consent
+    status, _, body = sim.json("POST", "/__sim/oauth/consent",
+                               {"user": USER1, "consented": False}, token=None)
+    check("consent off", status == 200 and body == {"user": USER1, "consented": False}, body)
+    expect_error("no consent", sign_jwt(key, jwt_claims()), {"error": "consent_required"})
+    status = req(sign_jwt(key, jwt_claims(sub=USER2)))[0]
+    check("consent is per user", status == 200, status)
+    sim.json("POST", "/__sim/oauth/consent", {"user": USER1.upper(), "consented": True},
+             token=None)
+    status = req(sign_jwt(key, jwt_claims()))[0]
+    check("consent back on", status == 200, status)
+    for bad_body in ({"user": "x", "consented": True}, {"user": USER1, "consented": "no"}, []):
+        status = sim.call("POST", "/__sim/oauth/consent", bad_body, token=None)[0]
+        check(f"consent bad body {bad_body!r} -> 400", status == 400, status)
+
+    # Faults on the token endpoint
+    status, _, body = req(good, prefix="/_fault/key=tok;status=500;times=1")
+    check("fault on /oauth/token: 500", status == 500, (status, body))
+    status, _, body = req(good, prefix="/_fault/key=tok;status=500;times=1")
+    check("fault on /oauth/token: then normal", status == 200, (status, body))
+    t0 = time.time()
+    status, _, _ = req(good, prefix="/_fault/latency_ms=300")
+    check("fault latency on /oauth/token", status == 200 and time.time() - t0 >= 0.29,
+          (status, time.time() - t0))
+
+    # Natural expiry of token3 (lifetime LIFETIME seconds).
+    time.sleep(max(0.0, t_issued + LIFETIME + 0.3 - time.time()))
+    status, _, body = sim.call("GET", f"{A}/workflows", token=token3)
+    check("oauth token expires after --token-lifetime", status == 401
+          and body == b"Unauthorized - Please provide a valid access token.", (status, body))
+
+    # The log never holds an assertion or a token.
+    _, _, log = sim.json("GET", "/__sim/requests?path_contains=/oauth/token", token=None)
+    check("oauth requests logged", len(log) >= 30, len(log))
+    ok_entries = [e for e in log if e["oauth"] == "issued"]
+    check("oauth log: outcome + redacted body", ok_entries and ok_entries[0]["body"] == {
+        "grant_type": JWT_GRANT, "assertion": "[redacted]"} and ok_entries[0]["status"] == 200,
+        ok_entries[:1])
+    check("oauth log: error outcome", any(e["oauth"] == "invalid_grant/issuer_not_found"
+                                          for e in log), [e["oauth"] for e in log])
+    check("oauth log: JSON body not logged", all(e["body"] is None or e["body"].get("assertion")
+                                                 in (None, "[redacted]") for e in log))
+    status = sim.call("POST", "/oauth/token?assertion=query-secret&x=1", raw=b"", token=None)[0]
+    _, _, all_log = sim.call("GET", "/__sim/requests", token=None)
+    check("oauth log: query values redacted", b"query-secret" not in all_log
+          and b"/oauth/token?assertion=[redacted]&x=[redacted]" in all_log, status)
+    time.sleep(0.1)
+    text = log_file.read_text() + all_log.decode()
+    leaked = [x[:12] for x in secrets_seen + ["query-secret"] if x and x in text]
+    check(f"no assertion/token in logs ({len(secrets_seen)} secrets)", not leaked, leaked)
+    for part in {x.split(".")[2] for x in secrets_seen if x.count(".") == 2 and x.split(".")[2]}:
+        if part in text:
+            check("no JWT signature in logs", False, part[:12])
+            break
+
+    # Reset
+    sim.reset()
+    _, _, counts = sim.json("GET", "/__sim/oauth/tokens", token=None)
+    check("reset: token counts 0", counts == {"issued": 0, "active": 0}, counts)
+    token4 = grant(sim, key)
+    sim.json("POST", "/__sim/oauth/consent", {"user": USER1, "consented": False}, token=None)
+    sim.reset()
+    status, _, _ = sim.call("GET", f"{A}/workflows", token=token4)
+    check("reset: issued tokens forgotten", status == 401, status)
+    status = req(sign_jwt(key, jwt_claims()))[0]
+    check("reset: consent restored", status == 200, status)
+
+
+def run_tls_oauth_tests(tmp: Path) -> None:
+    if shutil.which("openssl") is None:
+        print("note: openssl not found: HTTPS and OAuth JWT checks skipped "
+              "(install the openssl package to run them)", flush=True)
+        return
+    certs = tmp / "certs"
+    if not make_certs(certs):
+        return
+    for test in (lambda: test_key_parsing(certs), lambda: test_startup_errors(certs)):
+        try:
+            test()
+        except Exception as e:  # noqa: BLE001
+            import traceback
+            traceback.print_exc()
+            check("test crashed", False, repr(e))
+    ca_ctx = ssl.create_default_context(cafile=str(certs / "ca.pem"))
+    log_file = tmp / "oauth-sim.log"
+    sim = Sim(None, log_file, ssl_context=ca_ctx, extra=[
+        "--tls-cert", str(certs / "server.pem"), "--tls-key", str(certs / "server.key"),
+        "--oauth-public-key", str(certs / "jwt_public.pem"), "--integration-key", IK,
+        "--oauth-user", USER1, "--oauth-user", USER2, "--token-lifetime", str(LIFETIME)])
+    try:
+        for test in (lambda: test_https(sim, certs), lambda: test_oauth(sim, certs, log_file),
+                     lambda: test_selfsigned(certs, tmp)):
+            try:
+                test()
+            except Exception as e:  # noqa: BLE001
+                import traceback
+                traceback.print_exc()
+                check("test crashed", False, repr(e))
+        sim.proc.send_signal(signal.SIGTERM)
+        try:
+            rc = sim.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            rc = "timeout"
+        check("https sim: SIGTERM exit 0", rc == 0, rc)
+        stderr = sim.proc.stderr.read()
+        check("https sim: no stderr output (bad handshakes are quiet)", stderr == "",
+              stderr[-500:])
+    finally:
+        if sim.proc.poll() is None:
+            sim.proc.kill()
+
+
+# --------------------------------------------------------------------------
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -706,6 +1259,7 @@ def main() -> int:
                 lambda: test_rate_limit(sim), lambda: test_faults(sim),
                 lambda: test_examples(sim, real_spec), lambda: test_control(sim),
                 lambda: test_throughput(sim), lambda: test_no_secrets_logged(sim, log_file),
+                lambda: test_redirect(sim),
             ]
             for test in tests:
                 sim.reset()
@@ -719,6 +1273,7 @@ def main() -> int:
         finally:
             if sim.proc.poll() is None:
                 sim.proc.kill()
+        run_tls_oauth_tests(Path(tmp))
     print(f"{R.passed} passed, {R.failed} failed")
     return 1 if R.failed else 0
 
