@@ -121,6 +121,26 @@ SELECT state, attempts, done_at, next_attempt_at <= now() AS due FROM maestro_tr
 SELECT mt.try('SELECT maestro_retry(999999)');
 RESET ROLE;
 
+-- the queue is written as its owner with search_path pinned: a function the
+-- caller plants ahead of pg_catalog never runs with the owner's rights
+CREATE SCHEMA planted AUTHORIZATION queue_a;
+SET ROLE queue_a;
+CREATE FUNCTION planted.nextval(regclass) RETURNS bigint LANGUAGE plpgsql AS $$
+BEGIN
+  RAISE NOTICE 'planted nextval ran as %', current_user;
+  RETURN 1;
+END $$;
+CREATE FUNCTION planted.pg_get_serial_sequence(text, text) RETURNS text LANGUAGE plpgsql AS $$
+BEGIN
+  RAISE NOTICE 'planted pg_get_serial_sequence ran as %', current_user;
+  RETURN NULL;
+END $$;
+SET search_path = planted, pg_catalog, public;
+SELECT maestro_trigger_async('a4490cd8-4a4f-4b4e-9a0c-1c5b0e6e0001', '{"Name": "P", "Email": "p@example.com"}', 'planted') > :a_id AS queued;
+RESET search_path;
+RESET ROLE;
+DROP SCHEMA planted CASCADE;
+
 -- the table grants nothing broader than reading own rows
 SELECT grantee, privilege_type FROM information_schema.role_table_grants
 WHERE table_name = 'maestro_trigger_requests' AND grantee = 'PUBLIC' ORDER BY 2;

@@ -47,6 +47,7 @@
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/fmgroids.h"
+#include "utils/guc.h"
 #include "utils/rel.h"
 #include "utils/syscache.h"
 #include "utils/uuid.h"
@@ -366,6 +367,11 @@ queue_table_owner(void)
  * The queue is written as the extension's owner, so that roles need no
  * privilege on it beyond reading their own rows; what a role may queue is
  * decided by the checks in the callers, not by table privileges.
+ *
+ * Running as the owner (a superuser) is done as PostgreSQL does it for its
+ * own security-restricted operations: with search_path pinned to
+ * pg_catalog, so that no function or operator the caller planted in a
+ * schema of its search_path can run with the owner's rights.
  */
 static void
 run_as_queue_owner(const char *sql, int nargs, Oid *types, Datum *values,
@@ -373,22 +379,21 @@ run_as_queue_owner(const char *sql, int nargs, Oid *types, Datum *values,
 {
 	Oid			save_userid;
 	int			save_sec_context;
+	int			save_nestlevel;
 	Oid			owner = queue_table_owner();
 	int			rc;
 
 	GetUserIdAndSecContext(&save_userid, &save_sec_context);
-	SetUserIdAndSecContext(owner, save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
-	PG_TRY();
-	{
-		rc = SPI_execute_with_args(sql, nargs, types, values, nulls, false, 0);
-		if (rc != expected)
-			elog(ERROR, "maestro queue statement failed: %s", SPI_result_code_string(rc));
-	}
-	PG_FINALLY();
-	{
-		SetUserIdAndSecContext(save_userid, save_sec_context);
-	}
-	PG_END_TRY();
+	SetUserIdAndSecContext(owner, save_sec_context | SECURITY_LOCAL_USERID_CHANGE |
+						   SECURITY_RESTRICTED_OPERATION);
+	save_nestlevel = NewGUCNestLevel();
+	(void) set_config_option("search_path", "pg_catalog, pg_temp", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	rc = SPI_execute_with_args(sql, nargs, types, values, nulls, false, 0);
+	if (rc != expected)
+		elog(ERROR, "maestro queue statement failed: %s", SPI_result_code_string(rc));
+	AtEOXact_GUC(false, save_nestlevel);
+	SetUserIdAndSecContext(save_userid, save_sec_context);
 }
 
 /*

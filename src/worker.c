@@ -53,6 +53,7 @@
 #include "tcop/tcopprot.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
@@ -1024,6 +1025,8 @@ maestro_worker_main(Datum arg)
 
 	BackgroundWorkerInitializeConnection(maestro_database_name, NULL, 0);
 	pgstat_report_appname("maestro worker");
+	/* the worker runs as a superuser: resolve nothing through user schemas */
+	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
 
 	multi = curl_multi_init();
 	if (multi == NULL)
