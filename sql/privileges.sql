@@ -23,7 +23,7 @@ CREATE USER MAPPING FOR maestro_reader SERVER sim OPTIONS (access_token 'sim-tok
 SET ROLE maestro_reader;
 SELECT count(*) FROM maestro_workflows();
 -- it sees its own mapping's options, never another role's
-SELECT usename, umoptions FROM pg_user_mappings WHERE srvname = 'sim' ORDER BY usename;
+SELECT usename, umoptions IS NOT NULL AS sees_options FROM pg_user_mappings WHERE srvname = 'sim' ORDER BY usename;
 -- nor change where the server sends the token
 ALTER SERVER sim OPTIONS (SET base_url 'https://attacker.example');
 RESET ROLE;

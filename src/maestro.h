@@ -109,6 +109,7 @@ typedef struct MaestroBuffer
 /* options.c */
 extern MaestroConnection *maestro_connect(void);
 extern MaestroConnection *maestro_connection_for(Oid serverid, Oid userid, char **problem);
+extern MaestroConnection *maestro_connection_copy(const MaestroConnection *conn);
 extern bool maestro_is_uuid(const char *text);
 
 /* http.c */

@@ -578,3 +578,25 @@ maestro_connection_for(Oid serverid, Oid userid, char **problem)
 							server->servername);
 	return *problem ? NULL : conn;
 }
+
+/* A copy of a connection whose strings all live in the current context. */
+MaestroConnection *
+maestro_connection_copy(const MaestroConnection *conn)
+{
+	MaestroConnection *copy = palloc(sizeof(MaestroConnection));
+
+#define COPY_STRING(field) (copy->field = conn->field ? pstrdup(conn->field) : NULL)
+	*copy = *conn;
+	COPY_STRING(server_name);
+	COPY_STRING(base_url);
+	COPY_STRING(account_id);
+	COPY_STRING(ca_file);
+	COPY_STRING(access_token);
+	COPY_STRING(auth_url);
+	COPY_STRING(scopes);
+	COPY_STRING(integration_key);
+	COPY_STRING(user_id);
+	COPY_STRING(private_key);
+#undef COPY_STRING
+	return copy;
+}

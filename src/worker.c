@@ -721,9 +721,8 @@ start_send(Claimed *c)
 	f->attempts = c->attempts;
 	f->rate_remaining = -1;
 	f->rate_reset = -1;
-	f->conn = palloc(sizeof(MaestroConnection));
-	*f->conn = *c->conn;
-	f->conn->access_token = c->conn->access_token ? pstrdup(c->conn->access_token) : NULL;
+	/* the claimed request's memory goes before the transfer ends */
+	f->conn = maestro_connection_copy(c->conn);
 	maestro_trigger_request(c->conn, c->workflow_id, c->instance_name, c->inputs, &f->req);
 	f->url = maestro_http_url(c->conn, &f->req);
 	f->headers = maestro_http_headers(c->conn, &f->req);
@@ -740,7 +739,7 @@ start_send(Claimed *c)
 		return false;
 	}
 
-	maestro_http_configure(f->easy, c->conn, f->url, &f->req, f->headers, &f->buf, f->errbuf);
+	maestro_http_configure(f->easy, f->conn, f->url, &f->req, f->headers, &f->buf, f->errbuf);
 	curl_easy_setopt(f->easy, CURLOPT_PRIVATE, f);
 	curl_easy_setopt(f->easy, CURLOPT_HEADERFUNCTION, header_callback);
 	curl_easy_setopt(f->easy, CURLOPT_HEADERDATA, f);
@@ -896,6 +895,28 @@ dispatch(MemoryContext keep, TimestampTz *next_slot)
 	return outcomes;
 }
 
+/* The earlier of due and the time the first re-queued outcome falls due. */
+static TimestampTz
+earliest_retry(List *outcomes, TimestampTz due)
+{
+	ListCell   *cell;
+	TimestampTz now = GetCurrentTimestamp();
+
+	foreach(cell, outcomes)
+	{
+		Outcome    *o = (Outcome *) lfirst(cell);
+
+		if (strcmp(o->state, "queued") == 0)
+		{
+			TimestampTz at = TimestampTzPlusMilliseconds(now, Max(o->retry_in_ms, 0));
+
+			if (due == 0 || at < due)
+				due = at;
+		}
+	}
+	return due;
+}
+
 static void
 drop_in_flight(void)
 {
@@ -913,6 +934,7 @@ worker_loop(void)
 	TimestampTz next_due = 0;
 	TimestampTz next_slot = 0;
 	TimestampTz idle_since = 0;
+	bool		checked_before_exit = false;
 
 	ready_cxt = AllocSetContextCreate(TopMemoryContext, "maestro ready requests",
 									  ALLOCSET_DEFAULT_SIZES);
@@ -965,10 +987,12 @@ worker_loop(void)
 			outcomes = list_concat(outcomes, dispatch(loop_cxt, &next_slot));
 		}
 		record(outcomes, loop_cxt);
+		next_due = earliest_retry(outcomes, next_due);
 
 		if (in_flight_count > 0 || outcomes != NIL)
 		{
 			idle_since = 0;
+			checked_before_exit = false;
 			if (in_flight_count > 0)
 				curl_multi_poll(multi, NULL, 0, POLL_SLICE_MS, NULL);
 			continue;
@@ -997,6 +1021,16 @@ worker_loop(void)
 			if (!more && ready == NIL &&
 				TimestampDifferenceExceeds(idle_since, now, IDLE_EXIT_MS))
 			{
+				/*
+				 * Look at the queue once more before leaving: a request
+				 * queued for a later retry must keep the worker alive.
+				 */
+				if (!checked_before_exit)
+				{
+					checked_before_exit = true;
+					more = true;
+					continue;
+				}
 				if (maestro_queue_release_worker_if_idle())
 					break;
 				more = true;	/* a commit came in just now */

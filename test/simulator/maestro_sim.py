@@ -503,6 +503,7 @@ class SimState:
 
     # -- OAuth -----------------------------------------------------------------
     def issue_token(self, token: str, lifetime: int) -> None:
+        remember_secret(token)
         now = time.time()
         with self.lock:
             if len(self.oauth_tokens) >= OAUTH_TOKENS_MAX:
@@ -950,8 +951,10 @@ def trigger_workflow(req: ApiRequest) -> Response:
                             "invalid values.", req.path, errors)
     inst = new_instance(req.state, wid, payload["instance_name"], payload["trigger_inputs"])
     req.state.add_instance(inst)
+    mtsec = secrets.token_urlsafe(32)
+    remember_secret(mtsec)
     url = (f"{req.base_url}/api/maestro/v1/accounts/{ACCOUNT_ID}/instances/{inst['id']}"
-           f"/execution?mtid={secrets.token_hex(16)}&mtsec={secrets.token_urlsafe(32)}")
+           f"/execution?mtid={secrets.token_hex(16)}&mtsec={mtsec}")
     body = {"instance_id": inst["id"], "instance_url": url}
     body.update(req.response_metadata())  # allOf(WorkflowInstanceInfo, ResponseMetadata)
     return json_response(201, body)
@@ -1222,6 +1225,20 @@ class OAuthError(Exception):
 
     def label(self) -> str:
         return f"{self.error}/{self.description}" if self.description else self.error
+
+
+# Every secret the simulator hands out (minted access tokens, instance_url
+# mtsec values), kept across resets for one purpose: a security test that
+# searches server logs and error texts for them (GET /__sim/secrets).
+_ISSUED_SECRETS: list[str] = []
+_ISSUED_SECRETS_LOCK = threading.Lock()
+ISSUED_SECRETS_MAX = 200_000
+
+
+def remember_secret(value: str) -> None:
+    with _ISSUED_SECRETS_LOCK:
+        if len(_ISSUED_SECRETS) < ISSUED_SECRETS_MAX:
+            _ISSUED_SECRETS.append(value)
 
 
 def oauth_response(status: int, obj: dict[str, Any]) -> Response:
@@ -1497,6 +1514,9 @@ def dispatch_control(server: "SimServer", method: str, path: str,
         return control_consent(state, body)
     if route == ("GET", ("oauth", "tokens")):
         return json_response(200, state.token_counts())
+    if route == ("GET", ("secrets",)):
+        with _ISSUED_SECRETS_LOCK:
+            return json_response(200, {"secrets": list(_ISSUED_SECRETS)})
     if route == ("POST", ("oauth", "expire")):
         return json_response(200, {"expired": state.expire_tokens()})
     if route == ("GET", ("echo-auth", "last")):
