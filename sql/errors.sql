@@ -17,8 +17,12 @@ SELECT mt.fault('status=429;retry_after=0'); SELECT mt.try(:'pause');
 SELECT mt.fault('status=500'); SELECT mt.try(:'pause');
 SELECT mt.fault('status=502;html=1'); SELECT mt.try(:'pause');
 SELECT mt.fault('status=418;format=text'); SELECT mt.try(:'pause');
--- a redirect is not followed (it would carry the token elsewhere)
+-- a redirect is not followed (it would carry the token elsewhere): the
+-- target, which records any request, never hears from us
 SELECT mt.fault('status=302;format=text'); SELECT mt.try(:'pause');
+SELECT mt.fault('status=307;redirect=' || replace(replace(mt.sim_url() || '/__sim/echo-auth', ':', '%3A'), '/', '%2F'));
+SELECT mt.state('SELECT * FROM maestro_workflows()');
+\! curl -s "$MAESTRO_SIM_URL/__sim/echo-auth/last" | python3 -c 'import json,sys; print("requests reaching the redirect target:", json.load(sys.stdin)["count"])'
 -- OAuth and eSignature error shapes
 SELECT mt.fault('status=400;body=%7B%22error%22%3A%22invalid_grant%22%2C%22error_description%22%3A%22no%20valid%20grant%22%7D'); SELECT mt.try(:'pause');
 SELECT mt.fault('status=400;body=%7B%22errorCode%22%3A%22HOURLY_APIINVOCATION_LIMIT_EXCEEDED%22%2C%22message%22%3A%22The%20maximum%20number%20of%20hourly%20API%20invocations%20has%20been%20exceeded.%22%7D'); SELECT mt.try(:'pause');

@@ -49,6 +49,30 @@ SET ROLE maestro_other;
 SELECT mt.try('SELECT * FROM maestro_workflows()');
 RESET ROLE;
 
+-- a view owned by another role still calls as the querying role: the
+-- view's owner lends no user mapping
+CREATE VIEW reader_workflows AS SELECT name FROM maestro_workflows();
+ALTER VIEW reader_workflows OWNER TO maestro_reader;
+GRANT SELECT ON reader_workflows TO maestro_other;
+DROP USER MAPPING FOR maestro_other SERVER sim;
+SET ROLE maestro_other;
+SELECT mt.state('SELECT * FROM reader_workflows');
+RESET ROLE;
+DROP VIEW reader_workflows;
+CREATE USER MAPPING FOR maestro_other SERVER sim;
+
+-- no SECURITY DEFINER function without a pinned search_path; the queue's
+-- tables grant PUBLIC nothing but SELECT
+SELECT count(*) AS unpinned_security_definer FROM pg_proc p
+  JOIN pg_depend d ON d.objid = p.oid AND d.classid = 'pg_proc'::regclass
+  JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'maestro'
+WHERE p.prosecdef AND NOT coalesce(p.proconfig::text LIKE '%search_path=%', false);
+SELECT c.relname, a.privilege_type FROM pg_class c
+  JOIN pg_depend d ON d.objid = c.oid AND d.classid = 'pg_class'::regclass
+  JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'maestro',
+  LATERAL aclexplode(coalesce(c.relacl, acldefault('r', c.relowner))) a
+WHERE a.grantee = 0 ORDER BY 1, 2;
+
 -- revoking USAGE takes effect at once
 REVOKE USAGE ON FOREIGN SERVER sim FROM maestro_reader;
 SET ROLE maestro_reader;
