@@ -18,7 +18,7 @@ EXTENSION = maestro
 DATA = maestro--0.1.sql
 PGFILEDESC = "maestro - DocuSign Maestro workflows from SQL"
 
-REGRESS = setup config privileges workflows trigger instances actions errors interrupts bad_input queue auth
+REGRESS = setup config privileges workflows trigger instances actions errors interrupts bad_input queue auth sync
 REGRESS_OPTS = --load-extension=maestro
 
 PG_CPPFLAGS = -I$(srcdir)/src

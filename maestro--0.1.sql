@@ -290,3 +290,187 @@ $$;
 
 COMMENT ON FUNCTION maestro_enqueue_trigger() IS
 'row trigger: queues a trigger of the workflow (1st argument) with inputs taken from the new row''s columns (2nd argument, {"Input": "column"}), optionally named by a template (3rd argument, "Onboard {email}")';
+
+-- Reporting without API calls: a local mirror of the instances
+
+CREATE TABLE maestro_synced_instances (
+  workflow_id uuid NOT NULL,
+  id uuid NOT NULL,
+  name text,
+  workflow_status text,
+  template_id uuid,
+  account_id uuid,
+  started_at timestamptz,
+  started_by text,
+  started_by_name text,
+  started_by_role text,
+  ended_at timestamptz,
+  expires_at timestamptz,
+  last_modified_at timestamptz,
+  canceled_at timestamptz,
+  canceled_by text,
+  trigger_inputs jsonb,
+  total_steps integer,
+  last_completed_step integer,
+  last_completed_step_name text,
+  tags text[],
+  metadata jsonb,
+  raw jsonb,
+  first_seen_at timestamptz NOT NULL,
+  last_seen_at timestamptz NOT NULL,
+  PRIMARY KEY (workflow_id, id));
+
+CREATE INDEX maestro_synced_instances_status
+  ON maestro_synced_instances (workflow_status, workflow_id);
+
+COMMENT ON TABLE maestro_synced_instances IS
+'the last-seen state of every instance, as maestro_sync() found it; query it instead of maestro_all_instances to spare the API quota';
+
+CREATE TABLE maestro_instance_events (
+  id bigserial PRIMARY KEY,
+  workflow_id uuid NOT NULL,
+  instance_id uuid NOT NULL,
+  old_status text,
+  new_status text,
+  seen_at timestamptz NOT NULL DEFAULT now());
+
+CREATE INDEX maestro_instance_events_instance
+  ON maestro_instance_events (workflow_id, instance_id, seen_at);
+
+COMMENT ON TABLE maestro_instance_events IS
+'each status change maestro_sync() saw: a new instance (old_status NULL), or In Progress -> Completed, Canceled, Failed, ...; announced on channel maestro_instance';
+
+-- the mirror holds the account's data: its owner grants who may read it
+REVOKE ALL ON maestro_synced_instances, maestro_instance_events FROM PUBLIC;
+REVOKE ALL ON SEQUENCE maestro_instance_events_id_seq FROM PUBLIC;
+SELECT pg_catalog.pg_extension_config_dump('maestro_synced_instances', '');
+SELECT pg_catalog.pg_extension_config_dump('maestro_instance_events', '');
+SELECT pg_catalog.pg_extension_config_dump('maestro_instance_events_id_seq', '');
+
+CREATE FUNCTION maestro_sync(workflow_id uuid DEFAULT NULL)
+RETURNS integer
+LANGUAGE plpgsql
+AS $$
+DECLARE
+  workflows uuid[];
+  wf uuid;
+  seen @extschema@.maestro_workflow_instance[];
+  changed integer := 0;
+  n integer;
+BEGIN
+  IF workflow_id IS NULL THEN
+    SELECT array_agg(w.id) INTO workflows FROM @extschema@.maestro_workflows() w;
+  ELSE
+    workflows := ARRAY[workflow_id];
+  END IF;
+
+  -- All in the caller's transaction: an error half-way (a timeout, a 429,
+  -- a malformed page) rolls back every change, and the mirror stays as it was.
+  FOREACH wf IN ARRAY coalesce(workflows, '{}') LOOP
+    SELECT array_agg(i) INTO seen FROM @extschema@.maestro_instances(wf) i WHERE i.id IS NOT NULL;
+    CONTINUE WHEN seen IS NULL;
+
+    -- changed: new, or any field differs from what the mirror holds
+    SELECT count(*) INTO n
+    FROM unnest(seen) s
+         LEFT JOIN @extschema@.maestro_synced_instances m
+           ON m.workflow_id = s.workflow_id AND m.id = s.id
+    WHERE m.id IS NULL OR m.raw IS DISTINCT FROM s.raw;
+    changed := changed + n;
+
+    -- a new instance, or a new status, is an event, announced once
+    WITH events AS (
+      INSERT INTO @extschema@.maestro_instance_events (workflow_id, instance_id, old_status, new_status)
+      SELECT s.workflow_id, s.id, m.workflow_status, s.workflow_status
+      FROM unnest(seen) s
+           LEFT JOIN @extschema@.maestro_synced_instances m
+             ON m.workflow_id = s.workflow_id AND m.id = s.id
+      WHERE m.id IS NULL OR m.workflow_status IS DISTINCT FROM s.workflow_status
+      RETURNING maestro_instance_events.workflow_id, instance_id, old_status, new_status)
+    SELECT count(pg_notify('maestro_instance',
+                           json_build_object('workflow_id', e.workflow_id, 'instance_id', e.instance_id,
+                                             'old_status', e.old_status, 'new_status', e.new_status)::text))
+    INTO n FROM events e;
+
+    INSERT INTO @extschema@.maestro_synced_instances AS m
+    SELECT s.*, now(), now() FROM unnest(seen) s
+    ON CONFLICT ON CONSTRAINT maestro_synced_instances_pkey DO UPDATE SET
+      name = EXCLUDED.name, workflow_status = EXCLUDED.workflow_status,
+      template_id = EXCLUDED.template_id, account_id = EXCLUDED.account_id,
+      started_at = EXCLUDED.started_at, started_by = EXCLUDED.started_by,
+      started_by_name = EXCLUDED.started_by_name, started_by_role = EXCLUDED.started_by_role,
+      ended_at = EXCLUDED.ended_at, expires_at = EXCLUDED.expires_at,
+      last_modified_at = EXCLUDED.last_modified_at, canceled_at = EXCLUDED.canceled_at,
+      canceled_by = EXCLUDED.canceled_by, trigger_inputs = EXCLUDED.trigger_inputs,
+      total_steps = EXCLUDED.total_steps, last_completed_step = EXCLUDED.last_completed_step,
+      last_completed_step_name = EXCLUDED.last_completed_step_name, tags = EXCLUDED.tags,
+      metadata = EXCLUDED.metadata, raw = EXCLUDED.raw, last_seen_at = now();
+  END LOOP;
+  RETURN changed;
+END
+$$;
+
+COMMENT ON FUNCTION maestro_sync(uuid) IS
+'brings maestro_synced_instances up to date with one workflow''s instances, or every workflow''s; records status changes in maestro_instance_events; returns how many instances were new or changed';
+
+-- from a queued request to its instance's current state
+CREATE VIEW maestro_trigger_request_instances WITH (security_invoker = true) AS
+  SELECT r.id AS request_id, r.state AS request_state, r.workflow_id, r.instance_id,
+         i.workflow_status, i.last_completed_step_name, i.ended_at, i.last_seen_at
+  FROM @extschema@.maestro_trigger_requests r
+       LEFT JOIN @extschema@.maestro_synced_instances i
+         ON i.workflow_id = r.workflow_id AND i.id = r.instance_id;
+
+COMMENT ON VIEW maestro_trigger_request_instances IS
+'each of your trigger requests with its instance''s last-synced status';
+
+-- Reporting views over the mirror: no API call
+
+CREATE VIEW maestro_instances_by_status AS
+  SELECT workflow_id, workflow_status, count(*) AS instances
+  FROM @extschema@.maestro_synced_instances
+  GROUP BY workflow_id, workflow_status;
+
+COMMENT ON VIEW maestro_instances_by_status IS 'instances per workflow and status, from the mirror';
+
+CREATE VIEW maestro_completion_times AS
+  SELECT workflow_id, count(*) AS completed,
+         avg(ended_at - started_at) AS mean_duration,
+         percentile_cont(0.5) WITHIN GROUP (ORDER BY ended_at - started_at) AS median_duration,
+         percentile_cont(0.95) WITHIN GROUP (ORDER BY ended_at - started_at) AS p95_duration
+  FROM @extschema@.maestro_synced_instances
+  WHERE lower(workflow_status) = 'completed' AND ended_at IS NOT NULL AND started_at IS NOT NULL
+  GROUP BY workflow_id;
+
+COMMENT ON VIEW maestro_completion_times IS 'mean, median and 95th-percentile duration of completed instances per workflow, from the mirror';
+
+CREATE FUNCTION maestro_stuck_instances(older_than interval DEFAULT '7 days')
+RETURNS SETOF @extschema@.maestro_synced_instances
+LANGUAGE sql STABLE
+AS $$
+  SELECT * FROM @extschema@.maestro_synced_instances
+  WHERE replace(lower(workflow_status), '-', ' ') = 'in progress'
+    AND started_at < now() - older_than
+  ORDER BY started_at
+$$;
+
+COMMENT ON FUNCTION maestro_stuck_instances(interval) IS 'instances in progress for longer than the given time, oldest first, from the mirror';
+
+CREATE VIEW maestro_daily_activity AS
+  SELECT day, workflow_id,
+         count(*) FILTER (WHERE what = 'started') AS started,
+         count(*) FILTER (WHERE what = 'completed') AS completed,
+         count(*) FILTER (WHERE what = 'canceled') AS canceled,
+         count(*) FILTER (WHERE what = 'failed') AS failed
+  FROM (SELECT date_trunc('day', started_at) AS day, workflow_id, 'started' AS what
+        FROM @extschema@.maestro_synced_instances WHERE started_at IS NOT NULL
+        UNION ALL
+        SELECT date_trunc('day', coalesce(ended_at, canceled_at, last_modified_at)), workflow_id,
+               CASE lower(workflow_status) WHEN 'completed' THEN 'completed'
+                    WHEN 'canceled' THEN 'canceled' WHEN 'cancelled' THEN 'canceled'
+                    WHEN 'failed' THEN 'failed' END
+        FROM @extschema@.maestro_synced_instances
+        WHERE lower(workflow_status) IN ('completed', 'canceled', 'cancelled', 'failed')) AS activity
+  GROUP BY day, workflow_id;
+
+COMMENT ON VIEW maestro_daily_activity IS 'per day and workflow: instances started, completed, canceled and failed, from the mirror';
