@@ -354,7 +354,6 @@ AS $$
 DECLARE
   workflows uuid[];
   wf uuid;
-  seen @extschema@.maestro_workflow_instance[];
   changed integer := 0;
   n integer;
 BEGIN
@@ -365,46 +364,52 @@ BEGIN
   END IF;
 
   -- All in the caller's transaction: an error half-way (a timeout, a 429,
-  -- a malformed page) rolls back every change, and the mirror stays as it was.
+  -- a malformed page) rolls back every change, and the mirror stays as it
+  -- was. One statement per workflow: its parts all see the mirror as it was
+  -- before the upsert, and the fetched rows spill to disk beyond work_mem.
   FOREACH wf IN ARRAY coalesce(workflows, '{}') LOOP
-    SELECT array_agg(i) INTO seen FROM @extschema@.maestro_instances(wf) i WHERE i.id IS NOT NULL;
-    CONTINUE WHEN seen IS NULL;
-
-    -- changed: new, or any field differs from what the mirror holds
-    SELECT count(*) INTO n
-    FROM unnest(seen) s
-         LEFT JOIN @extschema@.maestro_synced_instances m
-           ON m.workflow_id = s.workflow_id AND m.id = s.id
-    WHERE m.id IS NULL OR m.raw IS DISTINCT FROM s.raw;
-    changed := changed + n;
-
-    -- a new instance, or a new status, is an event, announced once
-    WITH events AS (
-      INSERT INTO @extschema@.maestro_instance_events (workflow_id, instance_id, old_status, new_status)
-      SELECT s.workflow_id, s.id, m.workflow_status, s.workflow_status
-      FROM unnest(seen) s
+    WITH seen AS MATERIALIZED (
+      SELECT * FROM @extschema@.maestro_instances(wf) i WHERE i.id IS NOT NULL),
+    before AS MATERIALIZED (
+      SELECT s.workflow_id, s.id, s.workflow_status AS new_status,
+             m.id IS NULL AS is_new, m.workflow_status AS old_status,
+             m.raw IS DISTINCT FROM s.raw AS differs
+      FROM seen s
            LEFT JOIN @extschema@.maestro_synced_instances m
-             ON m.workflow_id = s.workflow_id AND m.id = s.id
-      WHERE m.id IS NULL OR m.workflow_status IS DISTINCT FROM s.workflow_status
-      RETURNING maestro_instance_events.workflow_id, instance_id, old_status, new_status)
-    SELECT count(pg_notify('maestro_instance',
-                           json_build_object('workflow_id', e.workflow_id, 'instance_id', e.instance_id,
-                                             'old_status', e.old_status, 'new_status', e.new_status)::text))
-    INTO n FROM events e;
-
-    INSERT INTO @extschema@.maestro_synced_instances AS m
-    SELECT s.*, now(), now() FROM unnest(seen) s
-    ON CONFLICT ON CONSTRAINT maestro_synced_instances_pkey DO UPDATE SET
-      name = EXCLUDED.name, workflow_status = EXCLUDED.workflow_status,
-      template_id = EXCLUDED.template_id, account_id = EXCLUDED.account_id,
-      started_at = EXCLUDED.started_at, started_by = EXCLUDED.started_by,
-      started_by_name = EXCLUDED.started_by_name, started_by_role = EXCLUDED.started_by_role,
-      ended_at = EXCLUDED.ended_at, expires_at = EXCLUDED.expires_at,
-      last_modified_at = EXCLUDED.last_modified_at, canceled_at = EXCLUDED.canceled_at,
-      canceled_by = EXCLUDED.canceled_by, trigger_inputs = EXCLUDED.trigger_inputs,
-      total_steps = EXCLUDED.total_steps, last_completed_step = EXCLUDED.last_completed_step,
-      last_completed_step_name = EXCLUDED.last_completed_step_name, tags = EXCLUDED.tags,
-      metadata = EXCLUDED.metadata, raw = EXCLUDED.raw, last_seen_at = now();
+             ON m.workflow_id = s.workflow_id AND m.id = s.id),
+    -- a new instance, or a new status, is an event, announced once
+    events AS (
+      INSERT INTO @extschema@.maestro_instance_events (workflow_id, instance_id, old_status, new_status)
+      SELECT b.workflow_id, b.id, b.old_status, b.new_status
+      FROM before b
+      WHERE b.is_new OR b.old_status IS DISTINCT FROM b.new_status
+      RETURNING maestro_instance_events.workflow_id, instance_id, old_status, new_status),
+    notified AS (
+      SELECT count(pg_notify('maestro_instance',
+                             json_build_object('workflow_id', e.workflow_id, 'instance_id', e.instance_id,
+                                               'old_status', e.old_status, 'new_status', e.new_status)::text)) AS notifications
+      FROM events e),
+    upserted AS (
+      INSERT INTO @extschema@.maestro_synced_instances AS m
+      SELECT s.*, now(), now() FROM seen s
+      ON CONFLICT ON CONSTRAINT maestro_synced_instances_pkey DO UPDATE SET
+        name = EXCLUDED.name, workflow_status = EXCLUDED.workflow_status,
+        template_id = EXCLUDED.template_id, account_id = EXCLUDED.account_id,
+        started_at = EXCLUDED.started_at, started_by = EXCLUDED.started_by,
+        started_by_name = EXCLUDED.started_by_name, started_by_role = EXCLUDED.started_by_role,
+        ended_at = EXCLUDED.ended_at, expires_at = EXCLUDED.expires_at,
+        last_modified_at = EXCLUDED.last_modified_at, canceled_at = EXCLUDED.canceled_at,
+        canceled_by = EXCLUDED.canceled_by, trigger_inputs = EXCLUDED.trigger_inputs,
+        total_steps = EXCLUDED.total_steps, last_completed_step = EXCLUDED.last_completed_step,
+        last_completed_step_name = EXCLUDED.last_completed_step_name, tags = EXCLUDED.tags,
+        metadata = EXCLUDED.metadata, raw = EXCLUDED.raw, last_seen_at = now()
+      RETURNING 1)
+    -- changed: new, or any field differs from what the mirror held
+    -- (reading notified makes the notifications happen; the INSERTs always run)
+    SELECT (SELECT count(*) FROM before b WHERE b.is_new OR b.differs)
+    INTO n
+    FROM notified;
+    changed := changed + n;
   END LOOP;
   RETURN changed;
 END

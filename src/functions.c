@@ -305,6 +305,7 @@ maestro_instances(PG_FUNCTION_ARGS)
 	Datum		workflow_datum = PG_GETARG_DATUM(0);
 	MaestroConnection *conn;
 	MemoryContext oldcxt;
+	MemoryContext row_cxt;
 	const cJSON *list;
 	const cJSON *inst;
 
@@ -313,15 +314,22 @@ maestro_instances(PG_FUNCTION_ARGS)
 
 	oldcxt = call_context_begin();
 	list = required_list(maestro_get_instances(conn, workflow_id), "instances", "instances");
+	/* a row's values are copied into the tuplestore: free them at once */
+	row_cxt = AllocSetContextCreate(CurrentMemoryContext, "maestro row",
+									ALLOCSET_DEFAULT_SIZES);
 	cJSON_ArrayForEach(inst, list)
 	{
 		Datum		values[INSTANCE_COLUMNS];
 		bool		nulls[INSTANCE_COLUMNS];
+		MemoryContext call_cxt;
 
 		if (!cJSON_IsObject(inst))
 			continue;
+		call_cxt = MemoryContextSwitchTo(row_cxt);
 		instance_row(workflow_datum, inst, values, nulls);
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+		MemoryContextSwitchTo(call_cxt);
+		MemoryContextReset(row_cxt);
 	}
 	call_context_end(oldcxt);
 
