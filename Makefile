@@ -12,13 +12,14 @@ OBJS = \
 	src/convert.o \
 	src/functions.o \
 	src/queue.o \
+	src/stats.o \
 	src/worker.o
 
 EXTENSION = maestro
 DATA = maestro--0.1.sql
 PGFILEDESC = "maestro - DocuSign Maestro workflows from SQL"
 
-REGRESS = setup config privileges workflows trigger instances actions errors interrupts bad_input queue auth sync
+REGRESS = setup config privileges workflows trigger instances actions errors interrupts bad_input queue auth sync stats
 REGRESS_OPTS = --load-extension=maestro
 
 PG_CPPFLAGS = -I$(srcdir)/src

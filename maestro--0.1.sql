@@ -479,3 +479,41 @@ CREATE VIEW maestro_daily_activity AS
   GROUP BY day, workflow_id;
 
 COMMENT ON VIEW maestro_daily_activity IS 'per day and workflow: instances started, completed, canceled and failed, from the mirror';
+
+-- Statistics of the API calls
+
+CREATE FUNCTION maestro_stats(
+  OUT server text, OUT endpoint text, OUT calls bigint,
+  OUT errors_transport bigint, OUT errors_4xx bigint, OUT errors_429 bigint, OUT errors_5xx bigint,
+  OUT retries bigint, OUT rate_limit_waits bigint, OUT bytes_received bigint,
+  OUT mean_ms double precision, OUT p95_ms double precision, OUT since timestamptz)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME'
+LANGUAGE C VOLATILE PARALLEL SAFE;
+
+CREATE VIEW maestro_stats AS SELECT * FROM maestro_stats();
+
+COMMENT ON VIEW maestro_stats IS
+'API calls per server and endpoint since the last maestro_stats_reset(): calls, errors by class (transport, other 4xx and 3xx, 429, 5xx), retries, rate-limit waits, bytes received, mean latency and the 95th percentile (upper edge of a power-of-two bucket, in ms); server-wide when maestro is preloaded, else this backend''s';
+
+CREATE FUNCTION maestro_worker_stats(
+  OUT queue_depth bigint, OUT queue_depth_at timestamptz, OUT sent bigint, OUT done bigint,
+  OUT failed bigint, OUT retried bigint, OUT requests_per_second double precision,
+  OUT since timestamptz)
+RETURNS record
+AS 'MODULE_PATHNAME'
+LANGUAGE C VOLATILE PARALLEL SAFE;
+
+CREATE VIEW maestro_worker_stats AS SELECT * FROM maestro_worker_stats();
+
+COMMENT ON VIEW maestro_worker_stats IS
+'the trigger queue worker: queued requests when it last looked, requests sent, done, failed and queued again, and its throughput, since the last maestro_stats_reset()';
+
+CREATE FUNCTION maestro_stats_reset()
+RETURNS void
+AS 'MODULE_PATHNAME'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+REVOKE ALL ON FUNCTION maestro_stats_reset() FROM PUBLIC;
+
+COMMENT ON FUNCTION maestro_stats_reset() IS 'clears maestro_stats and maestro_worker_stats';

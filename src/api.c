@@ -44,8 +44,8 @@ account_path(MaestroConnection *conn, const char *fmt,...)
 }
 
 static cJSON *
-call(MaestroConnection *conn, const char *method, const char *path,
-	 const char *query, const char *body)
+call(MaestroConnection *conn, MaestroEndpoint endpoint, const char *method,
+	 const char *path, const char *query, const char *body)
 {
 	MaestroRequest req;
 	MaestroResponse resp;
@@ -56,6 +56,7 @@ call(MaestroConnection *conn, const char *method, const char *path,
 	req.query = query;
 	req.body = body;
 	req.idempotent = (strcmp(method, "GET") == 0);
+	req.endpoint = endpoint;
 
 	maestro_auth_prepare(conn);
 	maestro_http_execute(conn, &req, &resp);
@@ -92,13 +93,13 @@ maestro_get_workflows(MaestroConnection *conn, const char *status)
 		query = psprintf("status=%s", escaped);
 		curl_free(escaped);
 	}
-	return call(conn, "GET", account_path(conn, "/workflows"), query, NULL);
+	return call(conn, MAESTRO_EP_WORKFLOWS, "GET", account_path(conn, "/workflows"), query, NULL);
 }
 
 cJSON *
 maestro_get_trigger_requirements(MaestroConnection *conn, const char *workflow_id)
 {
-	return call(conn, "GET",
+	return call(conn, MAESTRO_EP_TRIGGER_REQUIREMENTS, "GET",
 				account_path(conn, "/workflows/%s/trigger-requirements", workflow_id),
 				NULL, NULL);
 }
@@ -124,6 +125,7 @@ maestro_trigger_request(MaestroConnection *conn, const char *workflow_id,
 	req->path = account_path(conn, "/workflows/%s/actions/trigger", workflow_id);
 	req->body = body.data;
 	req->idempotent = false;
+	req->endpoint = MAESTRO_EP_TRIGGER;
 }
 
 cJSON *
@@ -133,13 +135,13 @@ maestro_post_trigger(MaestroConnection *conn, const char *workflow_id,
 	MaestroRequest req;
 
 	maestro_trigger_request(conn, workflow_id, instance_name, inputs_json, &req);
-	return call(conn, req.method, req.path, NULL, req.body);
+	return call(conn, MAESTRO_EP_TRIGGER, req.method, req.path, NULL, req.body);
 }
 
 cJSON *
 maestro_get_instances(MaestroConnection *conn, const char *workflow_id)
 {
-	return call(conn, "GET",
+	return call(conn, MAESTRO_EP_INSTANCES, "GET",
 				account_path(conn, "/workflows/%s/instances", workflow_id),
 				NULL, NULL);
 }
@@ -148,7 +150,7 @@ cJSON *
 maestro_get_instance(MaestroConnection *conn, const char *workflow_id,
 					 const char *instance_id)
 {
-	return call(conn, "GET",
+	return call(conn, MAESTRO_EP_INSTANCE, "GET",
 				account_path(conn, "/workflows/%s/instances/%s", workflow_id, instance_id),
 				NULL, NULL);
 }
@@ -158,7 +160,7 @@ cJSON *
 maestro_post_workflow_action(MaestroConnection *conn, const char *workflow_id,
 							 const char *action)
 {
-	return call(conn, "POST",
+	return call(conn, strcmp(action, "pause") == 0 ? MAESTRO_EP_PAUSE : MAESTRO_EP_RESUME, "POST",
 				account_path(conn, "/workflows/%s/actions/%s", workflow_id, action),
 				NULL, NULL);
 }
@@ -167,7 +169,7 @@ cJSON *
 maestro_post_cancel(MaestroConnection *conn, const char *workflow_id,
 					const char *instance_id)
 {
-	return call(conn, "POST",
+	return call(conn, MAESTRO_EP_CANCEL, "POST",
 				account_path(conn, "/workflows/%s/instances/%s/actions/cancel",
 							 workflow_id, instance_id),
 				NULL, NULL);

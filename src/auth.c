@@ -358,6 +358,7 @@ request_token(const MaestroConnection *conn, long *lifetime_s)
 	req.content_type = "application/x-www-form-urlencoded";
 	req.anonymous = true;
 	req.idempotent = false;
+	req.endpoint = MAESTRO_EP_TOKEN;
 	req.body = psprintf("grant_type=%s&assertion=%s",
 						form_escape("urn:ietf:params:oauth:grant-type:jwt-bearer"),
 						signed_assertion(conn));

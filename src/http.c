@@ -420,8 +420,11 @@ maestro_http_execute(const MaestroConnection *conn, const MaestroRequest *req,
 	char		curl_message[CURL_ERROR_SIZE];
 	char	   *url;
 	TimestampTz deadline = statement_deadline();
-	CURLcode	rc = CURLE_OK;
-	bool		interrupted = false;
+	TimestampTz started = GetCurrentTimestamp();
+	volatile CURLcode rc = CURLE_OK;
+	volatile bool interrupted = false;
+	volatile int rate_limit_waits = 0;
+	volatile size_t bytes = 0;
 	int			attempt;
 
 	buf->limit = (size_t) maestro_max_response_kb * 1024;
@@ -448,7 +451,8 @@ maestro_http_execute(const MaestroConnection *conn, const MaestroRequest *req,
 			maestro_http_configure(maestro_easy, conn, url, req, (struct curl_slist *) headers,
 								   (MaestroBuffer *) buf, curl_message);
 
-			rc = run_transfer(&interrupted);
+			rc = run_transfer((bool *) &interrupted);
+			bytes += buf->len;
 			if (interrupted)
 				break;
 
@@ -477,6 +481,8 @@ maestro_http_execute(const MaestroConnection *conn, const MaestroRequest *req,
 				TimestampTzPlusMilliseconds(GetCurrentTimestamp(), wait_ms) >= deadline)
 				break;
 
+			if (rc == CURLE_OK && resp->status == 429)
+				rate_limit_waits++;
 			sleep_interruptibly(wait_ms);
 			resp->retries++;
 		}
@@ -490,7 +496,7 @@ maestro_http_execute(const MaestroConnection *conn, const MaestroRequest *req,
 					 errmsg("canceling Maestro request due to an interrupt")));
 		}
 		if (rc != CURLE_OK)
-			raise_transport_error(req, rc, curl_message, (MaestroBuffer *) buf, resp->retries);
+			raise_transport_error(req, (CURLcode) rc, curl_message, (MaestroBuffer *) buf, resp->retries);
 
 		{
 			char	   *ctype = NULL;
@@ -506,6 +512,10 @@ maestro_http_execute(const MaestroConnection *conn, const MaestroRequest *req,
 	}
 	PG_FINALLY();
 	{
+		maestro_stats_record(conn->server_id, req->endpoint,
+							 rc == CURLE_OK && !interrupted ? resp->status : 0,
+							 (double) (GetCurrentTimestamp() - started) / 1000.0,
+							 resp->retries, rate_limit_waits, bytes);
 		curl_slist_free_all((struct curl_slist *) headers);
 		free(buf->data);
 		/* the handle must not point at freed headers or a stack buffer */

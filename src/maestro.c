@@ -145,6 +145,7 @@ _PG_init(void)
 	if (process_shared_preload_libraries_in_progress)
 	{
 		maestro_auth_init();
+		maestro_stats_init();
 		maestro_queue_init();
 	}
 }

@@ -67,6 +67,21 @@ typedef struct MaestroConnection
 	char	   *private_key;
 } MaestroConnection;
 
+/* The endpoints, as statistics count them (stats.c). */
+typedef enum MaestroEndpoint
+{
+	MAESTRO_EP_WORKFLOWS,
+	MAESTRO_EP_TRIGGER_REQUIREMENTS,
+	MAESTRO_EP_TRIGGER,
+	MAESTRO_EP_INSTANCES,
+	MAESTRO_EP_INSTANCE,
+	MAESTRO_EP_PAUSE,
+	MAESTRO_EP_RESUME,
+	MAESTRO_EP_CANCEL,
+	MAESTRO_EP_TOKEN,
+	MAESTRO_ENDPOINTS
+} MaestroEndpoint;
+
 /* One HTTP exchange as api.c describes it to http.c. */
 typedef struct MaestroRequest
 {
@@ -77,6 +92,7 @@ typedef struct MaestroRequest
 	const char *content_type;	/* of the body; NULL: application/json */
 	bool		anonymous;		/* send no Authorization header */
 	bool		idempotent;		/* may be retried (GETs only) */
+	MaestroEndpoint endpoint;	/* what the statistics count it as */
 } MaestroRequest;
 
 /* What came back; body is palloc'd and NUL-terminated. */
@@ -176,6 +192,14 @@ extern bool maestro_queue_take_wake(void);
 extern bool maestro_queue_release_worker_if_idle(void);
 extern void maestro_queue_release_worker(int code, Datum arg);
 extern char *maestro_queue_table(void);
+
+/* stats.c */
+extern void maestro_stats_init(void);
+extern void maestro_stats_record(Oid server_id, MaestroEndpoint endpoint, long status,
+								 double elapsed_ms, int retries, int rate_limit_waits,
+								 size_t bytes);
+extern void maestro_stats_worker(int sent, int done, int failed, int retried,
+								 int64 queue_depth);
 
 /* worker.c: the worker that sends queued triggers */
 extern PGDLLEXPORT void maestro_launcher_main(Datum arg);

@@ -48,6 +48,7 @@
 #include "postmaster/bgworker.h"
 #include "postmaster/interrupt.h"
 #include "storage/ipc.h"
+#include "storage/pmsignal.h"
 #include "storage/latch.h"
 #include "storage/proc.h"
 #include "tcop/tcopprot.h"
@@ -201,6 +202,16 @@ pace_next_slot(ServerPace *pace, TimestampTz now)
 
 	if (pace->capacity > 0 && pace->count >= pace->capacity)
 		slot = Max(slot, TimestampTzPlusMilliseconds(pace->sent[pace->head], RATE_WINDOW_MS));
+
+	/*
+	 * No bursts: a window's worth sent at once arrives spread over the
+	 * network's jitter, and a burst at the end of one window plus one at the
+	 * start of the next would exceed the limit as the server counts. So the
+	 * sends are spaced evenly, with 5% slack.
+	 */
+	if (pace->capacity > 0 && pace->count > 0)
+		slot = Max(slot, pace->sent[(pace->head + pace->count - 1) % pace->capacity] +
+				   (TimestampTz) (1050000.0 / pace->capacity));
 	return Max(slot, pace->paused_until);
 }
 
@@ -314,7 +325,7 @@ prepare_plans(void)
 								  table), 1, int4);
 	mark_plan = prepare(psprintf("UPDATE %s SET state = 'sending', attempts = attempts + 1,"
 								 " sent_at = now() WHERE id = ANY($1)", table), 1, int8array);
-	due_plan = prepare(psprintf("SELECT min(next_attempt_at) FROM %s WHERE state = 'queued'",
+	due_plan = prepare(psprintf("SELECT min(next_attempt_at), count(*) FROM %s WHERE state = 'queued'",
 								table), 0, NULL);
 	record_plan = prepare(psprintf("UPDATE %s SET state = $2, http_status = $3,"
 								   " last_error = $4, instance_id = $5, instance_url = $6,"
@@ -435,6 +446,9 @@ claim(int slots, bool recover, bool *more, TimestampTz *next_due,
 
 			if (!isnull)
 				*next_due = DatumGetTimestampTz(due);
+			maestro_stats_worker(0, 0, 0, 0,
+								 DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+															 SPI_tuptable->tupdesc, 2, &isnull)));
 		}
 	}
 	end_work(caller);
@@ -489,6 +503,8 @@ record(List *outcomes, MemoryContext keep)
 		SPI_execute_plan(record_plan, values, nulls, false, 0);
 		if (SPI_processed == 1 && strcmp(o->state, "queued") != 0)
 			Async_Notify("maestro_trigger", psprintf("%lld %s", (long long) o->id, o->state));
+		maestro_stats_worker(0, strcmp(o->state, "done") == 0, strcmp(o->state, "failed") == 0,
+							 strcmp(o->state, "queued") == 0, -1);
 	}
 	end_work(keep);
 }
@@ -754,6 +770,7 @@ start_send(Claimed *c)
 	f->next = in_flight;
 	in_flight = f;
 	in_flight_count++;
+	maestro_stats_worker(1, 0, 0, 0, -1);
 	return true;
 }
 
@@ -794,6 +811,17 @@ collect(void)
 			continue;
 		curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **) &f);
 		outcomes = lappend(outcomes, outcome_of(f, msg->data.result));
+		{
+			long		status = 0;
+			curl_off_t	total_us = 0;
+
+			if (msg->data.result == CURLE_OK)
+				curl_easy_getinfo(f->easy, CURLINFO_RESPONSE_CODE, &status);
+			curl_easy_getinfo(f->easy, CURLINFO_TOTAL_TIME_T, &total_us);
+			maestro_stats_record(f->server_id, MAESTRO_EP_TRIGGER, status,
+								 (double) total_us / 1000.0, 0, status == 429 ? 1 : 0,
+								 f->buf.len);
+		}
 
 		/* DocuSign's hourly quota is used up: wait for its reset */
 		if (f->rate_remaining == 0 && f->rate_reset > 0)
@@ -949,6 +977,9 @@ worker_loop(void)
 
 		if (got_sigterm)
 			break;
+		/* with transfers in flight no latch wait notices a dead postmaster */
+		if (!PostmasterIsAlive())
+			proc_exit(1);
 		if (ConfigReloadPending)
 		{
 			ConfigReloadPending = false;
