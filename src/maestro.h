@@ -192,6 +192,7 @@ extern bool maestro_queue_take_wake(void);
 extern bool maestro_queue_release_worker_if_idle(void);
 extern void maestro_queue_release_worker(int code, Datum arg);
 extern char *maestro_queue_table(void);
+extern char *maestro_extension_schema_name(void);
 
 /* stats.c */
 extern void maestro_stats_init(void);

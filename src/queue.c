@@ -333,6 +333,15 @@ extension_schema(void)
 	return schema;
 }
 
+/* The extension's schema, quoted for SPI statements; NULL if absent. */
+char *
+maestro_extension_schema_name(void)
+{
+	Oid			schema = extension_schema();
+
+	return OidIsValid(schema) ? pstrdup(quote_identifier(get_namespace_name(schema))) : NULL;
+}
+
 /* The queue table, schema-qualified, for SPI statements; NULL if absent. */
 char *
 maestro_queue_table(void)
