@@ -13,6 +13,7 @@
 #include "maestro.h"
 
 #include <curl/curl.h>
+#include <limits.h>
 
 #include "miscadmin.h"
 #include "utils/guc.h"
@@ -30,6 +31,7 @@ int			maestro_max_concurrency = 16;
 int			maestro_rate_limit = 15;
 int			maestro_max_attempts = 5;
 int			maestro_retry_delay_ms = 1000;
+int			maestro_sync_interval_ms = 0;
 
 void		_PG_init(void);
 
@@ -136,6 +138,15 @@ _PG_init(void)
 							NULL,
 							&maestro_retry_delay_ms,
 							1000, 1, 3600 * 1000,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("maestro.sync_interval",
+							"How often the worker runs maestro_sync(); 0 turns it off.",
+							"The worker then stays running, and syncs with the user mapping of the mirror's owner.",
+							&maestro_sync_interval_ms,
+							0, 0, INT_MAX,
 							PGC_SIGHUP,
 							GUC_UNIT_MS,
 							NULL, NULL, NULL);

@@ -39,6 +39,7 @@ extern int	maestro_max_concurrency;
 extern int	maestro_rate_limit;
 extern int	maestro_max_attempts;
 extern int	maestro_retry_delay_ms;
+extern int	maestro_sync_interval_ms;
 extern int	maestro_connect_timeout_ms;
 extern int	maestro_request_timeout_ms;
 extern int	maestro_max_response_kb;

@@ -55,6 +55,7 @@
 #include "utils/array.h"
 #include "utils/lsyscache.h"
 #include "utils/builtins.h"
+#include "utils/resowner.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
@@ -1019,6 +1020,73 @@ earliest_retry(List *outcomes, TimestampTz due)
 	return due;
 }
 
+/*
+ * maestro.sync_interval: run maestro_sync() as the mirror's owner, with that
+ * role's user mapping, in a subtransaction of its own so that a failed sync
+ * (Maestro down, a 429) is logged and retried at the next interval, and
+ * never disturbs the queue.
+ */
+static TimestampTz
+periodic_sync(TimestampTz next_sync, MemoryContext keep)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	char	   *schema;
+
+	if (maestro_sync_interval_ms <= 0)
+		return 0;
+	if (next_sync != 0 && now < next_sync)
+		return next_sync;
+
+	begin_work("maestro periodic sync");
+	schema = maestro_extension_schema_name();
+	if (schema != NULL)
+	{
+		MemoryContext oldcontext = CurrentMemoryContext;
+		ResourceOwner oldowner = CurrentResourceOwner;
+		Oid			save_userid;
+		int			save_sec_context;
+		Oid			owner;
+		bool		isnull;
+
+		SPI_execute(psprintf("SELECT relowner FROM pg_catalog.pg_class"
+							 " WHERE oid = '%s.maestro_synced_instances'::pg_catalog.regclass",
+							 schema), true, 1);
+		owner = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+
+		GetUserIdAndSecContext(&save_userid, &save_sec_context);
+		BeginInternalSubTransaction(NULL);
+		MemoryContextSwitchTo(oldcontext);
+		PG_TRY();
+		{
+			SetUserIdAndSecContext(owner, save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+			SPI_execute(psprintf("SELECT %s.maestro_sync()", schema), false, 0);
+			SetUserIdAndSecContext(save_userid, save_sec_context);
+			ReleaseCurrentSubTransaction();
+			MemoryContextSwitchTo(oldcontext);
+			CurrentResourceOwner = oldowner;
+		}
+		PG_CATCH();
+		{
+			ErrorData  *edata;
+
+			SetUserIdAndSecContext(save_userid, save_sec_context);
+			MemoryContextSwitchTo(keep);
+			edata = CopyErrorData();
+			FlushErrorState();
+			RollbackAndReleaseCurrentSubTransaction();
+			MemoryContextSwitchTo(oldcontext);
+			CurrentResourceOwner = oldowner;
+			ereport(WARNING,
+					(errmsg("maestro periodic sync failed: %s", edata->message),
+					 edata->detail ? errdetail("%s", edata->detail) : 0,
+					 errhint("It is tried again in %d ms.", maestro_sync_interval_ms)));
+		}
+		PG_END_TRY();
+	}
+	end_work(keep);
+	return TimestampTzPlusMilliseconds(GetCurrentTimestamp(), maestro_sync_interval_ms);
+}
+
 static void
 drop_in_flight(void)
 {
@@ -1036,6 +1104,7 @@ worker_loop(void)
 	TimestampTz next_due = 0;
 	TimestampTz next_slot = 0;
 	TimestampTz idle_since = 0;
+	TimestampTz next_sync = 0;
 	bool		checked_before_exit = false;
 
 	ready_cxt = AllocSetContextCreate(TopMemoryContext, "maestro ready requests",
@@ -1061,6 +1130,7 @@ worker_loop(void)
 		}
 		if (maestro_queue_take_wake())
 			more = true;
+		next_sync = periodic_sync(next_sync, loop_cxt);
 		now = GetCurrentTimestamp();
 		if (next_due != 0 && now >= next_due)
 			more = true;
@@ -1111,11 +1181,17 @@ worker_loop(void)
 		 * little, then exit.
 		 */
 		now = GetCurrentTimestamp();
-		if (next_due != 0 || next_slot != 0)
+		if (next_due != 0 || next_slot != 0 || next_sync != 0)
 		{
-			TimestampTz until = next_due == 0 ? next_slot
-				: next_slot == 0 ? next_due : Min(next_due, next_slot);
+			TimestampTz until = 0;
 
+			if (next_due != 0)
+				until = next_due;
+			if (next_slot != 0 && (until == 0 || next_slot < until))
+				until = next_slot;
+			/* with a sync interval the worker stays, sleeping until the next sync */
+			if (next_sync != 0 && (until == 0 || next_sync < until))
+				until = next_sync;
 			idle_since = 0;
 			wait_ms = TimestampDifferenceMilliseconds(now, until);
 		}
