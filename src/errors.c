@@ -9,18 +9,67 @@
  * 9457 problem details, the older {error, code} object, OAuth's {error,
  * error_description}, eSignature's {errorCode, message}, plain text for 401
  * and HTML from proxies. The parser branches on the body, never on the
- * Content-Type, which the API does not keep consistent.
+ * Content-Type, which the API does not keep consistent. Reading the body
+ * and redacting the message are parse.c's (the fuzzer runs them); this
+ * file maps HTTP statuses to SQLSTATEs and raises.
  *
  * src/errors.c
  *
  *-------------------------------------------------------------------------
  */
 #include "maestro.h"
+#include "parse.h"
 
 #include "utils/elog.h"
+#include "utils/memutils.h"
 
-#define MAX_MESSAGE_CHARS 500
-#define MAX_LISTED_ERRORS 10
+/*
+ * parse.c builds its text with these: palloc in the current context, but
+ * out of memory is a NULL (reported here), never an error inside parse.c.
+ */
+static void *
+text_palloc(size_t size)
+{
+	return palloc_extended(size, MCXT_ALLOC_NO_OOM | MCXT_ALLOC_HUGE);
+}
+
+static void *
+text_repalloc(void *ptr, size_t size)
+{
+	return repalloc_extended(ptr, size, MCXT_ALLOC_NO_OOM | MCXT_ALLOC_HUGE);
+}
+
+static void
+text_pfree(void *ptr)
+{
+	if (ptr != NULL)
+		pfree(ptr);
+}
+
+static const MaestroAllocator text_allocator = {text_palloc, text_repalloc, text_pfree};
+
+static void
+text_begin(MaestroText *text)
+{
+	if (!maestro_text_init(text, &text_allocator))
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("out of memory")));
+}
+
+/* The finished text, palloc'd in the current context. */
+static char *
+text_end(MaestroText *text, bool ok)
+{
+	if (!ok || text->failed)
+	{
+		maestro_text_free(text);
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("out of memory")));
+	}
+	return text->data;
+}
 
 /*
  * Remove what must never reach a log: the query string of any URL (an
@@ -29,176 +78,28 @@
 char *
 maestro_redact(const char *text)
 {
-	StringInfoData out;
-	const char *p = text;
+	MaestroText out;
 
-	initStringInfo(&out);
-	while (*p)
-	{
-		if (pg_strncasecmp(p, "http://", 7) == 0 || pg_strncasecmp(p, "https://", 8) == 0)
-		{
-			/* copy the URL up to its query, drop the query */
-			while (*p && !isspace((unsigned char) *p) && *p != '"' && *p != '\'' &&
-				   *p != '?' && *p != '<' && *p != '>')
-				appendStringInfoChar(&out, *p++);
-			if (*p == '?')
-			{
-				appendStringInfoString(&out, "?<redacted>");
-				while (*p && !isspace((unsigned char) *p) && *p != '"' && *p != '\'' &&
-					   *p != '<' && *p != '>')
-					p++;
-			}
-		}
-		else if (pg_strncasecmp(p, "bearer ", 7) == 0)
-		{
-			appendBinaryStringInfo(&out, p, 7);
-			appendStringInfoString(&out, "<redacted>");
-			p += 7;
-			while (*p && !isspace((unsigned char) *p) && *p != '"' && *p != '\'')
-				p++;
-		}
-		else
-			appendStringInfoChar(&out, *p++);
-	}
-	return out.data;
-}
-
-/* Visible text of a plain or HTML body: tags dropped, space collapsed. */
-static char *
-text_from_body(const char *body, size_t len, bool html)
-{
-	StringInfoData out;
-	size_t		i;
-	bool		in_tag = false;
-	bool		space = false;
-
-	initStringInfo(&out);
-	for (i = 0; i < len && out.len < MAX_MESSAGE_CHARS; i++)
-	{
-		unsigned char c = (unsigned char) body[i];
-
-		if (html && c == '<')
-			in_tag = true;
-		if (in_tag)
-		{
-			if (c == '>')
-			{
-				in_tag = false;
-				space = out.len > 0;
-			}
-			continue;
-		}
-		if (isspace(c) || c < 0x20 || c == 0x7f)
-		{
-			space = out.len > 0;
-			continue;
-		}
-		if (space)
-			appendStringInfoChar(&out, ' ');
-		space = false;
-		appendStringInfoChar(&out, (char) c);
-	}
-	if (i < len)
-		appendStringInfoString(&out, "...");
-	return out.data;
-}
-
-static const char *
-string_member(const cJSON *object, const char *key)
-{
-	const cJSON *item = maestro_json_member(object, key);
-
-	return cJSON_IsString(item) ? item->valuestring : NULL;
-}
-
-/* The RFC 9457 errors[] list: "target: message (CODE)" joined by "; ". */
-static void
-append_problem_errors(StringInfo out, const cJSON *errors)
-{
-	const cJSON *entry;
-	int			n = 0;
-
-	if (!cJSON_IsArray(errors))
-		return;
-	cJSON_ArrayForEach(entry, errors)
-	{
-		const char *code = string_member(entry, "code");
-		const char *message = string_member(entry, "message");
-		const char *target = string_member(entry, "target");
-
-		if (n++ >= MAX_LISTED_ERRORS)
-		{
-			appendStringInfoString(out, "; ...");
-			break;
-		}
-		appendStringInfoString(out, n == 1 ? " (" : "; ");
-		if (target)
-			appendStringInfo(out, "%s: ", target);
-		appendStringInfoString(out, message ? message : "(no message)");
-		if (code)
-			appendStringInfo(out, " [%s]", code);
-	}
-	if (n > 0)
-		appendStringInfoChar(out, ')');
+	text_begin(&out);
+	return text_end(&out, maestro_redact_text(text, &out));
 }
 
 /*
- * The API's own words for what went wrong, whatever shape the body has;
- * redacted, never NULL.
+ * The API's own words for what went wrong, whatever shape the body has
+ * (parse.c knows the shapes); redacted, never NULL.
  */
 char *
 maestro_error_message_from_body(const char *body, size_t len, const char *content_type)
 {
 	cJSON	   *root = maestro_json_try_parse(body, len);
-	StringInfoData out;
+	MaestroText message;
+	char	   *redacted;
 
-	initStringInfo(&out);
-	if (len == 0)
-		appendStringInfoString(&out, "(empty response body)");
-	else if (cJSON_IsObject(root))
-	{
-		const char *title = string_member(root, "title");
-		const char *detail = string_member(root, "detail");
-		const char *error = string_member(root, "error");
-		const char *description = string_member(root, "error_description");
-		const char *error_code = string_member(root, "errorCode");
-		const char *message = string_member(root, "message");
-
-		if (title || detail)
-		{
-			/* RFC 9457 problem details */
-			if (title && detail)
-				appendStringInfo(&out, "%s: %s", title, detail);
-			else
-				appendStringInfoString(&out, title ? title : detail);
-			append_problem_errors(&out, maestro_json_member(root, "errors"));
-		}
-		else if (error && description)
-			appendStringInfo(&out, "%s: %s", error, description);	/* OAuth */
-		else if (error)
-			appendStringInfoString(&out, error);	/* Maestro {error, code} */
-		else if (error_code && message)
-			appendStringInfo(&out, "%s: %s", error_code, message);	/* eSignature */
-		else if (message)
-			appendStringInfoString(&out, message);
-		else
-			appendStringInfoString(&out, text_from_body(body, len, false));
-	}
-	else
-	{
-		bool		html = (content_type && strstr(content_type, "html") != NULL) ||
-			(len > 0 && body[0] == '<');
-
-		appendStringInfoString(&out, text_from_body(body, len, html));
-	}
-
-	if (out.len > MAX_MESSAGE_CHARS)
-	{
-		out.data[MAX_MESSAGE_CHARS] = '\0';
-		out.len = MAX_MESSAGE_CHARS;
-		appendStringInfoString(&out, "...");
-	}
-	return maestro_redact(out.data);
+	text_begin(&message);
+	text_end(&message, maestro_error_text(body, len, content_type, root, &message));
+	redacted = maestro_redact(message.data);
+	maestro_text_free(&message);
+	return redacted;
 }
 
 void

@@ -1,0 +1,811 @@
+/*-------------------------------------------------------------------------
+ *
+ * parse.c
+ *		Deciding what the bytes of a Maestro response mean, in plain C.
+ *
+ * This file owns every judgement about untrusted text from the API that
+ * does not need the backend:
+ *
+ *	- uuid text (canonical, or in braces) and its 16 bytes;
+ *	- RFC 3339 date-times, broken down into their fields;
+ *	- whether a JSON number fits an int32, whether a JSON value is an array
+ *	  of strings, and where the list is in a list response;
+ *	- the message in an error body of any shape (API-NOTES.md section 6),
+ *	  and the redaction of URL query strings and bearer tokens.
+ *
+ * It includes no PostgreSQL header: convert.c and errors.c wrap it with
+ * Datums, palloc and ereport, and test/fuzz/fuzz_parsers.c links it alone
+ * with cJSON and malloc. Nothing here raises, exits or reads past the
+ * bytes it is given; a failed allocation is a false result. Character
+ * classes are ASCII, whatever the locale.
+ *
+ * src/parse.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "parse.h"
+
+#include <string.h>
+
+#define TEXT_INITIAL_SIZE 64
+
+/* ---------------------------------------------------------------------
+ * MaestroText: a growable string on an injected allocator
+ * ---------------------------------------------------------------------
+ */
+
+bool
+maestro_text_init(MaestroText *text, const MaestroAllocator *mem)
+{
+	text->mem = mem;
+	text->len = 0;
+	text->failed = false;
+	text->data = mem->alloc_fn(TEXT_INITIAL_SIZE);
+	if (text->data == NULL)
+	{
+		text->cap = 0;
+		text->failed = true;
+		return false;
+	}
+	text->cap = TEXT_INITIAL_SIZE;
+	text->data[0] = '\0';
+	return true;
+}
+
+/* Room for extra more bytes and the NUL; on failure the old data stays. */
+static bool
+text_reserve(MaestroText *text, size_t extra)
+{
+	size_t		need;
+	size_t		cap;
+	char	   *data;
+
+	if (text->failed)
+		return false;
+	if (extra > SIZE_MAX / 4 - text->len)
+	{
+		text->failed = true;
+		return false;
+	}
+	need = text->len + extra + 1;
+	if (need <= text->cap)
+		return true;
+	cap = text->cap;
+	while (cap < need)
+		cap *= 2;
+	if (text->mem->realloc_fn != NULL)
+		data = text->mem->realloc_fn(text->data, cap);
+	else
+	{
+		data = text->mem->alloc_fn(cap);
+		if (data != NULL)
+		{
+			memcpy(data, text->data, text->len + 1);
+			text->mem->free_fn(text->data);
+		}
+	}
+	if (data == NULL)
+	{
+		text->failed = true;
+		return false;
+	}
+	text->data = data;
+	text->cap = cap;
+	return true;
+}
+
+bool
+maestro_text_append(MaestroText *text, const char *bytes, size_t len)
+{
+	if (!text_reserve(text, len))
+		return false;
+	memcpy(text->data + text->len, bytes, len);
+	text->len += len;
+	text->data[text->len] = '\0';
+	return true;
+}
+
+bool
+maestro_text_append_str(MaestroText *text, const char *str)
+{
+	return maestro_text_append(text, str, strlen(str));
+}
+
+bool
+maestro_text_append_char(MaestroText *text, char c)
+{
+	return maestro_text_append(text, &c, 1);
+}
+
+void
+maestro_text_free(MaestroText *text)
+{
+	if (text->data != NULL)
+		text->mem->free_fn(text->data);
+	text->data = NULL;
+	text->len = 0;
+	text->cap = 0;
+}
+
+/* ---------------------------------------------------------------------
+ * Characters
+ * ---------------------------------------------------------------------
+ */
+
+static bool
+is_ascii_space(unsigned char c)
+{
+	return c == ' ' || (c >= '\t' && c <= '\r');
+}
+
+static bool
+is_ascii_digit(unsigned char c)
+{
+	return c >= '0' && c <= '9';
+}
+
+static int
+hex_value(unsigned char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+static unsigned char
+ascii_lower(unsigned char c)
+{
+	return (c >= 'A' && c <= 'Z') ? (unsigned char) (c - 'A' + 'a') : c;
+}
+
+/* Does text begin with prefix (lower case), ignoring ASCII case? */
+static bool
+has_prefix_ci(const char *text, const char *prefix)
+{
+	for (; *prefix; text++, prefix++)
+	{
+		if (ascii_lower((unsigned char) *text) != (unsigned char) *prefix)
+			return false;		/* also where text ends */
+	}
+	return true;
+}
+
+/*
+ * Length of the well-formed UTF-8 character at s (at most avail bytes), or
+ * 0 if there is none: the rules of PostgreSQL's pg_utf8_islegal, with NUL
+ * rejected as pg_verify_mbstr does.
+ */
+static size_t
+utf8_char_length(const unsigned char *s, size_t avail)
+{
+	unsigned char c = s[0];
+	size_t		n;
+	size_t		i;
+	unsigned char lo = 0x80,
+				hi = 0xBF;
+
+	if (c == 0)
+		return 0;
+	if (c < 0x80)
+		return 1;
+	if (c >= 0xC2 && c <= 0xDF)
+		n = 2;
+	else if (c >= 0xE0 && c <= 0xEF)
+		n = 3;
+	else if (c >= 0xF0 && c <= 0xF4)
+		n = 4;
+	else
+		return 0;
+	if (avail < n)
+		return 0;
+	/* the second byte's range excludes overlongs, surrogates, > U+10FFFF */
+	if (c == 0xE0)
+		lo = 0xA0;
+	else if (c == 0xED)
+		hi = 0x9F;
+	else if (c == 0xF0)
+		lo = 0x90;
+	else if (c == 0xF4)
+		hi = 0x8F;
+	if (s[1] < lo || s[1] > hi)
+		return 0;
+	for (i = 2; i < n; i++)
+	{
+		if (s[i] < 0x80 || s[i] > 0xBF)
+			return 0;
+	}
+	return n;
+}
+
+bool
+maestro_utf8_is_valid(const char *bytes, size_t len)
+{
+	const unsigned char *s = (const unsigned char *) bytes;
+	size_t		i = 0;
+
+	while (i < len)
+	{
+		size_t		n = utf8_char_length(s + i, len - i);
+
+		if (n == 0)
+			return false;
+		i += n;
+	}
+	return true;
+}
+
+/* Append bytes with every byte that is not well-formed UTF-8 as '?'. */
+static bool
+append_utf8(MaestroText *out, const char *bytes, size_t len)
+{
+	const unsigned char *s = (const unsigned char *) bytes;
+	size_t		i = 0;
+
+	while (i < len)
+	{
+		size_t		start = i;
+
+		/* the longest well-formed run, copied at once */
+		while (i < len)
+		{
+			size_t		n = utf8_char_length(s + i, len - i);
+
+			if (n == 0)
+				break;
+			i += n;
+		}
+		if (!maestro_text_append(out, bytes + start, i - start))
+			return false;
+		if (i < len)
+		{
+			if (!maestro_text_append_char(out, '?'))
+				return false;
+			i++;
+		}
+	}
+	return true;
+}
+
+static bool
+append_utf8_str(MaestroText *out, const char *str)
+{
+	return append_utf8(out, str, strlen(str));
+}
+
+/* ---------------------------------------------------------------------
+ * uuids
+ * ---------------------------------------------------------------------
+ */
+
+/*
+ * Canonical 8-4-4-4-12 hex text; what uuid_out produces and what the API
+ * puts in its paths.
+ */
+bool
+maestro_uuid_is_canonical(const char *text)
+{
+	int			i;
+
+	if (text == NULL)
+		return false;
+	for (i = 0; i < 36; i++)
+	{
+		unsigned char c = (unsigned char) text[i];
+
+		if (i == 8 || i == 13 || i == 18 || i == 23)
+		{
+			if (c != '-')
+				return false;
+		}
+		else if (hex_value(c) < 0)
+			return false;		/* also where the text ends */
+	}
+	return text[36] == '\0';
+}
+
+/* Canonical uuid text, optionally in braces as the spec's pattern allows. */
+bool
+maestro_uuid_decode(const char *text, unsigned char uuid[16])
+{
+	char		canonical[37];
+	size_t		len;
+	int			i,
+				j;
+
+	if (text == NULL)
+		return false;
+	len = strlen(text);
+	if (len == 38 && text[0] == '{' && text[37] == '}')
+	{
+		text++;
+		len -= 2;
+	}
+	if (len != 36)
+		return false;
+	memcpy(canonical, text, 36);
+	canonical[36] = '\0';
+	if (!maestro_uuid_is_canonical(canonical))
+		return false;
+
+	for (i = 0, j = 0; i < 36; i++)
+	{
+		int			nibble;
+
+		if (canonical[i] == '-')
+			continue;
+		nibble = hex_value((unsigned char) canonical[i]);
+		if (j % 2 == 0)
+			uuid[j / 2] = (unsigned char) (nibble << 4);
+		else
+			uuid[j / 2] |= (unsigned char) nibble;
+		j++;
+	}
+	return true;
+}
+
+/* ---------------------------------------------------------------------
+ * RFC 3339 date-times
+ * ---------------------------------------------------------------------
+ */
+
+/* count digits exactly; on failure *p may have moved, the caller gives up */
+static bool
+read_digits(const char **p, int count, int *value)
+{
+	int			i;
+
+	*value = 0;
+	for (i = 0; i < count; i++)
+	{
+		if (!is_ascii_digit((unsigned char) **p))
+			return false;
+		*value = *value * 10 + (**p - '0');
+		(*p)++;
+	}
+	return true;
+}
+
+/* *p is c: step over it; otherwise stay (never past the end) */
+static bool
+read_char(const char **p, char c)
+{
+	if (**p != c)
+		return false;
+	(*p)++;
+	return true;
+}
+
+static int
+days_in_month(int year, int month)
+{
+	static const int days[12] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+	bool		leap = (year % 4 == 0) && (year % 100 != 0 || year % 400 == 0);
+
+	return (month == 2 && leap) ? 29 : days[month - 1];
+}
+
+/*
+ * RFC 3339 date-time, any number of fractional digits (the API sends 3 and
+ * 7; past the sixth they are dropped), the separator T, t or a space, and
+ * the offset Z, z, +hh:mm or +hhmm; a missing offset is taken as UTC.
+ * Nothing may follow. Parsed by hand so that malformed input is a false,
+ * never an error. Whether the instant fits a timestamp is the caller's
+ * question.
+ */
+bool
+maestro_rfc3339_decode(const char *text, MaestroDateTime *dt)
+{
+	const char *p = text;
+	MaestroDateTime v;
+
+	if (text == NULL)
+		return false;
+	memset(&v, 0, sizeof(v));
+	if (!read_digits(&p, 4, &v.year) || !read_char(&p, '-') ||
+		!read_digits(&p, 2, &v.month) || !read_char(&p, '-') ||
+		!read_digits(&p, 2, &v.day))
+		return false;
+	if (*p != 'T' && *p != 't' && *p != ' ')
+		return false;
+	p++;
+	if (!read_digits(&p, 2, &v.hour) || !read_char(&p, ':') ||
+		!read_digits(&p, 2, &v.minute) || !read_char(&p, ':') ||
+		!read_digits(&p, 2, &v.second))
+		return false;
+	if (*p == '.' || *p == ',')
+	{
+		int			scale = 100000;
+
+		p++;
+		if (!is_ascii_digit((unsigned char) *p))
+			return false;
+		while (is_ascii_digit((unsigned char) *p))
+		{
+			v.microsecond += (*p - '0') * scale;
+			scale /= 10;
+			p++;
+		}
+	}
+	if (*p == 'Z' || *p == 'z')
+		p++;
+	else if (*p == '+' || *p == '-')
+	{
+		int			sign = (*p == '-') ? -1 : 1;
+		int			hours,
+					minutes;
+
+		p++;
+		if (!read_digits(&p, 2, &hours))
+			return false;
+		if (*p == ':')
+			p++;
+		if (!read_digits(&p, 2, &minutes) || hours > 23 || minutes > 59)
+			return false;
+		v.offset_seconds = sign * (hours * 3600 + minutes * 60);
+	}
+	if (*p != '\0')
+		return false;
+
+	if (v.year < 1 || v.month < 1 || v.month > 12 || v.day < 1 ||
+		v.day > days_in_month(v.year, v.month) ||
+		v.hour > 23 || v.minute > 59 || v.second > 60)
+		return false;
+	*dt = v;
+	return true;
+}
+
+/* ---------------------------------------------------------------------
+ * JSON values
+ * ---------------------------------------------------------------------
+ */
+
+const cJSON *
+maestro_object_member(const cJSON *object, const char *key)
+{
+	if (!cJSON_IsObject(object))
+		return NULL;
+	return cJSON_GetObjectItemCaseSensitive(object, key);
+}
+
+/*
+ * The list in a list response: "data" as an array (the spec), "data" as an
+ * object wrapping the array under wrapper_key (SDK beta.1), the array
+ * under wrapper_key at the top, or a bare array.
+ */
+const cJSON *
+maestro_response_list(const cJSON *root, const char *wrapper_key)
+{
+	const cJSON *data;
+
+	if (cJSON_IsArray(root))
+		return root;
+	data = maestro_object_member(root, "data");
+	if (cJSON_IsArray(data))
+		return data;
+	if (wrapper_key != NULL)
+	{
+		const cJSON *inner = maestro_object_member(data, wrapper_key);
+
+		if (cJSON_IsArray(inner))
+			return inner;
+		inner = maestro_object_member(root, wrapper_key);
+		if (cJSON_IsArray(inner))
+			return inner;
+	}
+	return NULL;
+}
+
+/*
+ * An integral JSON number within int32. The range is tested before any
+ * conversion: casting a double outside the target type (1e300, inf, NaN)
+ * is undefined behaviour in C.
+ */
+bool
+maestro_number_to_int32(const cJSON *item, int32_t *value)
+{
+	double		d;
+
+	if (!cJSON_IsNumber(item))
+		return false;
+	d = item->valuedouble;
+	if (!(d >= -2147483648.0 && d <= 2147483647.0))
+		return false;			/* NaN fails this too */
+	if (d != (double) (int32_t) d)
+		return false;
+	*value = (int32_t) d;
+	return true;
+}
+
+/* An array whose every element is a string; [] is one. */
+bool
+maestro_is_string_array(const cJSON *item)
+{
+	const cJSON *element;
+
+	if (!cJSON_IsArray(item))
+		return false;
+	cJSON_ArrayForEach(element, item)
+	{
+		if (!cJSON_IsString(element) || element->valuestring == NULL)
+			return false;
+	}
+	return true;
+}
+
+/* ---------------------------------------------------------------------
+ * Error bodies
+ * ---------------------------------------------------------------------
+ */
+
+static const char *
+string_member(const cJSON *object, const char *key)
+{
+	const cJSON *item = maestro_object_member(object, key);
+
+	return cJSON_IsString(item) ? item->valuestring : NULL;
+}
+
+/*
+ * Visible text of a plain or HTML body: tags dropped, white space and
+ * control characters collapsed to one space, at most
+ * MAESTRO_MAX_MESSAGE_BYTES bytes (whole characters) and "..." when there
+ * was more; bytes that are not UTF-8 become '?'.
+ */
+static bool
+append_body_text(MaestroText *out, const char *body, size_t len, bool html)
+{
+	const unsigned char *s = (const unsigned char *) body;
+	size_t		base = out->len;
+	size_t		i = 0;
+	bool		in_tag = false;
+	bool		space = false;
+
+	while (i < len && out->len - base < MAESTRO_MAX_MESSAGE_BYTES)
+	{
+		unsigned char c = s[i];
+		size_t		n;
+
+		if (html && c == '<')
+			in_tag = true;
+		if (in_tag)
+		{
+			if (c == '>')
+			{
+				in_tag = false;
+				space = out->len > base;
+			}
+			i++;
+			continue;
+		}
+		if (is_ascii_space(c) || c < 0x20 || c == 0x7f)
+		{
+			space = out->len > base;
+			i++;
+			continue;
+		}
+		if (space && !maestro_text_append_char(out, ' '))
+			return false;
+		space = false;
+		n = utf8_char_length(s + i, len - i);
+		if (n == 0)
+		{
+			if (!maestro_text_append_char(out, '?'))
+				return false;
+			i++;
+		}
+		else
+		{
+			if (!maestro_text_append(out, body + i, n))
+				return false;
+			i += n;
+		}
+	}
+	if (i < len)
+		return maestro_text_append_str(out, "...");
+	return !out->failed;
+}
+
+/* The RFC 9457 errors[] list: " (target: message [CODE]; ...)". */
+static bool
+append_problem_errors(MaestroText *out, const cJSON *errors)
+{
+	const cJSON *entry;
+	int			n = 0;
+
+	if (!cJSON_IsArray(errors))
+		return true;
+	cJSON_ArrayForEach(entry, errors)
+	{
+		const char *code = string_member(entry, "code");
+		const char *message = string_member(entry, "message");
+		const char *target = string_member(entry, "target");
+
+		if (n++ >= MAESTRO_MAX_LISTED_ERRORS)
+		{
+			maestro_text_append_str(out, "; ...");
+			break;
+		}
+		maestro_text_append_str(out, n == 1 ? " (" : "; ");
+		if (target)
+		{
+			append_utf8_str(out, target);
+			maestro_text_append_str(out, ": ");
+		}
+		append_utf8_str(out, message ? message : "(no message)");
+		if (code)
+		{
+			maestro_text_append_str(out, " [");
+			append_utf8_str(out, code);
+			maestro_text_append_char(out, ']');
+		}
+		if (out->failed)
+			return false;
+	}
+	if (n > 0)
+		maestro_text_append_char(out, ')');
+	return !out->failed;
+}
+
+/* "first: second" */
+static bool
+append_pair(MaestroText *out, const char *first, const char *second)
+{
+	append_utf8_str(out, first);
+	maestro_text_append_str(out, ": ");
+	append_utf8_str(out, second);
+	return !out->failed;
+}
+
+/*
+ * The API's own words for what went wrong, whatever shape the body has:
+ * RFC 9457 problem details (title, detail, errors[]), Maestro's {error,
+ * code}, OAuth's {error, error_description}, eSignature's {errorCode,
+ * message}, {message}, plain text, or HTML with its tags dropped. It
+ * branches on the body, not on the Content-Type, which the API does not
+ * keep consistent; content_type only helps to spot HTML. The message is
+ * cut to MAESTRO_MAX_MESSAGE_BYTES (on a character boundary) plus "...".
+ */
+bool
+maestro_error_text(const char *body, size_t len, const char *content_type,
+				   const cJSON *root, MaestroText *out)
+{
+	size_t		start = out->len;
+
+	if (out->failed)
+		return false;
+	if (body == NULL)
+		len = 0;
+	if (len == 0)
+		maestro_text_append_str(out, "(empty response body)");
+	else if (cJSON_IsObject(root))
+	{
+		const char *title = string_member(root, "title");
+		const char *detail = string_member(root, "detail");
+		const char *error = string_member(root, "error");
+		const char *description = string_member(root, "error_description");
+		const char *error_code = string_member(root, "errorCode");
+		const char *message = string_member(root, "message");
+
+		if (title || detail)
+		{
+			/* RFC 9457 problem details */
+			if (title && detail)
+				append_pair(out, title, detail);
+			else
+				append_utf8_str(out, title ? title : detail);
+			append_problem_errors(out, maestro_object_member(root, "errors"));
+		}
+		else if (error && description)
+			append_pair(out, error, description);	/* OAuth */
+		else if (error)
+			append_utf8_str(out, error);	/* Maestro {error, code} */
+		else if (error_code && message)
+			append_pair(out, error_code, message);	/* eSignature */
+		else if (message)
+			append_utf8_str(out, message);
+		else
+			append_body_text(out, body, len, false);
+	}
+	else
+	{
+		bool		html = (content_type && strstr(content_type, "html") != NULL) ||
+			body[0] == '<';
+
+		append_body_text(out, body, len, html);
+	}
+	if (out->failed)
+		return false;
+	/* an HTML page with nothing outside its tags, or only white space */
+	if (out->len == start)
+		maestro_text_append_str(out, "(no text in the response body)");
+	if (out->failed)
+		return false;
+
+	if (out->len - start > MAESTRO_MAX_MESSAGE_BYTES)
+	{
+		size_t		cut = start + MAESTRO_MAX_MESSAGE_BYTES;
+
+		/* never split a character: back up to the start of the one cut */
+		while (cut > start && ((unsigned char) out->data[cut] & 0xC0) == 0x80)
+			cut--;
+		out->data[cut] = '\0';
+		out->len = cut;
+		maestro_text_append_str(out, "...");
+	}
+	return !out->failed;
+}
+
+/* ---------------------------------------------------------------------
+ * Redaction
+ * ---------------------------------------------------------------------
+ */
+
+/* where a URL in running text ends */
+static bool
+ends_url(char c)
+{
+	return c == '\0' || is_ascii_space((unsigned char) c) || c == '"' || c == '\'' ||
+		c == '<' || c == '>';
+}
+
+/*
+ * Remove what must never reach a log: the query string of any URL (an
+ * instance_url carries the mtsec secret in it) becomes "?<redacted>", and
+ * "Bearer" with the blanks and token after it becomes "Bearer <redacted>".
+ * Everything else is copied byte for byte.
+ */
+bool
+maestro_redact_text(const char *text, MaestroText *out)
+{
+	const char *p = text;
+
+	if (out->failed)
+		return false;
+	if (text == NULL)
+		return true;
+	while (*p)
+	{
+		if (has_prefix_ci(p, "http://") || has_prefix_ci(p, "https://"))
+		{
+			const char *from = p;
+
+			/* copy the URL up to its query, drop the query */
+			while (!ends_url(*p) && *p != '?')
+				p++;
+			maestro_text_append(out, from, (size_t) (p - from));
+			if (*p == '?')
+			{
+				maestro_text_append_str(out, "?<redacted>");
+				while (!ends_url(*p))
+					p++;
+			}
+		}
+		else if (has_prefix_ci(p, "bearer") && (p[6] == ' ' || p[6] == '\t'))
+		{
+			/* "Bearer <redacted>", however many blanks stood before the token */
+			maestro_text_append(out, p, 6);
+			maestro_text_append_str(out, " <redacted>");
+			p += 6;
+			while (*p == ' ' || *p == '\t')
+				p++;
+			while (*p && !is_ascii_space((unsigned char) *p) && *p != '"' && *p != '\'')
+				p++;
+		}
+		else
+		{
+			const char *from = p++;
+
+			/* up to where a URL or "bearer" could begin */
+			while (*p && *p != 'h' && *p != 'H' && *p != 'b' && *p != 'B')
+				p++;
+			maestro_text_append(out, from, (size_t) (p - from));
+		}
+		if (out->failed)
+			return false;
+	}
+	return true;
+}

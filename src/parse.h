@@ -1,0 +1,112 @@
+/*-------------------------------------------------------------------------
+ *
+ * parse.h
+ *		What a byte sequence from Maestro means, without the PostgreSQL
+ *		backend: uuid text, RFC 3339 timestamps, JSON numbers and string
+ *		arrays, the list in a list response, the error body's message, and
+ *		the redaction of secrets.
+ *
+ * This header and parse.c use only libc and cJSON, so that the same code
+ * is compiled into the extension (convert.c and errors.c wrap it) and into
+ * the fuzzer in test/fuzz/, which runs without a server. It must never
+ * include a PostgreSQL header.
+ *
+ * Nothing here raises or exits. Functions that build text write into a
+ * MaestroText, whose memory comes from an allocator the caller injects
+ * (palloc_extended without OOM errors in the extension, malloc in the
+ * fuzzer); when an allocation fails they return false and the caller
+ * decides what to report.
+ *
+ * src/parse.h
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef MAESTRO_PARSE_H
+#define MAESTRO_PARSE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cjson/cJSON.h>
+
+/* Longest message taken from an error body, in bytes, before "..." */
+#define MAESTRO_MAX_MESSAGE_BYTES 500
+/* How many entries of an RFC 9457 errors[] list are quoted */
+#define MAESTRO_MAX_LISTED_ERRORS 10
+
+/*
+ * Where a MaestroText's memory comes from. alloc_fn and free_fn are
+ * required; realloc_fn may be NULL (then growing copies). None may raise
+ * or longjmp: out of memory is a NULL result.
+ */
+typedef struct MaestroAllocator
+{
+	void	   *(*alloc_fn) (size_t size);
+	void	   *(*realloc_fn) (void *ptr, size_t size);
+	void		(*free_fn) (void *ptr);
+} MaestroAllocator;
+
+/*
+ * A growable NUL-terminated string. After maestro_text_init, data is
+ * never NULL unless failed is set; once failed, appends do nothing.
+ */
+typedef struct MaestroText
+{
+	char	   *data;
+	size_t		len;			/* bytes before the terminating NUL */
+	size_t		cap;			/* bytes allocated */
+	bool		failed;			/* an allocation failed */
+	const MaestroAllocator *mem;
+} MaestroText;
+
+extern bool maestro_text_init(MaestroText *text, const MaestroAllocator *mem);
+extern bool maestro_text_append(MaestroText *text, const char *bytes, size_t len);
+extern bool maestro_text_append_str(MaestroText *text, const char *str);
+extern bool maestro_text_append_char(MaestroText *text, char c);
+extern void maestro_text_free(MaestroText *text);
+
+/* UTF-8 as PostgreSQL accepts it: no NUL, no surrogates, nothing overlong */
+extern bool maestro_utf8_is_valid(const char *bytes, size_t len);
+
+/* uuid text: 8-4-4-4-12 hex digits, either case */
+extern bool maestro_uuid_is_canonical(const char *text);
+/* canonical uuid text, or the same in braces; false leaves uuid untouched */
+extern bool maestro_uuid_decode(const char *text, unsigned char uuid[16]);
+
+/*
+ * An RFC 3339 date-time in its parts, as written (not normalised to UTC).
+ * second may be 60 (a leap second).
+ */
+typedef struct MaestroDateTime
+{
+	int			year;			/* 1..9999 */
+	int			month;			/* 1..12 */
+	int			day;			/* 1..days in that month */
+	int			hour;			/* 0..23 */
+	int			minute;			/* 0..59 */
+	int			second;			/* 0..60 */
+	int			microsecond;	/* 0..999999; digits past the sixth dropped */
+	int			offset_seconds; /* east of UTC: "+02:00" is 7200; none is 0 */
+} MaestroDateTime;
+
+extern bool maestro_rfc3339_decode(const char *text, MaestroDateTime *dt);
+
+/* JSON values */
+extern const cJSON *maestro_object_member(const cJSON *object, const char *key);
+extern const cJSON *maestro_response_list(const cJSON *root, const char *wrapper_key);
+extern bool maestro_number_to_int32(const cJSON *item, int32_t *value);
+extern bool maestro_is_string_array(const cJSON *item);
+
+/*
+ * The API's own words in an error body, whatever its shape; root is the
+ * body parsed as JSON, or NULL when it is not (valid UTF-8) JSON. The
+ * message is appended to out, unredacted, and is valid UTF-8.
+ */
+extern bool maestro_error_text(const char *body, size_t len, const char *content_type,
+							   const cJSON *root, MaestroText *out);
+
+/* text with URL query strings and bearer tokens replaced, appended to out */
+extern bool maestro_redact_text(const char *text, MaestroText *out);
+
+#endif							/* MAESTRO_PARSE_H */

@@ -1,0 +1,514 @@
+/*-------------------------------------------------------------------------
+ *
+ * fuzz_parsers.c
+ *		libFuzzer target for what maestro makes of a hostile response body:
+ *		the JSON-to-row conversions and the error-body parser, through
+ *		src/parse.c, without a server.
+ *
+ * Each input is used three ways:
+ *
+ *	1. as a 2xx body: parsed by cJSON and, if an object or array, walked
+ *	   as functions.c and worker.c walk workflow lists, instance lists and
+ *	   single instances (every column: uuid, text, RFC 3339 timestamps,
+ *	   int32, string arrays, nested objects printed for jsonb), trigger
+ *	   requirements (trigger-input rows) and the trigger response;
+ *	2. as an error body: the message extracted with no Content-Type, with
+ *	   text/html and with application/problem+json, then redacted; also
+ *	   with allocators that fail part way;
+ *	3. as one string: through the RFC 3339 and uuid parsers.
+ *
+ * Beyond "no crash, no leak, no undefined behaviour", it checks what the
+ * callers rely on and aborts (a crash libFuzzer reports) when it fails:
+ * messages are valid UTF-8, at most 503 bytes, and keep no URL query or
+ * bearer token; decoded timestamps and uuids are in range and round-trip;
+ * cJSON's printed jsonb text parses again.
+ *
+ * test/fuzz/fuzz_parsers.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+
+#include "parse.h"
+
+#define CHECK(cond) \
+	do { \
+		if (!(cond)) \
+		{ \
+			fprintf(stderr, "fuzz_parsers: check failed at %s:%d: %s\n", \
+					__FILE__, __LINE__, #cond); \
+			abort(); \
+		} \
+	} while (0)
+
+/* ---------------------------------------------------------------------
+ * Allocators: plain malloc, and one that fails after a number of calls
+ * ---------------------------------------------------------------------
+ */
+
+static void *
+plain_alloc(size_t size)
+{
+	return malloc(size);
+}
+
+static void *
+plain_realloc(void *ptr, size_t size)
+{
+	return realloc(ptr, size);
+}
+
+static void
+plain_free(void *ptr)
+{
+	free(ptr);
+}
+
+static const MaestroAllocator plain = {plain_alloc, plain_realloc, plain_free};
+/* no realloc_fn: MaestroText grows by copying */
+static const MaestroAllocator plain_no_realloc = {plain_alloc, NULL, plain_free};
+
+static int	failing_budget;
+
+static void *
+failing_alloc(size_t size)
+{
+	if (failing_budget-- <= 0)
+		return NULL;
+	return malloc(size);
+}
+
+static void *
+failing_realloc(void *ptr, size_t size)
+{
+	if (failing_budget-- <= 0)
+		return NULL;
+	return realloc(ptr, size);
+}
+
+static const MaestroAllocator failing = {failing_alloc, failing_realloc, plain_free};
+
+/* ---------------------------------------------------------------------
+ * Column conversions, as convert.c does them
+ * ---------------------------------------------------------------------
+ */
+
+/* the sink keeps the compiler from dropping what is computed */
+static volatile size_t sink;
+
+static int
+hex_digit_value(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+/* A decoded uuid is the text's hex digits, in order. */
+static void
+check_uuid(const char *text)
+{
+	unsigned char uuid[16];
+	const char *s;
+	int			i,
+				j;
+
+	if (!maestro_uuid_decode(text, uuid))
+		return;
+	s = (text[0] == '{') ? text + 1 : text;
+	CHECK(strlen(s) == ((text[0] == '{') ? 37u : 36u));
+	CHECK(maestro_uuid_is_canonical(text) == (text[0] != '{'));
+	for (i = 0, j = 0; i < 36; i++)
+	{
+		if (i == 8 || i == 13 || i == 18 || i == 23)
+		{
+			CHECK(s[i] == '-');
+			continue;
+		}
+		CHECK(hex_digit_value(s[i]) == ((j % 2 == 0) ? uuid[j / 2] >> 4 : uuid[j / 2] & 0xF));
+		j++;
+	}
+}
+
+static void
+check_timestamp(const char *text)
+{
+	MaestroDateTime dt;
+
+	if (!maestro_rfc3339_decode(text, &dt))
+		return;
+	CHECK(dt.year >= 1 && dt.year <= 9999);
+	CHECK(dt.month >= 1 && dt.month <= 12);
+	CHECK(dt.day >= 1 && dt.day <= 31);
+	CHECK(dt.hour >= 0 && dt.hour <= 23);
+	CHECK(dt.minute >= 0 && dt.minute <= 59);
+	CHECK(dt.second >= 0 && dt.second <= 60);
+	CHECK(dt.microsecond >= 0 && dt.microsecond <= 999999);
+	CHECK(dt.offset_seconds >= -(23 * 3600 + 59 * 60) &&
+		  dt.offset_seconds <= 23 * 3600 + 59 * 60);
+	CHECK(dt.offset_seconds % 60 == 0);
+}
+
+/* maestro_json_to_text: strings, numbers (printed by cJSON) and booleans */
+static void
+column_text(const cJSON *item)
+{
+	if (cJSON_IsString(item))
+		sink += strlen(item->valuestring);
+	else if (cJSON_IsNumber(item))
+	{
+		char	   *printed = cJSON_PrintUnformatted(item);
+
+		if (printed != NULL)
+		{
+			sink += strlen(printed);
+			free(printed);
+		}
+	}
+	else if (cJSON_IsBool(item))
+		sink += cJSON_IsTrue(item);
+}
+
+static void
+column_uuid(const cJSON *item)
+{
+	if (cJSON_IsString(item))
+		check_uuid(item->valuestring);
+}
+
+static void
+column_timestamptz(const cJSON *item)
+{
+	if (cJSON_IsString(item))
+		check_timestamp(item->valuestring);
+}
+
+static void
+column_int4(const cJSON *item)
+{
+	int32_t		value;
+
+	if (maestro_number_to_int32(item, &value))
+	{
+		CHECK(cJSON_IsNumber(item));
+		CHECK((double) value == item->valuedouble);
+		sink += (size_t) value;
+	}
+}
+
+static void
+column_text_array(const cJSON *item)
+{
+	const cJSON *element;
+
+	if (!maestro_is_string_array(item))
+		return;
+	cJSON_ArrayForEach(element, item)
+		sink += strlen(element->valuestring);
+}
+
+/*
+ * maestro_json_to_jsonb: any value but null, printed by cJSON for jsonb_in.
+ * What cJSON prints must be JSON again, or jsonb_in would reject it.
+ */
+static void
+column_jsonb(const cJSON *item)
+{
+	char	   *printed;
+	cJSON	   *again;
+
+	if (item == NULL || cJSON_IsNull(item))
+		return;
+	printed = cJSON_PrintUnformatted(item);
+	if (printed == NULL)
+		return;					/* out of memory: an ERROR in maestro */
+	again = cJSON_Parse(printed);
+	CHECK(again != NULL);
+	cJSON_Delete(again);
+	free(printed);
+}
+
+/* ---------------------------------------------------------------------
+ * Rows, as functions.c and worker.c build them
+ * ---------------------------------------------------------------------
+ */
+
+static void
+workflow_row(const cJSON *wf)
+{
+	const cJSON *meta = maestro_object_member(wf, "metadata");
+
+	column_uuid(maestro_object_member(wf, "id"));
+	column_text(maestro_object_member(wf, "name"));
+	column_uuid(maestro_object_member(wf, "account_id"));
+	column_text(maestro_object_member(wf, "status"));
+	column_timestamptz(maestro_object_member(meta, "created_at"));
+	column_text(maestro_object_member(meta, "created_by"));
+	column_timestamptz(maestro_object_member(meta, "modified_at"));
+	column_text(maestro_object_member(meta, "modified_by"));
+	column_jsonb(wf);
+}
+
+static void
+instance_row(const cJSON *inst)
+{
+	const cJSON *inputs = maestro_object_member(inst, "trigger_inputs");
+
+	if (inputs == NULL)
+		inputs = maestro_object_member(inst, "trigger_input");
+	column_uuid(maestro_object_member(inst, "id"));
+	column_text(maestro_object_member(inst, "name"));
+	column_text(maestro_object_member(inst, "workflow_status"));
+	column_uuid(maestro_object_member(inst, "template_id"));
+	column_uuid(maestro_object_member(inst, "account_id"));
+	column_timestamptz(maestro_object_member(inst, "started_at"));
+	column_text(maestro_object_member(inst, "started_by"));
+	column_text(maestro_object_member(inst, "started_by_name"));
+	column_text(maestro_object_member(inst, "started_by_role"));
+	column_timestamptz(maestro_object_member(inst, "ended_at"));
+	column_timestamptz(maestro_object_member(inst, "expires_at"));
+	column_timestamptz(maestro_object_member(inst, "last_modified_at"));
+	column_timestamptz(maestro_object_member(inst, "canceled_at"));
+	column_text(maestro_object_member(inst, "canceled_by"));
+	column_jsonb(inputs);
+	column_int4(maestro_object_member(inst, "total_steps"));
+	column_int4(maestro_object_member(inst, "last_completed_step"));
+	column_text(maestro_object_member(inst, "last_completed_step_name"));
+	column_text_array(maestro_object_member(inst, "tags"));
+	column_jsonb(maestro_object_member(inst, "metadata"));
+	column_jsonb(inst);
+}
+
+static void
+walk_list(const cJSON *root, const char *wrapper_key, void (*row) (const cJSON *))
+{
+	const cJSON *list = maestro_response_list(root, wrapper_key);
+	const cJSON *element;
+
+	if (list == NULL)
+		return;					/* an ERROR in maestro: no list */
+	CHECK(cJSON_IsArray(list));
+	cJSON_ArrayForEach(element, list)
+	{
+		if (cJSON_IsObject(element))
+			row(element);
+	}
+}
+
+/* maestro_trigger_inputs: one row per element of trigger_input_schema */
+static void
+trigger_input_rows(const cJSON *root)
+{
+	const cJSON *fields = maestro_object_member(root, "trigger_input_schema");
+	const cJSON *field;
+
+	cJSON_ArrayForEach(field, fields)
+	{
+		column_text(maestro_object_member(field, "field_name"));
+		column_text(maestro_object_member(field, "field_data_type"));
+		column_jsonb(maestro_object_member(field, "default_value"));
+	}
+}
+
+/* maestro_trigger's row and the worker's reading of the same response */
+static void
+trigger_response(const cJSON *root)
+{
+	const cJSON *id = maestro_object_member(root, "instance_id");
+	const cJSON *url = maestro_object_member(root, "instance_url");
+
+	column_uuid(id);
+	column_text(url);
+	if (cJSON_IsString(id))
+		sink += maestro_uuid_is_canonical(id->valuestring);
+}
+
+static void
+walk_body(const cJSON *root)
+{
+	if (!cJSON_IsObject(root) && !cJSON_IsArray(root))
+		return;
+	walk_list(root, "workflows", workflow_row);
+	walk_list(root, "instances", instance_row);
+	if (cJSON_IsObject(root))
+	{
+		instance_row(root);		/* maestro_instance */
+		workflow_row(root);
+		trigger_input_rows(root);
+		trigger_response(root);
+	}
+	column_jsonb(root);			/* maestro_trigger_requirements */
+}
+
+/* ---------------------------------------------------------------------
+ * Error messages and redaction
+ * ---------------------------------------------------------------------
+ */
+
+static bool
+starts_with_ci(const char *s, const char *prefix)
+{
+	for (; *prefix; s++, prefix++)
+	{
+		char		c = *s;
+
+		if (c >= 'A' && c <= 'Z')
+			c = (char) (c - 'A' + 'a');
+		if (c != *prefix)
+			return false;
+	}
+	return true;
+}
+
+static bool
+url_ends(char c)
+{
+	return c == '\0' || c == ' ' || (c >= '\t' && c <= '\r') || c == '"' ||
+		c == '\'' || c == '<' || c == '>';
+}
+
+/*
+ * Redacted text keeps no query string (a '?' in a URL is only ever the
+ * one before "<redacted>") and no bearer token.
+ */
+static void
+check_redacted(const char *text)
+{
+	const char *p = text;
+
+	while (*p)
+	{
+		if (starts_with_ci(p, "http://") || starts_with_ci(p, "https://"))
+		{
+			while (!url_ends(*p))
+			{
+				if (*p == '?')
+					CHECK(url_ends(p[1]) && strncmp(p + 1, "<redacted>", 10) == 0);
+				p++;
+			}
+		}
+		else if (starts_with_ci(p, "bearer") && (p[6] == ' ' || p[6] == '\t'))
+		{
+			CHECK(strncmp(p + 6, " <redacted>", 11) == 0);
+			p += 17;
+		}
+		else
+			p++;
+	}
+}
+
+static void
+redact(const char *text, const MaestroAllocator *mem)
+{
+	MaestroText out;
+
+	if (!maestro_text_init(&out, mem))
+		return;
+	if (maestro_redact_text(text, &out))
+	{
+		CHECK(out.len == strlen(out.data));
+		check_redacted(out.data);
+		if (maestro_utf8_is_valid(text, strlen(text)))
+			CHECK(maestro_utf8_is_valid(out.data, out.len));
+	}
+	maestro_text_free(&out);
+}
+
+static void
+error_message(const char *body, size_t len, const char *content_type, const cJSON *root)
+{
+	MaestroText out;
+	MaestroText again;
+	int			budget;
+
+	CHECK(maestro_text_init(&out, &plain));
+	CHECK(maestro_error_text(body, len, content_type, root, &out));
+	/* empty when an HTML page has no text outside its tags */
+	CHECK(out.len <= MAESTRO_MAX_MESSAGE_BYTES + 3);
+	CHECK(out.len == strlen(out.data));
+	CHECK(maestro_utf8_is_valid(out.data, out.len));
+	redact(out.data, &plain);
+
+	/* growing by copying gives the same text */
+	CHECK(maestro_text_init(&again, &plain_no_realloc));
+	CHECK(maestro_error_text(body, len, content_type, root, &again));
+	CHECK(again.len == out.len && memcmp(again.data, out.data, out.len) == 0);
+	maestro_text_free(&again);
+
+	/* allocation failing part way: false, or the same text; never a crash */
+	for (budget = 0; budget < 4; budget++)
+	{
+		failing_budget = budget;
+		if (!maestro_text_init(&again, &failing))
+			continue;
+		if (maestro_error_text(body, len, content_type, root, &again))
+			CHECK(again.len == out.len && memcmp(again.data, out.data, out.len) == 0);
+		else
+			CHECK(again.failed);
+		maestro_text_free(&again);
+		failing_budget = budget;
+		redact(out.data, &failing);
+	}
+	maestro_text_free(&out);
+}
+
+/* ---------------------------------------------------------------------
+ * The entry points
+ * ---------------------------------------------------------------------
+ */
+
+int			LLVMFuzzerInitialize(int *argc, char ***argv);
+int			LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+int
+LLVMFuzzerInitialize(int *argc, char ***argv)
+{
+	cJSON_Hooks hooks = {malloc, free};
+
+	(void) argc;
+	(void) argv;
+	cJSON_InitHooks(&hooks);
+	return 0;
+}
+
+int
+LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	/* a response body as http.c hands it on: NUL-terminated after size */
+	char	   *body = malloc(size + 1);
+	cJSON	   *root;
+	bool		utf8;
+
+	if (body == NULL)
+		return 0;
+	memcpy(body, data, size);
+	body[size] = '\0';
+
+	/* 1. a 2xx body */
+	root = cJSON_ParseWithLength(body, size);
+	walk_body(root);
+
+	/* 2. an error body; json.c hands on a parse only of valid UTF-8 */
+	utf8 = maestro_utf8_is_valid(body, size);
+	error_message(body, size, NULL, utf8 ? root : NULL);
+	error_message(body, size, "text/html; charset=utf-8", utf8 ? root : NULL);
+	error_message(body, size, "application/problem+json", utf8 ? root : NULL);
+	redact(body, &plain);
+
+	/* 3. one string (up to the first NUL) */
+	check_timestamp(body);
+	check_uuid(body);
+
+	cJSON_Delete(root);
+	free(body);
+	return 0;
+}
