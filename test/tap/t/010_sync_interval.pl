@@ -6,6 +6,7 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use Time::HiRes qw(sleep);
 use MaestroTAP;
 
 start_simulator();
@@ -30,9 +31,18 @@ WHERE instance_id = 'b5500000-0000-4000-8000-000000000002' ORDER BY id DESC LIMI
 my $offset = log_offset($node);
 scalar_sql($node, "ALTER SERVER sim OPTIONS (SET base_url '" . sim_url() . "/_fault/status=503')");
 ok(wait_for($node, "SELECT 1", '1', 5), 'still answering');
-sleep 3;
-like(log_since($node, $offset), qr/maestro periodic sync failed: Maestro server error/,
-	'a failed sync is logged');
+# the sync's GETs are retried with backoff first: give it time
+my $logged = 0;
+for (1 .. 150)
+{
+	if (log_since($node, $offset) =~ /maestro periodic sync failed: Maestro server error/)
+	{
+		$logged = 1;
+		last;
+	}
+	sleep 0.1;
+}
+ok($logged, 'a failed sync is logged');
 ok(scalar(worker_pids($node)) == 1, 'the worker is still running');
 scalar_sql($node, "ALTER SERVER sim OPTIONS (SET base_url '" . sim_url() . "')");
 sim_post('/__sim/instances/b5500000-0000-4000-8000-000000000004/status',
