@@ -701,6 +701,22 @@ outcome_of(InFlight *f, CURLcode rc)
 }
 
 /*
+ * In a PG_CATCH block outside any transaction: the caught error's message
+ * (and hint), copied into keep, the error state cleared. The request it
+ * concerns records it; the worker goes on.
+ */
+static char *
+caught_error(MemoryContext keep)
+{
+	ErrorData  *edata;
+
+	MemoryContextSwitchTo(keep);
+	edata = CopyErrorData();
+	FlushErrorState();
+	return edata->hint ? psprintf("%s %s", edata->message, edata->hint) : edata->message;
+}
+
+/*
  * Before sending again a request that may already have reached Maestro,
  * look for its instance by name. Returns the outcome when that settles it
  * (found, or the look-up failed and the request waits), NULL to send.
@@ -736,14 +752,9 @@ look_up_sent(Claimed *c, MemoryContext keep)
 	}
 	PG_CATCH();
 	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(keep);
-		edata = CopyErrorData();
-		FlushErrorState();
 		result = retry_or_fail(c->id, c->attempts, 0,
 							   psprintf("could not look up whether an earlier send arrived: %s",
-										edata->message),
+										caught_error(keep)),
 							   true, -1);
 	}
 	PG_END_TRY();
@@ -768,14 +779,8 @@ prepare_token(Claimed *c, MemoryContext keep)
 	}
 	PG_CATCH();
 	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(keep);
-		edata = CopyErrorData();
-		FlushErrorState();
 		result = retry_or_fail(c->id, c->attempts, 0,
-							   psprintf("could not get an access token: %s%s%s", edata->message,
-										edata->hint ? " " : "", edata->hint ? edata->hint : ""),
+							   psprintf("could not get an access token: %s", caught_error(keep)),
 							   c->verify, -1);
 	}
 	PG_END_TRY();

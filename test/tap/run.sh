@@ -48,7 +48,8 @@ as_postgres() {
 
 WORK=$(mktemp -d /tmp/maestro-tap.XXXXXX)
 cp -r "$TOP/test/tap/t" "$TOP/test/tap/lib" "$WORK/"
-cp "$TOP/test/simulator/maestro_sim.py" "$TOP/test/bench/trigger_server.js" "$WORK/"
+cp "$TOP/test/simulator/maestro_sim.py" "$TOP/test/simulator/make_test_certs.sh" \
+	"$TOP/test/bench/trigger_server.js" "$WORK/"
 if [ "$(id -u)" = 0 ]; then
 	chown -R postgres:postgres "$WORK"
 fi

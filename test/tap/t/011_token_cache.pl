@@ -1,0 +1,63 @@
+# The JWT grant's token is shared: with maestro preloaded, every backend and
+# the worker use one token per user mapping, and of several backends that
+# need a new one at once only one asks the account server.
+use strict;
+use warnings;
+use IPC::Run;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use MaestroTAP;
+
+my $ik = '11111111-2222-4333-8444-555555555555';
+my $user = '0ccdbb0b-a72e-452f-95f0-9f19654cb620';
+my $certs = PostgreSQL::Test::Utils::tempdir();
+my $script = -f 'make_test_certs.sh' ? 'make_test_certs.sh' : "$ENV{MAESTRO_TOP}/test/simulator/make_test_certs.sh";
+is(system('bash', $script, $certs), 0, 'test keys made');
+my $key = slurp_file("$certs/jwt_private.pem");
+
+start_simulator('--oauth-public-key', "$certs/jwt_public.pem", '--integration-key', $ik,
+	'--oauth-user', $user, '--oauth-aud', '127.0.0.1', '--token-lifetime', '3600');
+my $node = maestro_node('tokens', no_setup => 1);
+my $url = sim_url();
+$node->safe_psql('postgres', qq{
+CREATE EXTENSION maestro;
+CREATE SERVER sim FOREIGN DATA WRAPPER maestro
+  OPTIONS (base_url '$url', auth_url '$url', account_id '$ACCOUNT');
+CREATE USER MAPPING FOR CURRENT_USER SERVER sim
+  OPTIONS (integration_key '$ik', user_id '$user', private_key '$key');});
+
+sub issued { return sim_json('/__sim/oauth/tokens')->{issued}; }
+
+# five backends, one after the other, and the worker
+for my $i (1 .. 5)
+{
+	is($node->safe_psql('postgres', 'SELECT count(*) FROM maestro_workflows()'), '3',
+		"backend $i calls the API");
+}
+$node->safe_psql('postgres', qq{
+SELECT maestro_trigger_async('$WF1', format('{"Name": "T%s", "Email": "t%s\@example.com"}', g, g)::jsonb,
+                             'token ' || g) FROM generate_series(1, 5) g;});
+ok(wait_for($node, "SELECT count(*) FROM maestro_trigger_requests WHERE state = 'done'", '5', 30),
+	'the worker sent five triggers');
+is(issued(), 1, 'one token served five backends and the worker');
+
+# a changed option makes a new token; four backends wanting it at once ask
+# once: the account server answers after 500 ms, so they all overlap with
+# the first one's request
+$node->safe_psql('postgres',
+	"ALTER SERVER sim OPTIONS (SET auth_url '$url/_fault/latency_ms=500')");
+my @runs;
+for my $i (1 .. 4)
+{
+	push @runs, IPC::Run::start(
+		[ 'psql', '-X', '-A', '-t', '-d', $node->connstr('postgres'), '-c',
+		  'SELECT count(*) FROM maestro_workflows()' ],
+		'>', \my $out, '2>', \my $err);
+}
+$_->finish for @runs;
+is(issued(), 2, 'four backends starting at once asked for one new token');
+is(sim_get('/__sim/count?path_contains=/oauth/token'), '2', 'the account server saw two requests in all');
+
+$node->stop;
+done_testing();
