@@ -74,7 +74,7 @@ maestro_json_to_uuid(const cJSON *item, bool *isnull)
  * RFC 3339 date-time (parse.c reads it) as a timestamptz: NULL-worthy
  * false when malformed or outside PostgreSQL's range, never an error.
  */
-bool
+static bool
 maestro_parse_rfc3339(const char *text, TimestampTz *result)
 {
 	MaestroDateTime dt;

@@ -105,14 +105,14 @@ refuse_rewind(void *userdata, curl_off_t offset, int origin)
 	return CURL_SEEKFUNC_FAIL;
 }
 
-bool
+static bool
 maestro_http_status_retryable(long status)
 {
 	return status == 429 || status == 502 || status == 503 || status == 504;
 }
 
 /* Transport failures after which a request may be sent again. */
-bool
+static bool
 maestro_http_transport_retryable(CURLcode rc)
 {
 	switch (rc)

@@ -133,8 +133,6 @@ extern bool maestro_is_uuid(const char *text);
 extern void maestro_http_execute(const MaestroConnection *conn,
 								 const MaestroRequest *req,
 								 MaestroResponse *resp);
-extern bool maestro_http_status_retryable(long status);
-extern bool maestro_http_transport_retryable(CURLcode rc);
 extern struct curl_slist *maestro_http_headers(const MaestroConnection *conn,
 											   const MaestroRequest *req);
 extern char *maestro_http_url(const MaestroConnection *conn, const MaestroRequest *req);
@@ -186,7 +184,6 @@ extern void maestro_check_trigger_args(FunctionCallInfo fcinfo, Jsonb **inputs,
 
 /* queue.c: the backends' side of the trigger queue */
 extern void maestro_queue_init(void);
-extern bool maestro_queue_available(void);
 extern void maestro_queue_wake(void);
 extern bool maestro_queue_claim_worker(void);
 extern bool maestro_queue_take_wake(void);
@@ -215,7 +212,6 @@ extern Datum maestro_json_to_timestamptz(const cJSON *item, bool *isnull);
 extern Datum maestro_json_to_int4(const cJSON *item, bool *isnull);
 extern Datum maestro_json_to_jsonb(const cJSON *item, bool *isnull);
 extern Datum maestro_json_to_text_array(const cJSON *item, bool *isnull);
-extern bool maestro_parse_rfc3339(const char *text, TimestampTz *result);
 extern const cJSON *maestro_json_list(const cJSON *root, const char *wrapper_key);
 
 #endif							/* MAESTRO_H */

@@ -140,7 +140,7 @@ maestro_queue_init(void)
 	RegisterBackgroundWorker(&launcher);
 }
 
-bool
+static bool
 maestro_queue_available(void)
 {
 	return queue_shared != NULL;
