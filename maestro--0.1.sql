@@ -176,6 +176,7 @@ COMMENT ON COLUMN maestro_trigger_requests.requested_by IS 'the role whose user 
 COMMENT ON COLUMN maestro_trigger_requests.instance_name IS 'the name sent to Maestro; it ends in [mq <id>-<tag>], by which the worker finds the instance after an uncertain send';
 COMMENT ON COLUMN maestro_trigger_requests.verify_before_send IS 'an earlier send may have reached Maestro: the worker looks the instance up by name before sending again';
 COMMENT ON COLUMN maestro_trigger_requests.instance_url IS 'the participant URL Maestro returned; it carries a secret';
+COMMENT ON COLUMN maestro_trigger_requests.sent_at IS 'when the last POST left; while state is sending, when the worker claimed the request';
 
 -- Rows are written only by the functions below, as the extension's owner;
 -- a role reads its own requests and nothing else.

@@ -87,6 +87,7 @@ typedef struct InFlight
 	char	   *url;
 	MaestroRequest req;
 	MaestroConnection *conn;	/* a copy, to drop a refused token */
+	TimestampTz started_at;		/* when the POST left */
 	long		rate_remaining; /* X-RateLimit-Remaining, -1 if absent */
 	long		rate_reset;		/* X-RateLimit-Reset (epoch s), -1 if absent */
 	struct InFlight *next;
@@ -130,6 +131,7 @@ typedef struct Outcome
 	char	   *instance_url;
 	long		retry_in_ms;	/* for queued */
 	bool		verify;
+	TimestampTz sent_at;		/* when its POST left; 0: not sent */
 } Outcome;
 
 static CURLM *multi = NULL;
@@ -306,7 +308,8 @@ prepare_plans(void)
 	char	   *table;
 	Oid			int4[1] = {INT4OID};
 	Oid			int8array[1] = {INT8ARRAYOID};
-	Oid			record_types[8] = {INT8OID, TEXTOID, INT4OID, TEXTOID, UUIDOID, TEXTOID, INT8OID, BOOLOID};
+	Oid			record_types[9] = {INT8OID, TEXTOID, INT4OID, TEXTOID, UUIDOID, TEXTOID, INT8OID, BOOLOID,
+	TIMESTAMPTZOID};
 
 	if (!OidIsValid(extension))
 		return false;
@@ -335,11 +338,11 @@ prepare_plans(void)
 								   " last_error = $4, instance_id = $5, instance_url = $6,"
 								   " next_attempt_at = CASE WHEN $7 IS NULL THEN next_attempt_at"
 								   "   ELSE now() + $7 * interval '1 millisecond' END,"
-								   " verify_before_send = $8,"
+								   " verify_before_send = $8, sent_at = coalesce($9, sent_at),"
 								   " done_at = CASE WHEN $2 IN ('done', 'failed') THEN now() END"
 								   " WHERE id = $1 AND state = 'sending'"
 								   " RETURNING workflow_id, instance_name, inputs", table),
-						  8, record_types);
+						  9, record_types);
 
 	/*
 	 * A started instance goes into the mirror at once, as In Progress (its
@@ -512,8 +515,8 @@ record(List *outcomes, MemoryContext keep)
 	foreach(cell, outcomes)
 	{
 		Outcome    *o = (Outcome *) lfirst(cell);
-		Datum		values[8];
-		char		nulls[8] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
+		Datum		values[9];
+		char		nulls[9] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
 
 		values[0] = Int64GetDatum(o->id);
 		values[1] = CStringGetTextDatum(o->state);
@@ -536,6 +539,9 @@ record(List *outcomes, MemoryContext keep)
 		if (strcmp(o->state, "queued") != 0)
 			nulls[6] = 'n';
 		values[7] = BoolGetDatum(o->verify);
+		values[8] = TimestampTzGetDatum(o->sent_at);
+		if (o->sent_at == 0)
+			nulls[8] = 'n';
 
 		SPI_execute_plan(record_plan, values, nulls, false, 0);
 		if (SPI_processed == 1 && strcmp(o->state, "queued") != 0)
@@ -850,6 +856,7 @@ start_send(Claimed *c)
 	f->next = in_flight;
 	in_flight = f;
 	in_flight_count++;
+	f->started_at = GetCurrentTimestamp();
 	maestro_stats_worker(1, 0, 0, 0, -1);
 	return true;
 }
@@ -890,7 +897,12 @@ collect(void)
 		if (msg->msg != CURLMSG_DONE)
 			continue;
 		curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **) &f);
-		outcomes = lappend(outcomes, outcome_of(f, msg->data.result));
+		{
+			Outcome    *o = outcome_of(f, msg->data.result);
+
+			o->sent_at = f->started_at;
+			outcomes = lappend(outcomes, o);
+		}
 		{
 			long		status = 0;
 			curl_off_t	total_us = 0;
