@@ -62,27 +62,19 @@ typedef struct TokenCache
 
 static TokenCache *shared_cache = NULL;
 static TokenCache *local_cache = NULL;
-static shmem_request_hook_type prev_shmem_request_hook = NULL;
-static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
-
-static void
-auth_shmem_request(void)
+/* maestro.c's shared-memory hooks call these (AddinShmemInitLock held) */
+void
+maestro_auth_shmem_request(void)
 {
-	if (prev_shmem_request_hook)
-		prev_shmem_request_hook();
 	RequestAddinShmemSpace(MAXALIGN(sizeof(TokenCache)));
 	RequestNamedLWLockTranche("maestro tokens", 1);
 }
 
-static void
-auth_shmem_startup(void)
+void
+maestro_auth_shmem_startup(void)
 {
 	bool		found;
 
-	if (prev_shmem_startup_hook)
-		prev_shmem_startup_hook();
-
-	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
 	shared_cache = ShmemInitStruct("maestro tokens", sizeof(TokenCache), &found);
 	if (!found)
 	{
@@ -90,17 +82,6 @@ auth_shmem_startup(void)
 		shared_cache->lock = &(GetNamedLWLockTranche("maestro tokens"))->lock;
 		ConditionVariableInit(&shared_cache->fetched);
 	}
-	LWLockRelease(AddinShmemInitLock);
-}
-
-/* Called from _PG_init while shared_preload_libraries is processed. */
-void
-maestro_auth_init(void)
-{
-	prev_shmem_request_hook = shmem_request_hook;
-	shmem_request_hook = auth_shmem_request;
-	prev_shmem_startup_hook = shmem_startup_hook;
-	shmem_startup_hook = auth_shmem_startup;
 }
 
 static TokenCache *

@@ -16,6 +16,9 @@
 #include <limits.h>
 
 #include "miscadmin.h"
+#include "storage/ipc.h"
+#include "storage/lwlock.h"
+#include "storage/shmem.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
 
@@ -34,6 +37,35 @@ int			maestro_retry_delay_ms = 1000;
 int			maestro_sync_interval_ms = 0;
 
 void		_PG_init(void);
+
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+
+/*
+ * The shared state of the token cache, the statistics and the trigger
+ * queue, requested and set up in one place.
+ */
+static void
+maestro_shmem_request(void)
+{
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+	maestro_auth_shmem_request();
+	maestro_stats_shmem_request();
+	maestro_queue_shmem_request();
+}
+
+static void
+maestro_shmem_startup(void)
+{
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	maestro_auth_shmem_startup();
+	maestro_stats_shmem_startup();
+	maestro_queue_shmem_startup();
+	LWLockRelease(AddinShmemInitLock);
+}
 
 void
 _PG_init(void)
@@ -155,8 +187,10 @@ _PG_init(void)
 
 	if (process_shared_preload_libraries_in_progress)
 	{
-		maestro_auth_init();
-		maestro_stats_init();
-		maestro_queue_init();
+		prev_shmem_request_hook = shmem_request_hook;
+		shmem_request_hook = maestro_shmem_request;
+		prev_shmem_startup_hook = shmem_startup_hook;
+		shmem_startup_hook = maestro_shmem_startup;
+		maestro_queue_register_launcher();
 	}
 }

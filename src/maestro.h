@@ -142,7 +142,8 @@ extern void maestro_http_configure(CURL *easy, const MaestroConnection *conn,
 								   char *errbuf);
 
 /* auth.c */
-extern void maestro_auth_init(void);
+extern void maestro_auth_shmem_request(void);
+extern void maestro_auth_shmem_startup(void);
 extern void maestro_auth_prepare(MaestroConnection *conn);
 extern void maestro_auth_forget(MaestroConnection *conn);
 extern bool maestro_private_key_is_valid(const char *pem);
@@ -183,7 +184,9 @@ extern void maestro_check_trigger_args(FunctionCallInfo fcinfo, Jsonb **inputs,
 									   char **instance_name);
 
 /* queue.c: the backends' side of the trigger queue */
-extern void maestro_queue_init(void);
+extern void maestro_queue_shmem_request(void);
+extern void maestro_queue_shmem_startup(void);
+extern void maestro_queue_register_launcher(void);
 extern void maestro_queue_wake(void);
 extern bool maestro_queue_claim_worker(void);
 extern bool maestro_queue_take_wake(void);
@@ -193,7 +196,8 @@ extern char *maestro_queue_table(void);
 extern char *maestro_extension_schema_name(void);
 
 /* stats.c */
-extern void maestro_stats_init(void);
+extern void maestro_stats_shmem_request(void);
+extern void maestro_stats_shmem_startup(void);
 extern void maestro_stats_record(Oid server_id, MaestroEndpoint endpoint, long status,
 								 double elapsed_ms, int retries, int rate_limit_waits,
 								 size_t bytes);

@@ -71,29 +71,22 @@ typedef struct MaestroQueueShared
 } MaestroQueueShared;
 
 static MaestroQueueShared *queue_shared = NULL;
-static shmem_request_hook_type prev_shmem_request_hook = NULL;
-static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 
 /* set when this transaction queued work; the commit callback acts on it */
 static bool wake_at_commit = false;
 
-static void
-queue_shmem_request(void)
+/* maestro.c's shared-memory hooks call these (AddinShmemInitLock held) */
+void
+maestro_queue_shmem_request(void)
 {
-	if (prev_shmem_request_hook)
-		prev_shmem_request_hook();
 	RequestAddinShmemSpace(MAXALIGN(sizeof(MaestroQueueShared)));
 }
 
-static void
-queue_shmem_startup(void)
+void
+maestro_queue_shmem_startup(void)
 {
 	bool		found;
 
-	if (prev_shmem_startup_hook)
-		prev_shmem_startup_hook();
-
-	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
 	queue_shared = ShmemInitStruct("maestro queue", sizeof(MaestroQueueShared), &found);
 	if (!found)
 	{
@@ -101,7 +94,6 @@ queue_shmem_startup(void)
 		SpinLockInit(&queue_shared->mutex);
 		queue_shared->worker_procno = -1;
 	}
-	LWLockRelease(AddinShmemInitLock);
 }
 
 static void
@@ -122,19 +114,14 @@ fill_worker(BackgroundWorker *worker, bool launcher)
 }
 
 /*
- * Called from _PG_init while shared_preload_libraries is processed: the
- * shared state, and a launcher that sends what a crash or shutdown left in
- * the queue as soon as the server is up.
+ * Called from _PG_init while shared_preload_libraries is processed: a
+ * launcher that sends what a crash or shutdown left in the queue as soon as
+ * the server is up.
  */
 void
-maestro_queue_init(void)
+maestro_queue_register_launcher(void)
 {
 	BackgroundWorker launcher;
-
-	prev_shmem_request_hook = shmem_request_hook;
-	shmem_request_hook = queue_shmem_request;
-	prev_shmem_startup_hook = shmem_startup_hook;
-	shmem_startup_hook = queue_shmem_startup;
 
 	fill_worker(&launcher, true);
 	RegisterBackgroundWorker(&launcher);

@@ -76,8 +76,6 @@ typedef struct MaestroStats
 
 static MaestroStats *shared_stats = NULL;
 static MaestroStats *local_stats = NULL;
-static shmem_request_hook_type prev_shmem_request_hook = NULL;
-static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 
 static void
 stats_clear(MaestroStats *stats)
@@ -93,39 +91,25 @@ stats_clear(MaestroStats *stats)
 	stats->reset_at = GetCurrentTimestamp();
 }
 
-static void
-stats_shmem_request(void)
+/* maestro.c's shared-memory hooks call these (AddinShmemInitLock held) */
+void
+maestro_stats_shmem_request(void)
 {
-	if (prev_shmem_request_hook)
-		prev_shmem_request_hook();
 	RequestAddinShmemSpace(MAXALIGN(sizeof(MaestroStats)));
 	RequestNamedLWLockTranche("maestro stats", 1);
 }
 
-static void
-stats_shmem_startup(void)
+void
+maestro_stats_shmem_startup(void)
 {
 	bool		found;
 
-	if (prev_shmem_startup_hook)
-		prev_shmem_startup_hook();
-	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
 	shared_stats = ShmemInitStruct("maestro stats", sizeof(MaestroStats), &found);
 	if (!found)
 	{
 		shared_stats->lock = &(GetNamedLWLockTranche("maestro stats"))->lock;
 		stats_clear(shared_stats);
 	}
-	LWLockRelease(AddinShmemInitLock);
-}
-
-void
-maestro_stats_init(void)
-{
-	prev_shmem_request_hook = shmem_request_hook;
-	shmem_request_hook = stats_shmem_request;
-	prev_shmem_startup_hook = shmem_startup_hook;
-	shmem_startup_hook = stats_shmem_startup;
 }
 
 static MaestroStats *
