@@ -28,7 +28,10 @@
 #include "utils/jsonb.h"
 #include "utils/timestamp.h"
 
-#define MAESTRO_VERSION "0.1"
+/* the Makefile passes default_version from maestro.control */
+#ifndef MAESTRO_VERSION
+#error "MAESTRO_VERSION must be defined (the Makefile takes it from maestro.control)"
+#endif
 #define MAESTRO_FDW_NAME "maestro"
 #define MAESTRO_DEFAULT_BASE_URL "https://api.docusign.com"
 
