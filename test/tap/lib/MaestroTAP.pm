@@ -11,6 +11,7 @@ use strict;
 use warnings;
 
 use Exporter 'import';
+use POSIX ();
 use File::Basename qw(dirname);
 use HTTP::Tiny;
 use IPC::Run;
@@ -27,6 +28,8 @@ our @EXPORT = qw(
   maestro_node maestro_setup scalar_sql wait_for wait_for_worker_exit
   worker_pids log_offset log_since states_of median percentile
   max_in_window max_overlap enqueue_batch check_exactly_once
+  cpu_seconds rss_anon_kb next_xid wal_lsn wal_bytes_since sim_fault_count
+  add_server
 );
 
 our $ACCOUNT = '7f09961a-42f9-4c2b-9d5e-3f1f0f6a2b10';
@@ -217,6 +220,75 @@ sub wait_for_worker_exit
 	return undef;
 }
 
+# What an operator watches: a process's CPU time (user + system, seconds,
+# from /proc/<pid>/stat), its anonymous resident memory (kB, from
+# /proc/<pid>/status), the next transaction id the cluster will assign
+# (read without assigning one) and the WAL insert position.
+my $clk_tck = POSIX::sysconf(POSIX::_SC_CLK_TCK()) || 100;
+
+sub cpu_seconds
+{
+	my ($pid) = @_;
+	open my $fh, '<', "/proc/$pid/stat" or return undef;
+	my $stat = <$fh>;
+	close $fh;
+	# the command name (field 2) may hold spaces: split after its ')'
+	$stat =~ s/^.*\)\s+//s;
+	my @f = split /\s+/, $stat;
+	# fields 14 and 15 (utime, stime) are the 12th and 13th after the name
+	return ($f[11] + $f[12]) / $clk_tck;
+}
+
+sub rss_anon_kb
+{
+	my ($pid) = @_;
+	open my $fh, '<', "/proc/$pid/status" or return undef;
+	while (<$fh>)
+	{
+		return $1 if /^RssAnon:\s+(\d+)\s+kB/;
+	}
+	return undef;
+}
+
+sub next_xid
+{
+	my ($node) = @_;
+	return $node->safe_psql('postgres', 'SELECT pg_snapshot_xmax(pg_current_snapshot())');
+}
+
+sub wal_lsn
+{
+	my ($node) = @_;
+	return $node->safe_psql('postgres', 'SELECT pg_current_wal_insert_lsn()');
+}
+
+sub wal_bytes_since
+{
+	my ($node, $lsn) = @_;
+	return $node->safe_psql('postgres', "SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '$lsn')");
+}
+
+# How many requests a simulator fault key has matched so far: counted when
+# a request arrives, before any latency_ms.
+sub sim_fault_count
+{
+	my ($key) = @_;
+	return sim_json('/__sim/faults')->{$key} // 0;
+}
+
+# A server (and the current user's mapping) at base_url sim_url() . $path.
+sub add_server
+{
+	my ($node, $name, $path, $db) = @_;
+	my $url = sim_url() . ($path // '');
+	$node->safe_psql($db // 'postgres', qq{
+CREATE SERVER $name FOREIGN DATA WRAPPER maestro
+  OPTIONS (base_url '$url', account_id '$ACCOUNT');
+CREATE USER MAPPING FOR CURRENT_USER SERVER $name OPTIONS (access_token 'sim-token');
+});
+	return;
+}
+
 sub log_offset { my ($node) = @_; return -s $node->logfile; }
 
 sub log_since
@@ -276,11 +348,13 @@ sub max_overlap
 	return $most;
 }
 
-# Queue $n requests named "$label <n>" in one transaction.
+# Queue $n requests named "$label <n>" in one transaction (to server
+# $server if given, else the only one).
 sub enqueue_batch
 {
-	my ($node, $label, $n) = @_;
-	$node->safe_psql('postgres', qq{
+	my ($node, $label, $n, $server) = @_;
+	my $set = $server ? "SET maestro.server = '$server';" : '';
+	$node->safe_psql('postgres', qq{$set
 SELECT count(maestro_trigger_async('$WF1', format('{"Name": "N%s", "Email": "n%s\@example.com"}', g, g)::jsonb,
                                    '$label ' || g))
 FROM generate_series(1, $n) g});

@@ -1,0 +1,91 @@
+# What an operator watches while the worker has nothing it may send: its
+# CPU, the transaction ids and the WAL it uses up.
+#
+# Defect 2 (issue 9): while pacing (rate_limit below max_concurrency, a
+# backlog queued) the worker claimed every ~10 ms, ~100 transactions a
+# second to send 10: a claim must happen when there is room to send.
+#
+# Defect 1: one request answered 429 with Retry-After: 60 and 20 more queued
+# for that server: the worker spun at 99% CPU, ~14,000 xids/s and ~16 MB/s
+# of WAL for the whole pause, sending nothing. Paused, it must be idle.
+use strict;
+use warnings;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use Time::HiRes qw(time sleep);
+use MaestroTAP;
+
+start_simulator();
+my $node = maestro_node('pause', conf => <<'EOC');
+maestro.rate_limit = 10
+maestro.max_concurrency = 16
+EOC
+
+# Sample the worker over a window of $secs seconds: CPU seconds, xids
+# assigned, WAL bytes written, and whether the same worker ran throughout.
+sub watch
+{
+	my ($secs) = @_;
+	my ($pid) = worker_pids($node);
+	my $cpu0 = cpu_seconds($pid);
+	my $xid0 = next_xid($node);
+	my $lsn0 = wal_lsn($node);
+	my $t0 = time;
+	sleep 0.2 while time < $t0 + $secs;
+	my $cpu1 = cpu_seconds($pid);
+	my $xids = next_xid($node) - $xid0;
+	my $wal = wal_bytes_since($node, $lsn0);
+	my $elapsed = time - $t0;
+	my ($pid1) = worker_pids($node);
+	return {
+		pid => $pid, same => (defined $pid1 && $pid1 == $pid), t0 => $t0, t1 => $t0 + $elapsed,
+		cpu => (defined $cpu1 ? $cpu1 - $cpu0 : -1) / $elapsed, xids => $xids / $elapsed,
+		wal => $wal / $elapsed, secs => $elapsed };
+}
+
+# --- defect 2: pacing ---------------------------------------------------------
+my $seq0 = sim_max_seq();
+enqueue_batch($node, 'paced', 80);
+ok(wait_for($node, "SELECT count(*) > 0 FROM maestro_trigger_requests WHERE state = 'done'", 't', 30),
+	'paced: the first requests are sent');
+my $w = watch(4);
+my @posts = grep { $_->{seq} > $seq0 && $_->{time} >= $w->{t0} && $_->{time} < $w->{t1} }
+  @{ sim_log(method => 'POST') };
+my $rate = @posts / $w->{secs};
+note sprintf('paced (rate_limit 10, max_concurrency 16): %.1f POSTs/s, %.1f xids/s, %.0f WAL bytes/s, worker CPU %.1f%%',
+	$rate, $w->{xids}, $w->{wal}, 100 * $w->{cpu});
+ok($w->{same}, 'paced: the same worker ran throughout');
+cmp_ok($rate, '>', 4, 'paced: requests were being sent during the window');
+cmp_ok($rate, '<=', 11, '... within the rate limit');
+# a claim and a record per request, with room to spare: not one every 10 ms
+cmp_ok($w->{xids}, '<', 3 * $rate + 5,
+	'paced: fewer than 3 transaction ids per request sent (no re-claim while waiting for a slot)');
+ok(wait_for($node, "SELECT count(*) FROM maestro_trigger_requests WHERE state = 'done'", '80', 60),
+	'paced: all 80 requests are done');
+
+# --- defect 1: a server paused by a 429 with Retry-After: 60 -------------------
+add_server($node, 'p', '/_fault/key=p429;status=429;retry_after=60;times=1;method=POST');
+enqueue_batch($node, 'paused first', 1, 'p');
+my $deadline = time + 30;
+sleep 0.05 while sim_fault_count('p429') < 1 && time < $deadline;
+ok(wait_for($node, "SELECT state || ' ' || http_status FROM maestro_trigger_requests WHERE instance_name LIKE 'paused first %'",
+	'queued 429', 30), 'paused: the first request got 429 and is queued again');
+$seq0 = sim_max_seq();
+enqueue_batch($node, 'paused more', 20, 'p');
+is(scalar_sql($node, "SELECT count(*) FROM maestro_trigger_requests WHERE instance_name LIKE 'paused more %'"),
+	'20', 'paused: 20 more requests are queued for the paused server');
+
+$w = watch(10);
+note sprintf('paused by Retry-After: 60 with 20 queued, over %.1f s: worker CPU %.1f%%, %.1f xids/s, %.0f WAL bytes/s',
+	$w->{secs}, 100 * $w->{cpu}, $w->{xids}, $w->{wal});
+ok($w->{same}, 'paused: the same worker ran throughout (it waits, it does not exit)');
+cmp_ok($w->{cpu}, '<', 0.10, 'paused: worker CPU below 10%');
+cmp_ok($w->{xids} * $w->{secs}, '<', 100, 'paused: fewer than 100 transaction ids in 10 s');
+cmp_ok($w->{wal} * $w->{secs}, '<', 1024 * 1024, 'paused: less than 1 MB of WAL in 10 s');
+is(scalar(grep { $_->{seq} > $seq0 && $_->{method} eq 'POST' } @{ sim_log() }), 0,
+	'paused: no POST went out during the pause');
+is(states_of($node, "instance_name LIKE 'paused %'")->{done} // 0, 0, 'paused: none of the 21 requests is done');
+
+$node->stop;
+done_testing();
