@@ -14,7 +14,9 @@ OBJS = \
 	src/functions.o \
 	src/queue.o \
 	src/stats.o \
-	src/worker.o
+	src/worker.o \
+	src/retention.o \
+	src/failover.o
 
 EXTENSION = maestro
 # The version has one source: default_version in maestro.control. Released

@@ -35,6 +35,8 @@ int			maestro_rate_limit = 15;
 int			maestro_max_attempts = 5;
 int			maestro_retry_delay_ms = 1000;
 int			maestro_sync_interval_ms = 0;
+int			maestro_request_retention_s = 7 * 24 * 3600;
+int			maestro_event_retention_s = 0;
 
 void		_PG_init(void);
 
@@ -181,6 +183,24 @@ _PG_init(void)
 							0, 0, INT_MAX,
 							PGC_SIGHUP,
 							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("maestro.request_retention",
+							"How long finished trigger requests (done or failed) are kept; 0 keeps them forever.",
+							"The worker deletes older ones, counted from done_at, in batches of 1,000.",
+							&maestro_request_retention_s,
+							7 * 24 * 3600, 0, INT_MAX,
+							PGC_SIGHUP,
+							GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("maestro.event_retention",
+							"How long rows of maestro_instance_events are kept; 0 keeps them forever.",
+							"The worker deletes older ones, counted from seen_at, in batches of 1,000.",
+							&maestro_event_retention_s,
+							0, 0, INT_MAX,
+							PGC_SIGHUP,
+							GUC_UNIT_S,
 							NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("maestro");

@@ -43,6 +43,8 @@ extern int	maestro_rate_limit;
 extern int	maestro_max_attempts;
 extern int	maestro_retry_delay_ms;
 extern int	maestro_sync_interval_ms;
+extern int	maestro_request_retention_s;
+extern int	maestro_event_retention_s;
 extern int	maestro_connect_timeout_ms;
 extern int	maestro_request_timeout_ms;
 extern int	maestro_max_response_kb;
@@ -197,6 +199,8 @@ extern bool maestro_queue_release_worker_if_idle(void);
 extern void maestro_queue_release_worker(int code, Datum arg);
 extern char *maestro_queue_table(void);
 extern char *maestro_extension_schema_name(void);
+extern void maestro_queue_run_as_owner(const char *sql, int nargs, Oid *types, Datum *values,
+									   const char *nulls, int expected);
 
 /* stats.c */
 extern void maestro_stats_shmem_request(void);
@@ -210,6 +214,12 @@ extern void maestro_stats_worker(int sent, int done, int failed, int retried,
 /* worker.c: the worker that sends queued triggers */
 extern PGDLLEXPORT void maestro_launcher_main(Datum arg);
 extern PGDLLEXPORT void maestro_worker_main(Datum arg);
+
+/* retention.c: deleting finished requests and old events (worker) */
+extern TimestampTz maestro_retention_run(TimestampTz now);
+
+/* failover.c: after a promotion, nothing unfinished is sent blindly (worker) */
+extern void maestro_failover_check(void);
 
 /* convert.c */
 extern const cJSON *maestro_json_member(const cJSON *object, const char *key);

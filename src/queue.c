@@ -393,6 +393,17 @@ run_as_queue_owner(const char *sql, int nargs, Oid *types, Datum *values,
 }
 
 /*
+ * The same recipe for the worker's own upkeep of the extension's tables
+ * (retention.c, failover.c): as their owner, search_path pinned.
+ */
+void
+maestro_queue_run_as_owner(const char *sql, int nargs, Oid *types, Datum *values,
+						   const char *nulls, int expected)
+{
+	run_as_queue_owner(sql, nargs, types, values, nulls, expected);
+}
+
+/*
  * The name the instance will carry. Maestro offers no idempotency key, so
  * the name is the key: it ends in the request id and a random tag, and the
  * worker finds an instance by it when it cannot know whether a send

@@ -1122,6 +1122,7 @@ worker_loop(void)
 	TimestampTz next_slot = 0;
 	TimestampTz idle_since = 0;
 	TimestampTz next_sync = 0;
+	TimestampTz next_purge = 0;
 	bool		checked_before_exit = false;
 
 	ready_cxt = AllocSetContextCreate(TopMemoryContext, "maestro ready requests",
@@ -1148,6 +1149,7 @@ worker_loop(void)
 		if (maestro_queue_take_wake())
 			more = true;
 		next_sync = periodic_sync(next_sync, loop_cxt);
+		next_purge = maestro_retention_run(GetCurrentTimestamp());
 		now = GetCurrentTimestamp();
 		if (next_due != 0 && now >= next_due)
 			more = true;
@@ -1198,7 +1200,7 @@ worker_loop(void)
 		 * little, then exit.
 		 */
 		now = GetCurrentTimestamp();
-		if (next_due != 0 || next_slot != 0 || next_sync != 0)
+		if (next_due != 0 || next_slot != 0 || next_sync != 0 || next_purge != 0)
 		{
 			TimestampTz until = 0;
 
@@ -1209,6 +1211,8 @@ worker_loop(void)
 			/* with a sync interval the worker stays, sleeping until the next sync */
 			if (next_sync != 0 && (until == 0 || next_sync < until))
 				until = next_sync;
+			if (next_purge != 0 && (until == 0 || next_purge < until))
+				until = next_purge;
 			idle_since = 0;
 			wait_ms = TimestampDifferenceMilliseconds(now, until);
 		}
@@ -1259,6 +1263,7 @@ maestro_worker_main(Datum arg)
 	pgstat_report_appname("maestro worker");
 	/* the worker runs as a superuser: resolve nothing through user schemas */
 	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
+	maestro_failover_check();
 
 	multi = curl_multi_init();
 	if (multi == NULL)

@@ -1,0 +1,77 @@
+# Retention (issue 9): the worker deletes finished requests (done, failed)
+# once maestro.request_retention has passed since done_at, and rows of
+# maestro_instance_events after maestro.event_retention (0: kept forever);
+# a queued or sending request is never deleted, however old. A worker that
+# has gone idle purges when it next starts.
+use strict;
+use warnings;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use Time::HiRes qw(time sleep);
+use MaestroTAP;
+
+start_simulator();
+my $node = maestro_node('retention', conf => <<'EOC');
+maestro.rate_limit = 0
+maestro.request_retention = '2s'
+maestro.event_retention = 0
+EOC
+
+is(scalar_sql($node, 'SHOW maestro.request_retention'), '2s', 'maestro.request_retention is set');
+is(scalar_sql($node, "SELECT boot_val FROM pg_settings WHERE name = 'maestro.request_retention'"), '604800',
+	'its default is 7 days');
+
+# requests that stay unfinished: one in flight for a minute (sending), one
+# answered 429 with Retry-After: 3600 (queued for a later retry)
+add_server($node, 'slow', '/_fault/key=slow;latency_ms=60000;method=POST');
+add_server($node, 'later', '/_fault/key=later;status=429;retry_after=3600;times=1;method=POST');
+enqueue_batch($node, 'in flight', 1, 'slow');
+enqueue_batch($node, 'retry later', 1, 'later');
+my $deadline = time + 30;
+sleep 0.05 while (sim_fault_count('slow') < 1 || sim_fault_count('later') < 1) && time < $deadline;
+ok(wait_for($node, "SELECT string_agg(state, ',' ORDER BY id) FROM maestro_trigger_requests", 'sending,queued', 30),
+	'one request is sending, one queued for a retry in an hour');
+
+# finished ones: 5 done (each with a "new instance" event), 1 failed (400)
+enqueue_batch($node, 'finished', 5, 'sim');
+$node->safe_psql('postgres', qq{SET maestro.server = 'sim';
+SELECT maestro_trigger_async('$WF1', '{"Name": "No Email"}', 'bad input')});
+ok(wait_for($node, "SELECT count(*) FROM maestro_trigger_requests WHERE state IN ('done', 'failed')", '6', 30),
+	'six requests finished (5 done, 1 failed)');
+is(scalar_sql($node, 'SELECT count(*) FROM maestro_instance_events'), '5', 'five instance events were recorded');
+
+# past 2 s they go, while the worker runs (it waits for the retry)
+my $t0 = time;
+ok(wait_for($node, "SELECT count(*) FROM maestro_trigger_requests WHERE state IN ('done', 'failed')", '0', 30),
+	'the finished requests are deleted once maestro.request_retention has passed');
+note sprintf('finished requests deleted %.1f s after they were all done (retention 2 s)', time - $t0);
+is(scalar_sql($node, "SELECT string_agg(state, ',' ORDER BY id) FROM maestro_trigger_requests"), 'sending,queued',
+	'the sending and the queued request are kept');
+is(scalar_sql($node, 'SELECT count(*) FROM maestro_instance_events'), '5',
+	'events are kept while maestro.event_retention is 0');
+
+# events too, once a retention is set
+$node->safe_psql('postgres', "ALTER SYSTEM SET maestro.event_retention = '2s'; SELECT pg_reload_conf()");
+ok(wait_for($node, 'SELECT count(*) FROM maestro_instance_events', '0', 30),
+	'with maestro.event_retention = 2s the events are deleted');
+is(scalar_sql($node, "SELECT string_agg(state, ',' ORDER BY id) FROM maestro_trigger_requests"), 'sending,queued',
+	'... and the unfinished requests are still kept');
+is(scalar_sql($node, "SELECT count(*) FROM maestro_synced_instances"), '5', '... the mirror itself is kept');
+
+# an idle worker exits; what finished before is purged at its next start
+$node->safe_psql('postgres', q{
+DELETE FROM maestro_trigger_requests WHERE state IN ('queued', 'sending');
+ALTER SYSTEM SET maestro.request_retention = '5min'; SELECT pg_reload_conf()});
+$node->restart;
+enqueue_batch($node, 'old', 3, 'sim');
+ok(wait_for($node, "SELECT count(*) FROM maestro_trigger_requests WHERE state = 'done'", '3', 30), 'three more are done');
+ok(defined wait_for_worker_exit($node, 30), 'the worker exits once the queue is drained');
+# as if they had finished ten minutes ago
+$node->safe_psql('postgres', "UPDATE maestro_trigger_requests SET done_at = done_at - interval '10 minutes'");
+enqueue_batch($node, 'new', 1, 'sim');
+ok(wait_for($node, "SELECT string_agg(state || ' ' || split_part(instance_name, ' ', 1), ',') FROM maestro_trigger_requests",
+	'done new', 30), 'the next start of the worker deleted the three past the retention, not the new one');
+
+$node->stop;
+done_testing();
