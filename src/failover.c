@@ -155,25 +155,28 @@ unfinished_groups(const char *schema, MemoryContext cxt)
 static void
 list_instances(WorkflowGroup *g, MemoryContext cxt)
 {
-	cJSON	   *volatile root = NULL;
+	/* the parsed list (palloc'd, json.c) lives only as long as this call */
+	MemoryContext call_cxt = AllocSetContextCreate(cxt, "maestro failover list",
+												   ALLOCSET_DEFAULT_SIZES);
+	MemoryContext old = MemoryContextSwitchTo(call_cxt);
 
 	if (g->conn == NULL)
 	{
 		ereport(WARNING,
 				(errmsg("maestro worker cannot look up the requests of workflow %s after a failover: %s",
 						g->workflow_id, g->problem)));
+		MemoryContextSwitchTo(old);
+		MemoryContextDelete(call_cxt);
 		return;
 	}
 	pgstat_report_activity(STATE_RUNNING, "listing maestro instances after a failover");
 	PG_TRY();
 	{
-		const cJSON *list;
+		cJSON	   *root = maestro_get_instances(g->conn, g->workflow_id);
+		const cJSON *list = maestro_json_list(root, "instances");
 		const cJSON *inst;
-		int			size;
+		int			size = cJSON_GetArraySize(list);
 
-		root = maestro_get_instances(g->conn, g->workflow_id);
-		list = maestro_json_list(root, "instances");
-		size = cJSON_GetArraySize(list);
 		g->names = MemoryContextAlloc(cxt, sizeof(Datum) * Max(size, 1));
 		g->ids = MemoryContextAlloc(cxt, sizeof(Datum) * Max(size, 1));
 		cJSON_ArrayForEach(inst, list)
@@ -184,11 +187,10 @@ list_instances(WorkflowGroup *g, MemoryContext cxt)
 			if (g->n < size && cJSON_IsString(name) && cJSON_IsString(id) &&
 				maestro_is_uuid(id->valuestring))
 			{
-				MemoryContext old = MemoryContextSwitchTo(cxt);
-
+				MemoryContextSwitchTo(cxt);
 				g->names[g->n] = CStringGetTextDatum(name->valuestring);
 				g->ids[g->n] = CStringGetTextDatum(id->valuestring);
-				MemoryContextSwitchTo(old);
+				MemoryContextSwitchTo(call_cxt);
 				g->n++;
 			}
 		}
@@ -208,10 +210,11 @@ list_instances(WorkflowGroup *g, MemoryContext cxt)
 				(errmsg("maestro worker could not list the instances of workflow %s after a failover: %s",
 						g->workflow_id, edata->message),
 				 errdetail("Its unfinished requests are looked up one by one before they are sent.")));
+		g->n = 0;
 	}
 	PG_END_TRY();
-	if (root)
-		cJSON_Delete(root);
+	MemoryContextSwitchTo(old);
+	MemoryContextDelete(call_cxt);
 	pgstat_report_activity(STATE_IDLE, NULL);
 }
 

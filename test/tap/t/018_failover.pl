@@ -1,0 +1,84 @@
+# Defect 8 (issue 9): failover with asynchronous replication doubled
+# triggers. With the standby behind (its WAL receiver frozen before the
+# primary stops with -m immediate), rows the old primary had marked
+# 'sending' and sent reached the promoted standby as 'queued', and its
+# worker sent them again: 466 of 2,000 started twice. After a promotion (a
+# new timeline) the worker must treat every unfinished request as possibly
+# sent and look it up by its tagged name first: 0 lost, 0 doubled.
+use strict;
+use warnings;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use Time::HiRes qw(time sleep);
+use MaestroTAP;
+
+my $n = 2000;
+start_simulator();
+
+my $primary = PostgreSQL::Test::Cluster->new('primary');
+$primary->init(allows_streaming => 1);
+$primary->append_conf('postgresql.conf', <<'EOC');
+shared_preload_libraries = 'maestro'
+maestro.database_name = 'postgres'
+maestro.rate_limit = 0
+maestro.max_concurrency = 16
+log_min_messages = info
+EOC
+$primary->start;
+# every trigger is answered after 20 ms, so that the batch takes seconds
+maestro_setup($primary, 'postgres', sim_url() . '/_fault/key=lat;latency_ms=20;method=POST');
+
+$primary->backup('bk');
+my $standby = PostgreSQL::Test::Cluster->new('standby');
+$standby->init_from_backup($primary, 'bk', has_streaming => 1);
+$standby->start;
+
+# the worker records the timeline it works on at its first start
+enqueue_batch($primary, 'warm-up', 1);
+ok(wait_for($primary, "SELECT state FROM maestro_trigger_requests", 'done', 30), 'the primary sends');
+is(($primary->psql('postgres', 'SELECT timeline FROM maestro_worker_state'))[1], '1',
+	'the worker recorded timeline 1');
+
+my $seq0 = sim_max_seq();
+enqueue_batch($primary, 'fo', $n);
+$primary->wait_for_catchup($standby);
+is(scalar_sql($standby, "SELECT count(*) FROM maestro_trigger_requests WHERE instance_name LIKE 'fo %'"), $n,
+	"the standby has the $n queued requests");
+is(scalar(worker_pids($standby)), 0, 'no worker runs on the hot standby');
+
+# a few hundred sends into the batch, the standby stops receiving WAL; a few
+# hundred sends later the primary dies
+my $deadline = time + 60;
+sleep 0.01 while sim_fault_count('lat') < 200 && time < $deadline;
+my $walrcv = scalar_sql($standby, 'SELECT pid FROM pg_stat_wal_receiver');
+ok($walrcv =~ /^\d+$/, 'the standby streams from the primary');
+kill 'STOP', $walrcv;
+my $at_freeze = sim_fault_count('lat');
+sleep 0.01 while sim_fault_count('lat') < $at_freeze + 300 && time < $deadline;
+my $at_stop = sim_fault_count('lat');
+$primary->stop('immediate');
+kill 'CONT', $walrcv;
+note "WAL receiver frozen after $at_freeze POSTs, primary stopped (-m immediate) after $at_stop";
+my $on_standby = scalar_sql($standby,
+	"SELECT count(*) FILTER (WHERE state = 'done') || ' done, ' || count(*) FILTER (WHERE state <> 'done') || ' not'"
+	. " FROM maestro_trigger_requests WHERE instance_name LIKE 'fo %'");
+note "the standby saw: $on_standby";
+cmp_ok($at_stop, '<', $n, 'the primary died in the middle of the batch');
+
+my $offset = log_offset($standby);
+$standby->promote;
+ok(wait_for($standby, "SELECT count(*) FROM maestro_trigger_requests WHERE instance_name LIKE 'fo %' AND state IN ('done', 'failed')",
+	$n, 120), 'the promoted standby\'s worker settled every request');
+like(log_since($standby, $offset), qr/maestro worker: the server is on timeline 2, the queue was last worked on timeline 1/,
+	'the worker noticed the new timeline');
+is(($standby->psql('postgres', 'SELECT timeline FROM maestro_worker_state'))[1], '2', '... and recorded it');
+
+my %accepted;
+$accepted{ $_->{instance_name} }++ for grep { $_->{seq} > $seq0 && $_->{status} == 201
+	  && ($_->{instance_name} // '') =~ /^fo \d+ \[mq / } @{ sim_log(method => 'POST') };
+my $doubled = grep { $_ > 1 } values %accepted;
+my $found = check_exactly_once($standby, 'fo', $n, $seq0);
+note "after the failover: $doubled of $n started twice, $found settled by a look-up by name";
+
+done_testing();
