@@ -7,7 +7,9 @@
 #
 # Defect 1: one request answered 429 with Retry-After: 60 and 20 more queued
 # for that server: the worker spun at 99% CPU, ~14,000 xids/s and ~16 MB/s
-# of WAL for the whole pause, sending nothing. Paused, it must be idle.
+# of WAL for the whole pause, sending nothing; the same when the hourly
+# quota is used up (a 2xx with X-RateLimit-Remaining: 0): 16,000 xids/s,
+# 18 MB/s of WAL. Paused, it must be idle.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -86,6 +88,30 @@ cmp_ok($w->{wal} * $w->{secs}, '<', 1024 * 1024, 'paused: less than 1 MB of WAL 
 is(scalar(grep { $_->{seq} > $seq0 && $_->{method} eq 'POST' } @{ sim_log() }), 0,
 	'paused: no POST went out during the pause');
 is(states_of($node, "instance_name LIKE 'paused %'")->{done} // 0, 0, 'paused: none of the 21 requests is done');
+
+# --- defect 1, the quota: a 2xx with X-RateLimit-Remaining: 0 ---------------
+# the server is paused until X-RateLimit-Reset, the next top of the hour
+$node->safe_psql('postgres', "DELETE FROM maestro_trigger_requests WHERE instance_name LIKE 'paused %'");
+SKIP:
+{
+	skip 'too close to the top of the hour, when the quota resets', 6 if 3600 - time % 3600 < 30;
+	sim_post('/__sim/ratelimit', { remaining => 1 });
+	enqueue_batch($node, 'quota first', 1, 'sim');
+	ok(wait_for($node, "SELECT state FROM maestro_trigger_requests WHERE instance_name LIKE 'quota first %'", 'done', 30),
+		'quota: the request that used up the quota is done');
+	$seq0 = sim_max_seq();
+	enqueue_batch($node, 'quota more', 20, 'sim');
+	$w = watch(10);
+	note sprintf('paused by X-RateLimit-Remaining: 0 with 20 queued, over %.1f s: worker CPU %.1f%%, %.1f xids/s, %.0f WAL bytes/s',
+		$w->{secs}, 100 * $w->{cpu}, $w->{xids}, $w->{wal});
+	ok($w->{same}, 'quota: the same worker ran throughout');
+	cmp_ok($w->{cpu}, '<', 0.10, 'quota: worker CPU below 10%');
+	cmp_ok($w->{xids} * $w->{secs}, '<', 100, 'quota: fewer than 100 transaction ids in 10 s');
+	cmp_ok($w->{wal} * $w->{secs}, '<', 1024 * 1024, 'quota: less than 1 MB of WAL in 10 s');
+	is(scalar(grep { $_->{seq} > $seq0 && $_->{method} eq 'POST' } @{ sim_log() }), 0,
+		'quota: no POST went out while the quota was used up');
+	sim_post('/__sim/ratelimit', { remaining => 3000 });
+}
 
 $node->stop;
 done_testing();
