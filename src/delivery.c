@@ -206,7 +206,6 @@ outcome_of_send(Transfer *t, Delivery *d, long pause_ms)
 			o->error = pstrdup("Maestro accepted the trigger but returned no instance_id");
 		if (cJSON_IsString(url))
 			o->instance_url = pstrdup(url->valuestring);
-		cJSON_Delete(root);
 		return o;
 	}
 	else
@@ -381,10 +380,7 @@ lookup_finished(Transfer *t, LookupGroup *g, List *outcomes)
 	root = maestro_json_try_parse(t->buf.data, t->buf.len);
 	list = maestro_json_list(root, "instances");
 	if (root == NULL || list == NULL)
-	{
-		cJSON_Delete(root);
 		return group_retry_all(g, "the instances list could not be read", outcomes);
-	}
 
 	sorted = palloc(sizeof(Delivery *) * g->n_members);
 	for (d = g->members; d; d = d->next)
@@ -414,7 +410,6 @@ lookup_finished(Transfer *t, LookupGroup *g, List *outcomes)
 			found[hit - sorted] = true;
 		}
 	}
-	cJSON_Delete(root);
 
 	/* the rest are sent now, first in line; those found are done */
 	for (i = g->n_members - 1; i >= 0; i--)
