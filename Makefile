@@ -11,9 +11,16 @@ OBJS = \
 	src/api.o \
 	src/convert.o \
 	src/parse.o \
+	src/arguments.o \
 	src/functions.o \
 	src/queue.o \
 	src/stats.o \
+	src/launcher.o \
+	src/pacing.o \
+	src/transfer.o \
+	src/delivery.o \
+	src/queue_sql.o \
+	src/sync_loop.o \
 	src/worker.o \
 	src/retention.o \
 	src/failover.o
@@ -52,6 +59,7 @@ src/maestro.o: maestro.control
 
 # every object depends on the private header (PGXS does not track it)
 $(OBJS): src/maestro.h
+src/worker.o src/pacing.o src/transfer.o src/delivery.o src/queue_sql.o src/sync_loop.o: src/worker.h
 
 # parse.c is shared by the extension and the fuzzer
 src/parse.o src/convert.o src/errors.o: src/parse.h

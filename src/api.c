@@ -146,6 +146,18 @@ maestro_get_instances(MaestroConnection *conn, const char *workflow_id)
 				NULL, NULL);
 }
 
+/* The instances list request, for the worker, which sends it itself. */
+void
+maestro_instances_request(MaestroConnection *conn, const char *workflow_id,
+						  MaestroRequest *req)
+{
+	memset(req, 0, sizeof(*req));
+	req->method = "GET";
+	req->path = account_path(conn, "/workflows/%s/instances", workflow_id);
+	req->idempotent = true;
+	req->endpoint = MAESTRO_EP_INSTANCES;
+}
+
 cJSON *
 maestro_get_instance(MaestroConnection *conn, const char *workflow_id,
 					 const char *instance_id)

@@ -20,6 +20,8 @@
 
 #include "postgres.h"
 
+#include <signal.h>
+
 #include <cjson/cJSON.h>
 #include <curl/curl.h>
 
@@ -34,6 +36,11 @@
 #endif
 #define MAESTRO_FDW_NAME "maestro"
 #define MAESTRO_DEFAULT_BASE_URL "https://api.docusign.com"
+
+/* maestro.c: one helper for every shared-memory struct */
+extern void maestro_shmem_reserve(const char *name, Size size, bool with_lock);
+extern bool maestro_shmem_attach(const char *name, Size size, void **ptr);
+extern struct LWLock *maestro_shmem_lock(const char *name);
 
 /* GUCs (maestro.c) */
 extern char *maestro_server_name;
@@ -128,6 +135,19 @@ typedef struct MaestroBuffer
 	size_t		upload_pos;
 } MaestroBuffer;
 
+/* How a finished HTTP exchange failed, if it did (http.c). */
+typedef enum MaestroFailure
+{
+	MAESTRO_SUCCESS,			/* 2xx */
+	MAESTRO_FAIL_FINAL,			/* a 4xx: the request as it stands fails */
+	MAESTRO_FAIL_AUTH,			/* 401: the token was refused */
+	MAESTRO_FAIL_RATE_LIMITED,	/* 429: not acted on; wait, then again */
+	MAESTRO_FAIL_NOT_SENT,		/* never reached the server */
+	MAESTRO_FAIL_TRANSIENT,		/* 502-504, a broken transfer: may have arrived */
+	MAESTRO_FAIL_SERVER,		/* another 5xx: may have been acted on */
+	MAESTRO_FAIL_BROKEN			/* another transport error: may have arrived */
+} MaestroFailure;
+
 /* options.c */
 extern MaestroConnection *maestro_connect(void);
 extern MaestroConnection *maestro_connection_for(Oid serverid, Oid userid, char **problem);
@@ -145,6 +165,9 @@ extern void maestro_http_configure(CURL *easy, const MaestroConnection *conn,
 								   const char *url, const MaestroRequest *req,
 								   struct curl_slist *headers, MaestroBuffer *buf,
 								   char *errbuf);
+extern MaestroFailure maestro_http_classify(CURLcode rc, long status);
+extern long maestro_http_retry_after_ms(CURL *easy);
+extern volatile sig_atomic_t maestro_shutdown_requested;
 
 /* auth.c */
 extern void maestro_auth_shmem_request(void);
@@ -177,6 +200,8 @@ extern void maestro_trigger_request(MaestroConnection *conn, const char *workflo
 extern cJSON *maestro_post_trigger(MaestroConnection *conn, const char *workflow_id,
 								   const char *instance_name, const char *inputs_json);
 extern cJSON *maestro_get_instances(MaestroConnection *conn, const char *workflow_id);
+extern void maestro_instances_request(MaestroConnection *conn, const char *workflow_id,
+									  MaestroRequest *req);
 extern cJSON *maestro_get_instance(MaestroConnection *conn, const char *workflow_id,
 								   const char *instance_id);
 extern cJSON *maestro_post_workflow_action(MaestroConnection *conn,
@@ -184,20 +209,35 @@ extern cJSON *maestro_post_workflow_action(MaestroConnection *conn,
 extern cJSON *maestro_post_cancel(MaestroConnection *conn, const char *workflow_id,
 								  const char *instance_id);
 
-/* functions.c */
+/* arguments.c */
+extern char *maestro_uuid_argument(FunctionCallInfo fcinfo, int argno, const char *name);
 extern void maestro_check_trigger_args(FunctionCallInfo fcinfo, Jsonb **inputs,
 									   char **instance_name);
 
-/* queue.c: the backends' side of the trigger queue */
+/* launcher.c: the worker's life cycle, shared by backends and the worker */
 extern void maestro_queue_shmem_request(void);
 extern void maestro_queue_shmem_startup(void);
 extern void maestro_queue_register_launcher(void);
+extern bool maestro_queue_available(void);
 extern void maestro_queue_wake(void);
 extern bool maestro_queue_claim_worker(void);
 extern bool maestro_queue_take_wake(void);
 extern bool maestro_queue_release_worker_if_idle(void);
 extern void maestro_queue_release_worker(int code, Datum arg);
+extern PGDLLEXPORT void maestro_launcher_main(Datum arg);
+
+/* queue.c: the backends' side of the trigger queue */
 extern char *maestro_queue_table(void);
+
+/* queue.c: the one recipe for running SQL as another role */
+typedef struct MaestroRoleSwitch
+{
+	Oid			userid;
+	int			sec_context;
+	int			nestlevel;
+} MaestroRoleSwitch;
+extern void maestro_become_role(Oid role, MaestroRoleSwitch *save);
+extern void maestro_restore_role(MaestroRoleSwitch *save);
 extern char *maestro_extension_schema_name(void);
 extern void maestro_queue_run_as_owner(const char *sql, int nargs, Oid *types, Datum *values,
 									   const char *nulls, int expected);
@@ -211,8 +251,7 @@ extern void maestro_stats_record(Oid server_id, MaestroEndpoint endpoint, long s
 extern void maestro_stats_worker(int sent, int done, int failed, int retried,
 								 int64 queue_depth);
 
-/* worker.c: the worker that sends queued triggers */
-extern PGDLLEXPORT void maestro_launcher_main(Datum arg);
+/* worker.c: the worker that sends queued triggers (see worker.h) */
 extern PGDLLEXPORT void maestro_worker_main(Datum arg);
 
 /* retention.c: deleting finished requests and old events (worker) */
