@@ -261,8 +261,9 @@ maestro_queue_sql_claim(int limit, bool recover, List **claimed, bool *more,
 
 	if (!*more)
 	{
-		args[0] = closed;
-		SPI_execute_plan(due_plan, args, NULL, true, 1);
+		/* not read-only: it must see the rows just marked as no longer due */
+		args[0] = maestro_pacing_closed_servers(now);
+		SPI_execute_plan(due_plan, args, NULL, false, 1);
 		if (SPI_processed == 1)
 		{
 			bool		isnull;

@@ -269,19 +269,20 @@ worker_loop(void)
 		now = GetCurrentTimestamp();
 		if (maestro_pacing_wants_claim(now, &reopen))
 			need_claim = true;
-		busy |= maestro_transfer_count() > 0 || maestro_delivery_pending() > 0;
 
 		if (need_claim && claim_room() > 0)
 			timeout_ms = 0;
 		else
 		{
+			bool		waiting = maestro_transfer_count() > 0 || maestro_delivery_pending() > 0;
+
 			wake_at = earlier(earlier(next_due, next_slot), earlier(reopen, next_housekeeping));
-			if (busy || wake_at != 0 || need_claim)
+			if (busy || waiting || wake_at != 0 || need_claim)
 			{
 				idle_since = 0;
 				checked_before_exit = false;
 			}
-			else
+			if (!waiting && wake_at == 0 && !need_claim)
 			{
 				/*
 				 * Nothing to do and nothing ahead: linger a little, look at
@@ -308,6 +309,8 @@ worker_loop(void)
 			if (wake_at != 0)
 				timeout_ms = Max(TimestampDifferenceMilliseconds(now, wake_at), 0);
 		}
+		elog(DEBUG1, "maestro wait %ld busy %d need %d due " INT64_FORMAT " slot " INT64_FORMAT " reopen " INT64_FORMAT " hk " INT64_FORMAT " pending %d transfers %d",
+			 timeout_ms, busy, need_claim, next_due, next_slot, reopen, next_housekeeping, maestro_delivery_pending(), maestro_transfer_count());
 		maestro_transfer_wait(timeout_ms);
 	}
 	PG_exception_stack = NULL;
