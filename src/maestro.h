@@ -256,6 +256,7 @@ extern PGDLLEXPORT void maestro_worker_main(Datum arg);
 
 /* retention.c: deleting finished requests and old events (worker) */
 extern TimestampTz maestro_retention_run(TimestampTz now);
+extern TimestampTz maestro_retention_next(void);
 
 /* failover.c: after a promotion, nothing unfinished is sent blindly (worker) */
 extern void maestro_failover_check(void);

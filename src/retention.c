@@ -16,8 +16,9 @@
  * RETENTION_BACKLOG_MS while a pass found a full batch (a backlog), else
  * after RETENTION_ROUTINE_MS (or half the shorter retention, if that is
  * less than two minutes). A backlog keeps the worker awake until it is
- * gone; the routine pass does not: the worker still exits when its queue
- * is drained, and the next start (every commit that queues work starts it)
+ * gone; the routine pass does not (maestro_retention_next() tells a worker
+ * that stays awake anyway when to wake for it): the worker still exits
+ * when its queue is drained, and the next start (every commit that queues work starts it)
  * purges first. So a server in use is purged at least as often as it
  * sends, and an idle one has nothing new to purge.
  *
@@ -136,6 +137,19 @@ routine_ms(void)
 	if (maestro_event_retention_s > 0)
 		ms = Min(ms, (long) maestro_event_retention_s * 500);
 	return Max(ms, 1000);
+}
+
+/*
+ * When the next routine pass is due, 0 when retention is off: a worker
+ * that stays awake anyway (transfers in flight, a retry or a sync ahead)
+ * wakes for it; an idle one does not stay for it.
+ */
+TimestampTz
+maestro_retention_next(void)
+{
+	if (maestro_request_retention_s <= 0 && maestro_event_retention_s <= 0)
+		return 0;
+	return next_pass;
 }
 
 /*

@@ -282,6 +282,9 @@ worker_loop(void)
 				idle_since = 0;
 				checked_before_exit = false;
 			}
+			/* staying anyway, it also wakes for retention's routine pass */
+			if (waiting || wake_at != 0)
+				wake_at = earlier(wake_at, maestro_retention_next());
 			if (!waiting && wake_at == 0 && !need_claim)
 			{
 				/*

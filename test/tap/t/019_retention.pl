@@ -16,15 +16,16 @@ my $node = maestro_node('retention', conf => <<'EOC');
 maestro.rate_limit = 0
 maestro.request_retention = '2s'
 maestro.event_retention = 0
+maestro.request_timeout = '10min'
 EOC
 
 is(scalar_sql($node, 'SHOW maestro.request_retention'), '2s', 'maestro.request_retention is set');
 is(scalar_sql($node, "SELECT boot_val FROM pg_settings WHERE name = 'maestro.request_retention'"), '604800',
 	'its default is 7 days');
 
-# requests that stay unfinished: one in flight for a minute (sending), one
+# requests that stay unfinished: one in flight for 5 minutes (sending), one
 # answered 429 with Retry-After: 3600 (queued for a later retry)
-add_server($node, 'slow', '/_fault/key=slow;latency_ms=60000;method=POST');
+add_server($node, 'slow', '/_fault/key=slow;latency_ms=300000;method=POST');
 add_server($node, 'later', '/_fault/key=later;status=429;retry_after=3600;times=1;method=POST');
 enqueue_batch($node, 'in flight', 1, 'slow');
 enqueue_batch($node, 'retry later', 1, 'later');
