@@ -121,9 +121,10 @@ typedef struct MaestroBuffer
 	size_t		limit;
 	bool		too_large;
 	bool		out_of_memory;
-	const char *upload;
+	const char *upload;			/* a POST's body, sent as POSTFIELDS */
 	size_t		upload_len;
-	size_t		upload_pos;
+	int			sends;			/* times libcurl was about to send it */
+	bool		resend_refused; /* and was stopped from sending it again */
 } MaestroBuffer;
 
 /* options.c */
