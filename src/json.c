@@ -17,6 +17,7 @@
  */
 #include "maestro.h"
 
+#include "common/string.h"
 #include "mb/pg_wchar.h"
 #include "utils/memutils.h"
 
@@ -39,9 +40,104 @@ json_pfree(void *ptr)
 
 static cJSON_Hooks palloc_hooks = {json_palloc, json_pfree};
 
-/* NULL when the text is not valid UTF-8 JSON; never raises by itself. */
-cJSON *
-maestro_json_try_parse(const char *body, size_t len)
+/*
+ * Maestro speaks UTF-8; a database may use another encoding. Every string
+ * of a parsed response (keys and values) is converted to the database's
+ * encoding by maestro_json_parse, once, so that whatever is built from
+ * the tree (text, jsonb) holds text in the encoding PostgreSQL expects.
+ * In a UTF-8 (or SQL_ASCII) database nothing is copied. A character the
+ * database's encoding cannot hold is an error (22P05, as for a client
+ * whose encoding cannot hold it) in a success body; in an error message
+ * (strict = false), where the error being reported matters more, it
+ * becomes '?'.
+ */
+static bool
+convert_quietly(const char *s, size_t len, char **result)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	volatile bool ok = true;
+
+	/* the conversion takes no locks or buffers: an error is just dropped */
+	PG_TRY();
+	{
+		*result = pg_any_to_server(s, (int) len, PG_UTF8);
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(cxt);
+		FlushErrorState();
+		ok = false;
+	}
+	PG_END_TRY();
+	return ok;
+}
+
+/* Character by character, '?' for each that the encoding cannot hold. */
+static char *
+convert_lossy(const char *s, size_t len)
+{
+	StringInfoData out;
+	size_t		in = 0;
+
+	initStringInfo(&out);
+	while (in < len)
+	{
+		int			n = IS_HIGHBIT_SET(s[in])
+			? Min(Max(pg_utf_mblen((const unsigned char *) s + in), 1), (int) (len - in)) : 1;
+		char	   *converted;
+
+		if (n == 1 && !IS_HIGHBIT_SET(s[in]))
+			appendStringInfoChar(&out, s[in]);
+		else if (convert_quietly(s + in, n, &converted))
+			appendStringInfoString(&out, converted);
+		else
+			appendStringInfoChar(&out, '?');
+		in += n;
+	}
+	return out.data;
+}
+
+char *
+maestro_utf8_to_server(const char *s, size_t len, bool strict)
+{
+	char	   *result;
+
+	if (len == 0 || GetDatabaseEncoding() == PG_UTF8 || pg_is_ascii(s))
+		return unconstify(char *, s);
+	if (strict)
+		return pg_any_to_server(s, (int) len, PG_UTF8);
+	if (convert_quietly(s, len, &result))
+		return result;
+	return convert_lossy(s, len);
+}
+
+/* Text in the database's encoding, as UTF-8 for a request. */
+char *
+maestro_server_to_utf8(const char *s)
+{
+	if (s == NULL || GetDatabaseEncoding() == PG_UTF8)
+		return unconstify(char *, s);
+	return pg_server_to_any(s, (int) strlen(s), PG_UTF8);
+}
+
+static void
+tree_to_server(cJSON *item, bool strict)
+{
+	for (; item != NULL; item = item->next)
+	{
+		if (item->string != NULL)
+			item->string = maestro_utf8_to_server(item->string, strlen(item->string), strict);
+		if (cJSON_IsString(item) && item->valuestring != NULL)
+			item->valuestring = maestro_utf8_to_server(item->valuestring,
+													   strlen(item->valuestring), strict);
+		if (item->child != NULL)
+			tree_to_server(item->child, strict);
+	}
+}
+
+/* NULL when the text is not valid UTF-8 JSON. */
+static cJSON *
+parse_utf8(const char *body, size_t len)
 {
 	cJSON	   *root;
 
@@ -57,11 +153,23 @@ maestro_json_try_parse(const char *body, size_t len)
 	return root;
 }
 
+/*
+ * For bodies read for what they say about an error, or for ASCII fields
+ * only: NULL when the text is not valid UTF-8 JSON; never raises by
+ * itself. The tree's strings stay UTF-8 (parse.c's error texts expect it);
+ * errors.c converts the message it builds from them.
+ */
+cJSON *
+maestro_json_try_parse(const char *body, size_t len)
+{
+	return parse_utf8(body, len);
+}
+
 /* Parse a success body; anything but JSON is a protocol violation. */
 cJSON *
 maestro_json_parse(const char *body, size_t len, const MaestroRequest *req)
 {
-	cJSON	   *root = maestro_json_try_parse(body, len);
+	cJSON	   *root = parse_utf8(body, len);
 
 	if (root == NULL)
 		ereport(ERROR,
@@ -70,6 +178,8 @@ maestro_json_parse(const char *body, size_t len, const MaestroRequest *req)
 				 errdetail("%s %s answered with %zu bytes that do not parse as UTF-8 JSON.",
 						   req->method, req->path, len),
 				 errhint("The response may have been cut short or come from a proxy; check base_url.")));
+	if (GetDatabaseEncoding() != PG_UTF8)
+		tree_to_server(root, true);
 	return root;
 }
 

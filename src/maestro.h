@@ -165,6 +165,9 @@ extern cJSON *maestro_json_parse(const char *body, size_t len,
 								 const MaestroRequest *req);
 extern cJSON *maestro_json_try_parse(const char *body, size_t len);
 extern char *maestro_json_print(const cJSON *item);
+/* Maestro speaks UTF-8: the two conversions at the database's boundary */
+extern char *maestro_utf8_to_server(const char *s, size_t len, bool strict);
+extern char *maestro_server_to_utf8(const char *s);
 
 /* api.c: one function per endpoint; each returns the parsed 2xx body */
 extern cJSON *maestro_get_workflows(MaestroConnection *conn, const char *status);
