@@ -361,14 +361,12 @@ maestro_http_configure(CURL *easy, const MaestroConnection *conn, const char *ur
 		buf->upload_len = strlen(buf->upload);
 		curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE, (long) buf->upload_len);
 		curl_easy_setopt(easy, CURLOPT_POSTFIELDS, buf->upload);
-		if (!req->idempotent)
-		{
-			curl_easy_setopt(easy, CURLOPT_PREREQFUNCTION, refuse_resend);
-			curl_easy_setopt(easy, CURLOPT_PREREQDATA, buf);
-		}
 	}
 	else
 		curl_easy_setopt(easy, CURLOPT_HTTPGET, 1L);
+	/* set or cleared: a handle may be configured again without a reset */
+	curl_easy_setopt(easy, CURLOPT_PREREQFUNCTION, req->idempotent ? NULL : refuse_resend);
+	curl_easy_setopt(easy, CURLOPT_PREREQDATA, buf);
 }
 
 static void
