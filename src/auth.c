@@ -36,6 +36,7 @@
 #include "miscadmin.h"
 #include "storage/condition_variable.h"
 #include "storage/ipc.h"
+#include "storage/latch.h"
 #include "storage/lwlock.h"
 #include "storage/shmem.h"
 #include "utils/memutils.h"
@@ -458,6 +459,7 @@ maestro_auth_prepare(MaestroConnection *conn)
 	uint32		hash;
 	char	   *volatile token = NULL;
 	volatile long lifetime = 0;
+	bool		slept = false;
 
 	if (!conn->jwt)
 		return;
@@ -508,9 +510,18 @@ maestro_auth_prepare(MaestroConnection *conn)
 		/* another process is asking for this token: sleep until it is done */
 		(void) ConditionVariableTimedSleep(&cache->fetched, Max(wait_ms, 1) + 10,
 										   PG_WAIT_EXTENSION);
+		slept = true;
 	}
 	if (cache == shared_cache)
 		ConditionVariableCancelSleep();
+
+	/*
+	 * The sleep resets the process latch whatever set it; a wake-up meant for
+	 * the caller (the worker's, when a backend queues a request) must not be
+	 * lost: set it again, at the cost of one extra look at most.
+	 */
+	if (slept)
+		SetLatch(MyLatch);
 
 	if (token)
 	{

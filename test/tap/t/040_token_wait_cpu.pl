@@ -14,7 +14,7 @@ use MaestroTAP;
 my $ik = '11111111-2222-4333-8444-555555555555';
 my $user = '0ccdbb0b-a72e-452f-95f0-9f19654cb620';
 my $waiters = 3;
-my $latency_ms = 8000;	# the account server's answer takes this long
+my $latency_ms = 10000;	# the account server's answer takes this long
 
 my $certs = PostgreSQL::Test::Utils::tempdir();
 my $script = -f 'make_test_certs.sh' ? 'make_test_certs.sh' : "$ENV{MAESTRO_TOP}/test/simulator/make_test_certs.sh";
@@ -101,6 +101,22 @@ for my $i (0 .. $#pids)
 }
 cmp_ok($total / $wall, '<', 0.20,
 	"the $waiters waiters sleep while the token is fetched (together < 20% of one core)");
+
+# a waiter can be cancelled: it ends at once, not when the fetch does
+my $cancel_err = '';
+my $cancelled = IPC::Run::start(
+	[ 'psql', '-X', '-A', '-t', '-d', $node->connstr('postgres') . " application_name=cancelme",
+	  '-c', 'SELECT count(*) FROM maestro_workflows()' ],
+	'>', \my $cancel_out, '2>', \$cancel_err);
+ok(wait_for($node, "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'cancelme' AND state = 'active'",
+		'1', 30),
+	'one more waiter');
+$node->safe_psql('postgres',
+	"SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE application_name = 'cancelme'");
+$cancelled->finish;
+like($cancel_err, qr/canceling statement due to user request/, 'the cancelled waiter ends with 57014');
+is($node->safe_psql('postgres', "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'fetcher' AND state = 'active'"),
+	'1', 'while the fetch is still running');
 
 $_->finish for @runs;
 is($out{$_}, "3\n", "$_ got its answer") for sort keys %out;
