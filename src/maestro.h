@@ -168,6 +168,7 @@ extern char *maestro_json_print(const cJSON *item);
 /* Maestro speaks UTF-8: the two conversions at the database's boundary */
 extern char *maestro_utf8_to_server(const char *s, size_t len, bool strict);
 extern char *maestro_server_to_utf8(const char *s);
+extern void maestro_encoding_prepare(void);
 
 /* api.c: one function per endpoint; each returns the parsed 2xx body */
 extern cJSON *maestro_get_workflows(MaestroConnection *conn, const char *status);

@@ -566,6 +566,7 @@ maestro_connect(void)
 						 quote_identifier(server->servername))));
 
 	conn = build_connection(server, mapping, mapping_id);
+	maestro_encoding_prepare();
 
 	/* Catalog rows written before the validator existed could lack these. */
 	if (conn->account_id == NULL || !maestro_is_uuid(conn->account_id))
@@ -621,6 +622,7 @@ maestro_connection_for(Oid serverid, Oid userid, char **problem)
 		return NULL;
 
 	conn = build_connection(server, mapping, mapping_id);
+	maestro_encoding_prepare();
 	if (conn->account_id == NULL || !maestro_is_uuid(conn->account_id))
 		*problem = psprintf("maestro server \"%s\" has no valid account_id", server->servername);
 	else if (conn->access_token == NULL && !conn->jwt)
