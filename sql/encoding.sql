@@ -31,7 +31,7 @@ FROM maestro_instances(:onboarding) WHERE name LIKE 'Caf%';
 
 -- an instance whose name LATIN1 cannot hold (started elsewhere): reading
 -- it is an error with its own SQLSTATE, never bytes in the wrong encoding
-\! curl -s -o /dev/null -X POST -H 'Authorization: Bearer sim-token' -H 'Content-Type: application/json' -d '{"instance_name": "\u6771\u4eac", "trigger_inputs": {"Name": "T", "Email": "t@example.com"}}' "$MAESTRO_SIM_URL/v1/accounts/7f09961a-42f9-4c2b-9d5e-3f1f0f6a2b10/workflows/a4490cd8-4a4f-4b4e-9a0c-1c5b0e6e0001/actions/trigger"
+\! curl -s -o /dev/null -X POST -H "Authorization: Bearer $(printf 'sim-%s' token)" -H 'Content-Type: application/json' -d '{"instance_name": "\u6771\u4eac", "trigger_inputs": {"Name": "T", "Email": "t@example.com"}}' "$MAESTRO_SIM_URL/v1/accounts/7f09961a-42f9-4c2b-9d5e-3f1f0f6a2b10/workflows/a4490cd8-4a4f-4b4e-9a0c-1c5b0e6e0001/actions/trigger"
 SELECT count(*) FROM maestro_instances(:onboarding);
 -- an error body is read in the database's encoding too, what it cannot
 -- hold as '?'

@@ -135,7 +135,7 @@ CREATE USER MAPPING FOR CURRENT_USER SERVER sec_jwt
 -- is refused at use, before anything is sent
 CREATE USER MAPPING FOR CURRENT_USER SERVER sec_jwt
   OPTIONS (integration_key :'ik', user_id :'user_id', private_key :'jwt_key');
-UPDATE pg_user_mapping
+UPDATE pg_user_mapping /* alters the user mapping behind the validator's back */
 SET umoptions = array_replace(umoptions, 'private_key=' || :'jwt_key', 'private_key=' || :'enc_key')
 WHERE umserver = (SELECT oid FROM pg_foreign_server WHERE srvname = 'sec_jwt');
 SET maestro.server = 'sec_jwt';
@@ -148,10 +148,11 @@ SELECT mt.try('SELECT * FROM maestro_workflows()');
 -- and a number too large for any clock must not break the cache
 --
 ALTER USER MAPPING FOR CURRENT_USER SERVER sec_jwt OPTIONS (SET private_key :'jwt_key');
--- the token endpoint answers with a fixed body (the token is one the API accepts)
+-- the token endpoint answers with a fixed body (the token is one the API
+-- accepts, written %73im-... so that no log holds it as it is)
 SELECT format('%s/_fault/key=%s;body=%s', :'sim_url', key,
               replace(replace(body, '"', '%22'), ' ', '%20')) AS auth
-FROM (VALUES ('exp_tiny', '{"access_token": "sim-token", "token_type": "Bearer", "expires_in": 0.5}'))
+FROM (VALUES ('exp_tiny', '{"access_token": "%73im-token", "token_type": "Bearer", "expires_in": 0.5}'))
      AS t(key, body) \gset
 ALTER SERVER sec_jwt OPTIONS (SET auth_url :'auth');
 SELECT count(*) FROM maestro_workflows();
@@ -161,7 +162,7 @@ SELECT count(*) FROM maestro_workflows();
 \! curl -s "$MAESTRO_SIM_URL/__sim/count?path_contains=key=exp_tiny"; echo
 SELECT format('%s/_fault/key=%s;body=%s', :'sim_url', key,
               replace(replace(body, '"', '%22'), ' ', '%20')) AS auth
-FROM (VALUES ('exp_huge', '{"access_token": "sim-token", "token_type": "Bearer", "expires_in": 1e300}'))
+FROM (VALUES ('exp_huge', '{"access_token": "%73im-token", "token_type": "Bearer", "expires_in": 1e300}'))
      AS t(key, body) \gset
 ALTER SERVER sec_jwt OPTIONS (SET auth_url :'auth');
 SELECT count(*) FROM maestro_workflows();
@@ -170,7 +171,7 @@ SELECT count(*) FROM maestro_workflows();
 \! curl -s "$MAESTRO_SIM_URL/__sim/count?path_contains=key=exp_huge"; echo
 SELECT format('%s/_fault/key=%s;body=%s', :'sim_url', key,
               replace(replace(body, '"', '%22'), ' ', '%20')) AS auth
-FROM (VALUES ('exp_negative', '{"access_token": "sim-token", "token_type": "Bearer", "expires_in": -5}'))
+FROM (VALUES ('exp_negative', '{"access_token": "%73im-token", "token_type": "Bearer", "expires_in": -5}'))
      AS t(key, body) \gset
 ALTER SERVER sec_jwt OPTIONS (SET auth_url :'auth');
 SELECT count(*) FROM maestro_workflows();
