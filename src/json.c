@@ -21,6 +21,7 @@
 #include "catalog/namespace.h"
 #include "common/string.h"
 #include "mb/pg_wchar.h"
+#include "miscadmin.h"
 #include "utils/memutils.h"
 
 /*
@@ -178,6 +179,7 @@ maestro_server_to_utf8(const char *s)
 static void
 tree_to_server(cJSON *item, bool strict)
 {
+	check_stack_depth();
 	for (; item != NULL; item = item->next)
 	{
 		if (item->string != NULL)
