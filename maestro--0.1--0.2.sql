@@ -5,6 +5,110 @@
 -- Every SQL change after 0.1 goes here, in the order it was made; make
 -- generates maestro--0.2.sql (fresh installs) from 0.1 and this file.
 
+-- ---------------------------------------------------------------------
+-- security: the extension's SQL and PL/pgSQL functions run with a pinned
+-- search_path (issue 9, item 9)
+--
+-- maestro_enqueue_trigger() runs as whoever inserts the row, with that
+-- role's search_path. In 0.1 it called maestro_trigger_async() unqualified,
+-- so a role able to create functions in a schema earlier in that path
+-- could plant its own maestro_trigger_async(uuid, jsonb, text) and have it
+-- run with the inserting role's rights (the CVE-2018-1058 pattern).
+-- Qualifying the extension's own objects is not enough: a planted function
+-- that matches a call better than the built-in does (to_jsonb(the
+-- table's row type) beside pg_catalog's to_jsonb(anyelement)), or a
+-- planted operator, wins too. So every SQL and PL/pgSQL function of the extension now runs with
+-- search_path = pg_catalog, pg_temp, and calls the extension's objects
+-- through @extschema@ (maestro is not relocatable, so that is fixed at
+-- install). Error messages now name the table with its schema.
+--
+-- maestro_sync() and maestro_stuck_instances() already qualified every
+-- object of the extension; they only get the pinned path. The views
+-- (maestro_all_instances, maestro_stats, ...) need nothing: a view stores
+-- its query with the functions and operators resolved to OIDs when it was
+-- created, so the caller's search_path is never consulted.
+-- The C functions name their SQL with the schema and run it with a
+-- pinned search_path already (queue.c).
+-- ---------------------------------------------------------------------
+
+CREATE OR REPLACE FUNCTION maestro_enqueue_trigger()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  workflow uuid;
+  mapping jsonb;
+  new_row jsonb;
+  inputs jsonb := '{}';
+  field text;
+  source jsonb;
+  instance_name text;
+  placeholder text;
+BEGIN
+  IF TG_LEVEL <> 'ROW' OR TG_WHEN <> 'AFTER' OR TG_OP NOT IN ('INSERT', 'UPDATE') THEN
+    RAISE EXCEPTION 'trigger "%" on table %: maestro_enqueue_trigger() must be AFTER INSERT (or UPDATE) FOR EACH ROW',
+      TG_NAME, TG_RELID::regclass
+      USING ERRCODE = 'invalid_object_definition';
+  END IF;
+  IF TG_NARGS NOT IN (2, 3) THEN
+    RAISE EXCEPTION 'trigger "%" on table %: maestro_enqueue_trigger() takes 2 or 3 arguments, not %',
+      TG_NAME, TG_RELID::regclass, TG_NARGS
+      USING ERRCODE = 'invalid_parameter_value',
+            HINT = 'EXECUTE FUNCTION maestro_enqueue_trigger(''<workflow uuid>'', ''{"Input": "column", ...}'' [, ''instance name with {column}''])';
+  END IF;
+
+  BEGIN
+    workflow := TG_ARGV[0]::uuid;
+  EXCEPTION WHEN invalid_text_representation THEN
+    RAISE EXCEPTION 'trigger "%" on table %: the workflow id % is not a uuid',
+      TG_NAME, TG_RELID::regclass, quote_literal(TG_ARGV[0])
+      USING ERRCODE = 'invalid_parameter_value';
+  END;
+  BEGIN
+    mapping := TG_ARGV[1]::jsonb;
+  EXCEPTION WHEN invalid_text_representation THEN
+    mapping := NULL;
+  END;
+  IF mapping IS NULL OR jsonb_typeof(mapping) <> 'object' THEN
+    RAISE EXCEPTION 'trigger "%" on table %: the input mapping must be a JSON object',
+      TG_NAME, TG_RELID::regclass
+      USING ERRCODE = 'invalid_parameter_value',
+            DETAIL = format('Got %s.', quote_literal(TG_ARGV[1])),
+            HINT = 'Map each trigger input to a column: ''{"Email": "email", "Name": "full_name"}''.';
+  END IF;
+
+  new_row := to_jsonb(NEW);
+  FOR field, source IN SELECT key, value FROM jsonb_each(mapping) LOOP
+    IF jsonb_typeof(source) <> 'string' OR NOT new_row ? (source #>> '{}') THEN
+      RAISE EXCEPTION 'trigger "%" on table %: input "%" maps to %, which is not a column of the table',
+        TG_NAME, TG_RELID::regclass, field, source
+        USING ERRCODE = 'undefined_column';
+    END IF;
+    inputs := inputs || jsonb_build_object(field, new_row -> (source #>> '{}'));
+  END LOOP;
+
+  IF TG_NARGS = 3 THEN
+    instance_name := TG_ARGV[2];
+    FOR placeholder IN SELECT DISTINCT m[1] FROM regexp_matches(TG_ARGV[2], '\{([^{}]+)\}', 'g') AS m LOOP
+      IF NOT new_row ? placeholder THEN
+        RAISE EXCEPTION 'trigger "%" on table %: the instance name refers to {%}, which is not a column of the table',
+          TG_NAME, TG_RELID::regclass, placeholder
+          USING ERRCODE = 'undefined_column';
+      END IF;
+      instance_name := replace(instance_name, '{' || placeholder || '}',
+                               coalesce(new_row ->> placeholder, ''));
+    END LOOP;
+  END IF;
+
+  PERFORM @extschema@.maestro_trigger_async(workflow, inputs, instance_name);
+  RETURN NULL;
+END
+$$;
+
+ALTER FUNCTION maestro_sync(uuid) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION maestro_stuck_instances(interval) SET search_path = pg_catalog, pg_temp;
+
 -- Retention and failover (issue 9): the worker deletes finished requests
 -- past maestro.request_retention and events past maestro.event_retention,
 -- oldest first, and after a promotion looks up every unfinished request

@@ -84,7 +84,7 @@ maestro_get_workflows(MaestroConnection *conn, const char *status)
 
 	if (status != NULL)
 	{
-		char	   *escaped = curl_easy_escape(NULL, status, 0);
+		char	   *escaped = curl_easy_escape(NULL, maestro_server_to_utf8(status), 0);
 
 		if (escaped == NULL)
 			ereport(ERROR,
@@ -123,7 +123,8 @@ maestro_trigger_request(MaestroConnection *conn, const char *workflow_id,
 	memset(req, 0, sizeof(*req));
 	req->method = "POST";
 	req->path = account_path(conn, "/workflows/%s/actions/trigger", workflow_id);
-	req->body = body.data;
+	/* built in the database's encoding; Maestro reads UTF-8 */
+	req->body = maestro_server_to_utf8(body.data);
 	req->idempotent = false;
 	req->endpoint = MAESTRO_EP_TRIGGER;
 }

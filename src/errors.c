@@ -97,7 +97,8 @@ maestro_error_message_from_body(const char *body, size_t len, const char *conten
 
 	text_begin(&message);
 	text_end(&message, maestro_error_text(body, len, content_type, root, &message));
-	redacted = maestro_redact(message.data);
+	/* parse.c's text is UTF-8 (anything else made '?'); ours may not be */
+	redacted = maestro_redact(maestro_utf8_to_server(message.data, strlen(message.data), false));
 	maestro_text_free(&message);
 	return redacted;
 }

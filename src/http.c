@@ -77,32 +77,33 @@ write_callback(char *ptr, size_t size, size_t nmemb, void *userdata)
 	return n;
 }
 
-static size_t
-read_callback(char *ptr, size_t size, size_t nmemb, void *userdata)
-{
-	MaestroBuffer *buf = (MaestroBuffer *) userdata;
-	size_t		n = Min(size * nmemb, buf->upload_len - buf->upload_pos);
-
-	memcpy(ptr, buf->upload + buf->upload_pos, n);
-	buf->upload_pos += n;
-	return n;
-}
-
 /*
- * libcurl re-sends a request on its own when a reused connection turns out
- * dead before any response byte arrived, and must rewind the body to do so.
- * For a request that must not be repeated we refuse the rewind: the
- * transfer then fails with CURLE_SEND_FAIL_REWIND, an error the caller
- * sees and handles, instead of a second copy the server may act on.
+ * libcurl sends a request again on its own when a reused (kept-alive)
+ * connection turns out dead before any byte of the answer arrived. A
+ * request that must not be repeated, such as a trigger or a pause, could
+ * then reach Maestro twice: the first copy may have been acted on before
+ * the connection died. libcurl asks for a rewind before such a re-send
+ * only when body bytes went out through a read callback, never for an
+ * empty body (pause, resume, cancel) nor for CURLOPT_POSTFIELDS, so a
+ * refused rewind cannot stop it in general. This callback can: libcurl
+ * calls it each time it is about to send the request on a connection,
+ * the first send and any re-send alike. The second call is refused; the
+ * transfer then fails with CURLE_ABORTED_BY_CALLBACK, an error the caller
+ * sees and handles (the worker looks the request up before sending it
+ * again), instead of a second copy. The same refusal would meet any other
+ * repeat by libcurl, e.g. an authentication round with a proxy that does
+ * not tunnel, which maestro does not use for these requests.
  */
 static int
-refuse_rewind(void *userdata, curl_off_t offset, int origin)
+refuse_resend(void *userdata, char *primary_ip, char *local_ip,
+			  int primary_port, int local_port)
 {
 	MaestroBuffer *buf = (MaestroBuffer *) userdata;
 
-	if (offset == 0 && origin == SEEK_SET && buf->upload_pos == 0)
-		return CURL_SEEKFUNC_OK;	/* nothing was sent yet */
-	return CURL_SEEKFUNC_FAIL;
+	if (buf->sends++ == 0)
+		return CURL_PREREQFUNC_OK;
+	buf->resend_refused = true;
+	return CURL_PREREQFUNC_ABORT;
 }
 
 /*
@@ -384,23 +385,29 @@ maestro_http_configure(CURL *easy, const MaestroConnection *conn, const char *ur
 	curl_easy_setopt(easy, CURLOPT_WRITEDATA, buf);
 	curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, errbuf);
 
+	buf->sends = 0;
+	buf->resend_refused = false;
 	if (strcmp(req->method, "POST") == 0)
 	{
+		/*
+		 * The body as CURLOPT_POSTFIELDS: libcurl puts a body under 64 kB in
+		 * the same buffer as the headers ("Expect:" is off), so a request
+		 * leaves in one send() and costs one trip, where a read callback
+		 * sends the body in a second one. That POSTFIELDS is re-sent
+		 * without a rewind is what refuse_resend() is for. (Opening a new
+		 * connection for every such POST would also prevent re-sends, at
+		 * the price of a TCP and TLS handshake per request.)
+		 */
 		buf->upload = req->body ? req->body : "";
 		buf->upload_len = strlen(buf->upload);
-		buf->upload_pos = 0;
-		curl_easy_setopt(easy, CURLOPT_POST, 1L);
 		curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE, (long) buf->upload_len);
-		curl_easy_setopt(easy, CURLOPT_READFUNCTION, read_callback);
-		curl_easy_setopt(easy, CURLOPT_READDATA, buf);
-		if (!req->idempotent)
-		{
-			curl_easy_setopt(easy, CURLOPT_SEEKFUNCTION, refuse_rewind);
-			curl_easy_setopt(easy, CURLOPT_SEEKDATA, buf);
-		}
+		curl_easy_setopt(easy, CURLOPT_POSTFIELDS, buf->upload);
 	}
 	else
 		curl_easy_setopt(easy, CURLOPT_HTTPGET, 1L);
+	/* set or cleared: a handle may be configured again without a reset */
+	curl_easy_setopt(easy, CURLOPT_PREREQFUNCTION, req->idempotent ? NULL : refuse_resend);
+	curl_easy_setopt(easy, CURLOPT_PREREQDATA, buf);
 }
 
 static void
@@ -422,6 +429,13 @@ raise_transport_error(const MaestroRequest *req, CURLcode rc,
 				(errcode(ERRCODE_OUT_OF_MEMORY),
 				 errmsg("out of memory while receiving a Maestro response"),
 				 errdetail("%s %s", req->method, req->path)));
+	if (rc == CURLE_ABORTED_BY_CALLBACK && buf->resend_refused)
+		ereport(ERROR,
+				(errcode(ERRCODE_CONNECTION_FAILURE),
+				 errmsg("could not complete the Maestro request"),
+				 errdetail("%s %s: the connection was lost after the request was sent; it was not sent again, since Maestro may have acted on it.",
+						   req->method, req->path),
+				 errhint("Check whether the request took effect before repeating it.")));
 	if (rc == CURLE_OPERATION_TIMEDOUT)
 		ereport(ERROR,
 				(errcode(ERRCODE_CONNECTION_FAILURE),

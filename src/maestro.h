@@ -130,9 +130,10 @@ typedef struct MaestroBuffer
 	size_t		limit;
 	bool		too_large;
 	bool		out_of_memory;
-	const char *upload;
+	const char *upload;			/* a POST's body, sent as POSTFIELDS */
 	size_t		upload_len;
-	size_t		upload_pos;
+	int			sends;			/* times libcurl was about to send it */
+	bool		resend_refused; /* and was stopped from sending it again */
 } MaestroBuffer;
 
 /* How a finished HTTP exchange failed, if it did (http.c). */
@@ -189,6 +190,10 @@ extern cJSON *maestro_json_parse(const char *body, size_t len,
 								 const MaestroRequest *req);
 extern cJSON *maestro_json_try_parse(const char *body, size_t len);
 extern char *maestro_json_print(const cJSON *item);
+/* Maestro speaks UTF-8: the two conversions at the database's boundary */
+extern char *maestro_utf8_to_server(const char *s, size_t len, bool strict);
+extern char *maestro_server_to_utf8(const char *s);
+extern void maestro_encoding_prepare(void);
 
 /* api.c: one function per endpoint; each returns the parsed 2xx body */
 extern cJSON *maestro_get_workflows(MaestroConnection *conn, const char *status);

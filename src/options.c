@@ -187,6 +187,46 @@ validate_access_token(const char *value)
 	}
 }
 
+/*
+ * Is path already the ca_file of a server of this wrapper (the validator
+ * identifies it)? Then a superuser chose it, and keeping it names no new
+ * file.
+ */
+static bool
+ca_file_in_use(Oid validator, const char *path)
+{
+	Relation	rel = table_open(ForeignServerRelationId, AccessShareLock);
+	SysScanDesc scan = systable_beginscan(rel, InvalidOid, false, NULL, 0, NULL);
+	HeapTuple	tuple;
+	bool		found = false;
+
+	while (!found && HeapTupleIsValid(tuple = systable_getnext(scan)))
+	{
+		Form_pg_foreign_server server = (Form_pg_foreign_server) GETSTRUCT(tuple);
+		Datum		datum;
+		bool		isnull;
+		ListCell   *cell;
+
+		if (GetForeignDataWrapper(server->srvfdw)->fdwvalidator != validator)
+			continue;
+		datum = heap_getattr(tuple, Anum_pg_foreign_server_srvoptions,
+							 RelationGetDescr(rel), &isnull);
+		if (isnull)
+			continue;
+		foreach(cell, untransformRelOptions(datum))
+		{
+			DefElem    *def = (DefElem *) lfirst(cell);
+
+			if (strcmp(def->defname, "ca_file") == 0 &&
+				strcmp(defGetString(def), path) == 0)
+				found = true;
+		}
+	}
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
+	return found;
+}
+
 Datum
 maestro_fdw_validator(PG_FUNCTION_ARGS)
 {
@@ -267,11 +307,24 @@ maestro_fdw_validator(PG_FUNCTION_ARGS)
 		{
 			const char *path = defGetString(def);
 
+			/*
+			 * The server process reads this file, and the access() probe
+			 * below would tell anyone with USAGE on the wrapper whether a
+			 * file exists and is readable by it. So only a superuser names
+			 * one; the owner may keep (or drop) what a superuser set, since
+			 * the validator sees the whole option list on every ALTER.
+			 */
+			if (!superuser() && !ca_file_in_use(fcinfo->flinfo->fn_oid, path))
+				ereport(ERROR,
+						(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+						 errmsg("permission denied to set option \"ca_file\""),
+						 errdetail("Only a superuser may name a file on the database server."),
+						 errhint("Ask a superuser to run ALTER SERVER ... OPTIONS (ADD ca_file '...').")));
 			if (!is_absolute_path(path))
 				ereport(ERROR,
 						(errcode(ERRCODE_FDW_INVALID_OPTION_NAME),
 						 errmsg("option \"ca_file\" must be an absolute path")));
-			if (access(path, R_OK) != 0)
+			if (superuser() && access(path, R_OK) != 0)
 				ereport(ERROR,
 						(errcode_for_file_access(),
 						 errmsg("could not read the file named by option \"ca_file\": \"%s\": %m", path)));
@@ -513,6 +566,7 @@ maestro_connect(void)
 						 quote_identifier(server->servername))));
 
 	conn = build_connection(server, mapping, mapping_id);
+	maestro_encoding_prepare();
 
 	/* Catalog rows written before the validator existed could lack these. */
 	if (conn->account_id == NULL || !maestro_is_uuid(conn->account_id))
@@ -568,6 +622,7 @@ maestro_connection_for(Oid serverid, Oid userid, char **problem)
 		return NULL;
 
 	conn = build_connection(server, mapping, mapping_id);
+	maestro_encoding_prepare();
 	if (conn->account_id == NULL || !maestro_is_uuid(conn->account_id))
 		*problem = psprintf("maestro server \"%s\" has no valid account_id", server->servername);
 	else if (conn->access_token == NULL && !conn->jwt)
