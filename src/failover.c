@@ -280,20 +280,27 @@ settle(const char *schema, WorkflowGroup *g, uint64 *found, uint64 *queued)
 /*
  * Called once when the worker starts, before it claims anything: compare
  * the timeline with the recorded one, and after a change settle every
- * unfinished request as above.
+ * unfinished request as above. An error here (other than a failed list,
+ * which is handled) ends the worker, which is restarted and checks again:
+ * it must not send anything before the check has been made.
  */
 void
 maestro_failover_check(void)
 {
 	MemoryContext caller = CurrentMemoryContext;
 	MemoryContext cxt;
-	TimeLineID	tli = GetWALInsertionTimeLine();
+	TimeLineID	tli;
 	char	   *schema;
 	int64		recorded;
 	List	   *groups;
 	ListCell   *cell;
 	uint64		found = 0;
 	uint64		queued = 0;
+
+	/* the worker starts only after recovery; the timeline is final then */
+	if (RecoveryInProgress())
+		return;
+	tli = GetWALInsertionTimeLine();
 
 	cxt = AllocSetContextCreate(TopMemoryContext, "maestro failover check", ALLOCSET_DEFAULT_SIZES);
 
