@@ -21,6 +21,7 @@
 #include "commands/async.h"
 #include "commands/extension.h"
 #include "executor/spi.h"
+#include "miscadmin.h"
 #include "pgstat.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
@@ -82,7 +83,7 @@ prepare_plans(void)
 	Oid			extension = get_extension_oid("maestro", true);
 	char	   *table;
 	char	   *schema;
-	Oid			claim_types[2] = {INT4OID, OIDARRAYOID};
+	Oid			claim_types[3] = {INT4OID, OIDARRAYOID, TIMESTAMPTZOID};
 	Oid			oidarray[1] = {OIDARRAYOID};
 	Oid			int8array[1] = {INT8ARRAYOID};
 	Oid			record_types[9] = {INT8OID, TEXTOID, INT4OID, TEXTOID, UUIDOID, TEXTOID, INT8OID, BOOLOID,
@@ -106,11 +107,12 @@ prepare_plans(void)
 	table = maestro_queue_table();
 	schema = maestro_extension_schema_name();
 	claim_plan = prepare(psprintf("SELECT id, server_id, requested_by, workflow_id::text,"
-								  " inputs::text, instance_name, attempts, verify_before_send"
+								  " inputs::text, instance_name, attempts, verify_before_send,"
+								  " sent_at IS NULL OR sent_at < $3"
 								  " FROM %s WHERE state = 'queued' AND next_attempt_at <= now()"
 								  " AND server_id <> ALL ($2)"
 								  " ORDER BY next_attempt_at, id LIMIT $1 FOR UPDATE SKIP LOCKED",
-								  table), 2, claim_types);
+								  table), 3, claim_types);
 	mark_plan = prepare(psprintf("UPDATE %s SET state = 'sending', attempts = attempts + 1,"
 								 " sent_at = now() WHERE id = ANY($1)", table), 1, int8array);
 	due_plan = prepare(psprintf("SELECT min(next_attempt_at) FILTER (WHERE server_id <> ALL ($1)),"
@@ -169,6 +171,7 @@ delivery_from_row(HeapTuple tuple, TupleDesc desc)
 	d->instance_name = SPI_getvalue(tuple, desc, 6);
 	d->attempts = DatumGetInt32(SPI_getbinval(tuple, desc, 7, &isnull)) + 1;
 	d->verify = DatumGetBool(SPI_getbinval(tuple, desc, 8, &isnull));
+	d->sent_before_start = DatumGetBool(SPI_getbinval(tuple, desc, 9, &isnull));
 	d->conn = maestro_connection_for(d->server_id,
 									 DatumGetObjectId(SPI_getbinval(tuple, desc, 3, &isnull)),
 									 &d->problem);
@@ -191,7 +194,7 @@ maestro_queue_sql_claim(int limit, bool recover, List **claimed, bool *more,
 	MemoryContext caller;
 	TimestampTz now = GetCurrentTimestamp();
 	Datum		closed;
-	Datum		args[2];
+	Datum		args[3];
 	Datum	   *ids;
 	int			n_ids = 0;
 	uint64		i;
@@ -225,6 +228,7 @@ maestro_queue_sql_claim(int limit, bool recover, List **claimed, bool *more,
 	{
 		args[0] = Int32GetDatum(limit);
 		args[1] = closed;
+		args[2] = TimestampTzGetDatum(MyStartTimestamp);
 		SPI_execute_plan(claim_plan, args, NULL, false, 0);
 		if (SPI_processed == (uint64) limit)
 			*more = true;

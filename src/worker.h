@@ -42,6 +42,7 @@ typedef struct Delivery
 	char	   *instance_name;
 	int			attempts;		/* counting this one */
 	bool		verify;			/* look it up by name before sending */
+	bool		sent_before_start;	/* any earlier send was a previous worker's */
 	MaestroConnection *conn;
 	char	   *problem;		/* why it cannot be sent at all */
 	struct Delivery *next;
