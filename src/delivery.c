@@ -63,6 +63,12 @@ typedef struct KnownNames
 	struct KnownNames *next;
 } KnownNames;
 
+/*
+ * A claimed request whose server is paused for longer than this goes back
+ * to the queue until the pause ends, rather than stay 'sending' unsent.
+ */
+#define UNCLAIM_PAUSE_MS	2000
+
 /* how long a list answers for a previous worker's requests */
 #define KNOWN_NAMES_TTL_MS	(5 * 60 * 1000)
 
@@ -620,6 +626,19 @@ maestro_delivery_dispatch(TimestampTz now, TimestampTz *next_slot)
 			delivery_free(d);
 		else if (d->verify)
 			join_group(d);
+		else if (!maestro_worker_stopping &&
+				 maestro_pacing_paused_until(d->server_id, now) >
+				 TimestampTzPlusMilliseconds(now, UNCLAIM_PAUSE_MS))
+		{
+			Outcome    *o = maestro_new_outcome(d->id, "queued");
+
+			o->unclaim = true;
+			o->verify = d->verify;
+			o->retry_in_ms = TimestampDifferenceMilliseconds(now,
+															 maestro_pacing_paused_until(d->server_id, now));
+			outcomes = lappend(outcomes, o);
+			delivery_free(d);
+		}
 		else if (maestro_worker_stopping ||
 				 maestro_transfer_count() >= maestro_max_concurrency ||
 				 (slot = maestro_pacing_next_slot(d->server_id, now)) > now)

@@ -36,6 +36,7 @@ static SPIPlanPtr mark_plan = NULL;
 static SPIPlanPtr due_plan = NULL;
 static SPIPlanPtr record_plan = NULL;
 static SPIPlanPtr mirror_plan = NULL;
+static SPIPlanPtr unclaim_plan = NULL;
 
 static MemoryContext
 begin_work(const char *activity)
@@ -89,6 +90,7 @@ prepare_plans(void)
 	Oid			record_types[9] = {INT8OID, TEXTOID, INT4OID, TEXTOID, UUIDOID, TEXTOID, INT8OID, BOOLOID,
 	TIMESTAMPTZOID};
 	Oid			mirror_types[4] = {UUIDARRAYOID, UUIDARRAYOID, TEXTARRAYOID, JSONBARRAYOID};
+	Oid			unclaim_types[2] = {INT8OID, INT8OID};
 
 	if (!OidIsValid(extension))
 		return false;
@@ -102,6 +104,7 @@ prepare_plans(void)
 		SPI_freeplan(due_plan);
 		SPI_freeplan(record_plan);
 		SPI_freeplan(mirror_plan);
+		SPI_freeplan(unclaim_plan);
 		claim_plan = NULL;
 	}
 	table = maestro_queue_table();
@@ -127,6 +130,12 @@ prepare_plans(void)
 								   " WHERE id = $1 AND state = 'sending'"
 								   " RETURNING workflow_id, instance_name, inputs", table),
 						  9, record_types);
+
+	/* a claimed request that was never sent goes back as it was */
+	unclaim_plan = prepare(psprintf("UPDATE %s SET state = 'queued', attempts = attempts - 1,"
+									" next_attempt_at = now() + $2 * interval '1 millisecond'"
+									" WHERE id = $1 AND state = 'sending'", table),
+						   2, unclaim_types);
 
 	/*
 	 * A started instance goes into the mirror at once, as In Progress (its
@@ -313,6 +322,13 @@ maestro_queue_sql_record(List *outcomes)
 		Datum		values[9];
 		char		nulls[9] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
 
+		if (o->unclaim)
+		{
+			values[0] = Int64GetDatum(o->id);
+			values[1] = Int64GetDatum(Max(o->retry_in_ms, 0));
+			SPI_execute_plan(unclaim_plan, values, NULL, false, 0);
+			continue;
+		}
 		values[0] = Int64GetDatum(o->id);
 		values[1] = CStringGetTextDatum(o->state);
 		values[2] = Int32GetDatum(o->http_status);

@@ -60,6 +60,7 @@ typedef struct Outcome
 	long		retry_in_ms;	/* for queued */
 	bool		verify;
 	TimestampTz sent_at;		/* when its POST left; 0: not sent */
+	bool		unclaim;		/* queued again unsent: the attempt is not counted */
 } Outcome;
 
 /* One asynchronous HTTP exchange on the worker's multi handle. */
