@@ -18,7 +18,8 @@
  * verified gather in a group per (server, workflow), and the group's one
  * GET answers for all of them. A request that joins while its workflow's
  * GET is in flight waits for the next one, whose answer is sure to be
- * later than its own uncertain send.
+ * later than its own uncertain send, unless that send was a previous
+ * worker's (after a crash): any GET of this worker is later than it.
  *
  * Every call here is asynchronous (transfer.c), except getting a token
  * (auth.c), which is cached and only minted when it expires.
@@ -44,12 +45,158 @@ typedef struct LookupGroup
 	struct LookupGroup *next;
 } LookupGroup;
 
+/*
+ * The tagged names ("... [mq <id>-<tag>]") a workflow's last instances
+ * list showed, kept a while: after a crash, the requests a previous worker
+ * may have sent take several claims, and every GET of this worker is later
+ * than their sends, so one list answers for all of them.
+ */
+typedef struct KnownNames
+{
+	MemoryContext cxt;
+	Oid			server_id;
+	char	   *workflow_id;
+	char	  **names;			/* sorted */
+	char	  **ids;			/* the instance id of each name */
+	int			n;
+	TimestampTz listed_at;
+	struct KnownNames *next;
+} KnownNames;
+
+/*
+ * A claimed request whose server is paused for longer than this goes back
+ * to the queue until the pause ends, rather than stay 'sending' unsent.
+ */
+#define UNCLAIM_PAUSE_MS	2000
+
+/* how long a list answers for a previous worker's requests */
+#define KNOWN_NAMES_TTL_MS	(5 * 60 * 1000)
+
 /* claimed requests waiting for a free slot, in claim order */
 static Delivery *ready_head = NULL;
 static Delivery *ready_tail = NULL;
 static int	ready_count = 0;
 static LookupGroup *groups = NULL;
 static int	lookup_members = 0;
+static KnownNames *known = NULL;
+
+static void
+known_forget(KnownNames *k)
+{
+	KnownNames **link;
+
+	for (link = &known; *link; link = &(*link)->next)
+		if (*link == k)
+		{
+			*link = k->next;
+			break;
+		}
+	MemoryContextDelete(k->cxt);
+}
+
+static KnownNames *
+known_for(Oid server_id, const char *workflow_id)
+{
+	KnownNames *k;
+	TimestampTz now = GetCurrentTimestamp();
+
+	for (k = known; k; k = k->next)
+		if (k->server_id == server_id && strcmp(k->workflow_id, workflow_id) == 0)
+		{
+			if (TimestampDifferenceExceeds(k->listed_at, now, KNOWN_NAMES_TTL_MS))
+			{
+				known_forget(k);
+				return NULL;
+			}
+			return k;
+		}
+	return NULL;
+}
+
+static int
+compare_strings(const void *a, const void *b)
+{
+	return strcmp(*(char *const *) a, *(char *const *) b);
+}
+
+/* Keep the tagged names of a list that left at listed_at. */
+static void
+known_remember(Oid server_id, const char *workflow_id, const cJSON *list,
+			   TimestampTz listed_at)
+{
+	KnownNames *k = known_for(server_id, workflow_id);
+	MemoryContext cxt;
+	MemoryContext old;
+	const cJSON *inst;
+	int			cap = cJSON_GetArraySize(list);
+	char	  **names;
+	char	  **ids;
+	int			i;
+
+	if (k)
+		known_forget(k);
+	cxt = AllocSetContextCreate(TopMemoryContext, "maestro known names", ALLOCSET_SMALL_SIZES);
+	old = MemoryContextSwitchTo(cxt);
+	k = palloc0(sizeof(KnownNames));
+	k->cxt = cxt;
+	k->server_id = server_id;
+	k->workflow_id = pstrdup(workflow_id);
+	k->listed_at = listed_at;
+	names = palloc(sizeof(char *) * Max(cap, 1));
+	ids = palloc(sizeof(char *) * Max(cap, 1));
+	cJSON_ArrayForEach(inst, list)
+	{
+		const cJSON *name = maestro_json_member(inst, "name");
+		const cJSON *id = maestro_json_member(inst, "id");
+
+		if (cJSON_IsString(name) && strstr(name->valuestring, " [mq ") != NULL &&
+			cJSON_IsString(id) && maestro_is_uuid(id->valuestring))
+		{
+			/* the id follows its name, so that sorting keeps the pairs */
+			names[k->n] = psprintf("%s%c%s", name->valuestring, '\0', id->valuestring);
+			k->n++;
+		}
+	}
+	qsort(names, k->n, sizeof(char *), compare_strings);
+	for (i = 0; i < k->n; i++)
+		ids[i] = names[i] + strlen(names[i]) + 1;
+	k->names = names;
+	k->ids = ids;
+	MemoryContextSwitchTo(old);
+	k->next = known;
+	known = k;
+}
+
+/*
+ * A request a previous worker may have sent, settled by a list this worker
+ * already has: found, its outcome is appended and true returned; not
+ * found, it is to be sent (verify cleared) and false returned; false too
+ * when no list answers for it.
+ */
+static bool
+settled_by_known_names(Delivery *d, List **outcomes)
+{
+	KnownNames *k;
+	char	  **hit;
+	char	   *key = d->instance_name;
+
+	if (!d->sent_before_start || (k = known_for(d->server_id, d->workflow_id)) == NULL)
+		return false;
+	hit = bsearch(&key, k->names, k->n, sizeof(char *), compare_strings);
+	if (hit == NULL)
+	{
+		d->verify = false;
+		return false;
+	}
+	{
+		Outcome    *o = maestro_new_outcome(d->id, "done");
+
+		o->instance_id = pstrdup(k->ids[hit - k->names]);
+		o->error = pstrdup("found by its name after an uncertain send; Maestro gives the instance_url only at trigger time");
+		*outcomes = lappend(*outcomes, o);
+	}
+	return true;
+}
 
 static void
 delivery_free(Delivery *d)
@@ -263,8 +410,14 @@ group_for(Delivery *d)
 	LookupGroup *g;
 	MemoryContext cxt;
 
+	/*
+	 * Every GET of this worker left after any send of a previous one, so a
+	 * request whose uncertain send was a previous worker's may join a GET
+	 * already in flight (this is what makes the look-ups after a crash one
+	 * per workflow); any other waits for the next GET.
+	 */
 	for (g = groups; g; g = g->next)
-		if (!g->in_flight && g->server_id == d->server_id &&
+		if ((!g->in_flight || d->sent_before_start) && g->server_id == d->server_id &&
 			strcmp(g->workflow_id, d->workflow_id) == 0)
 			return g;
 
@@ -388,6 +541,7 @@ lookup_finished(Transfer *t, LookupGroup *g, List *outcomes)
 	qsort(sorted, g->n_members, sizeof(Delivery *), compare_names);
 	found = palloc0(sizeof(bool) * g->n_members);
 
+	known_remember(g->server_id, g->workflow_id, list, t->started_at);
 	cJSON_ArrayForEach(inst, list)
 	{
 		const cJSON *name = maestro_json_member(inst, "name");
@@ -468,8 +622,23 @@ maestro_delivery_dispatch(TimestampTz now, TimestampTz *next_slot)
 			outcomes = lappend(outcomes, o);
 			delivery_free(d);
 		}
+		else if (d->verify && settled_by_known_names(d, &outcomes))
+			delivery_free(d);
 		else if (d->verify)
 			join_group(d);
+		else if (!maestro_worker_stopping &&
+				 maestro_pacing_paused_until(d->server_id, now) >
+				 TimestampTzPlusMilliseconds(now, UNCLAIM_PAUSE_MS))
+		{
+			Outcome    *o = maestro_new_outcome(d->id, "queued");
+
+			o->unclaim = true;
+			o->verify = d->verify;
+			o->retry_in_ms = TimestampDifferenceMilliseconds(now,
+															 maestro_pacing_paused_until(d->server_id, now));
+			outcomes = lappend(outcomes, o);
+			delivery_free(d);
+		}
 		else if (maestro_worker_stopping ||
 				 maestro_transfer_count() >= maestro_max_concurrency ||
 				 (slot = maestro_pacing_next_slot(d->server_id, now)) > now)

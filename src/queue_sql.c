@@ -21,6 +21,7 @@
 #include "commands/async.h"
 #include "commands/extension.h"
 #include "executor/spi.h"
+#include "miscadmin.h"
 #include "pgstat.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
@@ -35,6 +36,7 @@ static SPIPlanPtr mark_plan = NULL;
 static SPIPlanPtr due_plan = NULL;
 static SPIPlanPtr record_plan = NULL;
 static SPIPlanPtr mirror_plan = NULL;
+static SPIPlanPtr unclaim_plan = NULL;
 
 static MemoryContext
 begin_work(const char *activity)
@@ -82,12 +84,13 @@ prepare_plans(void)
 	Oid			extension = get_extension_oid("maestro", true);
 	char	   *table;
 	char	   *schema;
-	Oid			claim_types[2] = {INT4OID, OIDARRAYOID};
+	Oid			claim_types[3] = {INT4OID, OIDARRAYOID, TIMESTAMPTZOID};
 	Oid			oidarray[1] = {OIDARRAYOID};
 	Oid			int8array[1] = {INT8ARRAYOID};
 	Oid			record_types[9] = {INT8OID, TEXTOID, INT4OID, TEXTOID, UUIDOID, TEXTOID, INT8OID, BOOLOID,
 	TIMESTAMPTZOID};
 	Oid			mirror_types[4] = {UUIDARRAYOID, UUIDARRAYOID, TEXTARRAYOID, JSONBARRAYOID};
+	Oid			unclaim_types[2] = {INT8OID, INT8OID};
 
 	if (!OidIsValid(extension))
 		return false;
@@ -101,16 +104,18 @@ prepare_plans(void)
 		SPI_freeplan(due_plan);
 		SPI_freeplan(record_plan);
 		SPI_freeplan(mirror_plan);
+		SPI_freeplan(unclaim_plan);
 		claim_plan = NULL;
 	}
 	table = maestro_queue_table();
 	schema = maestro_extension_schema_name();
 	claim_plan = prepare(psprintf("SELECT id, server_id, requested_by, workflow_id::text,"
-								  " inputs::text, instance_name, attempts, verify_before_send"
+								  " inputs::text, instance_name, attempts, verify_before_send,"
+								  " sent_at IS NULL OR sent_at < $3"
 								  " FROM %s WHERE state = 'queued' AND next_attempt_at <= now()"
 								  " AND server_id <> ALL ($2)"
 								  " ORDER BY next_attempt_at, id LIMIT $1 FOR UPDATE SKIP LOCKED",
-								  table), 2, claim_types);
+								  table), 3, claim_types);
 	mark_plan = prepare(psprintf("UPDATE %s SET state = 'sending', attempts = attempts + 1,"
 								 " sent_at = now() WHERE id = ANY($1)", table), 1, int8array);
 	due_plan = prepare(psprintf("SELECT min(next_attempt_at) FILTER (WHERE server_id <> ALL ($1)),"
@@ -125,6 +130,12 @@ prepare_plans(void)
 								   " WHERE id = $1 AND state = 'sending'"
 								   " RETURNING workflow_id, instance_name, inputs", table),
 						  9, record_types);
+
+	/* a claimed request that was never sent goes back as it was */
+	unclaim_plan = prepare(psprintf("UPDATE %s SET state = 'queued', attempts = attempts - 1,"
+									" next_attempt_at = now() + $2 * interval '1 millisecond'"
+									" WHERE id = $1 AND state = 'sending'", table),
+						   2, unclaim_types);
 
 	/*
 	 * A started instance goes into the mirror at once, as In Progress (its
@@ -169,6 +180,7 @@ delivery_from_row(HeapTuple tuple, TupleDesc desc)
 	d->instance_name = SPI_getvalue(tuple, desc, 6);
 	d->attempts = DatumGetInt32(SPI_getbinval(tuple, desc, 7, &isnull)) + 1;
 	d->verify = DatumGetBool(SPI_getbinval(tuple, desc, 8, &isnull));
+	d->sent_before_start = DatumGetBool(SPI_getbinval(tuple, desc, 9, &isnull));
 	d->conn = maestro_connection_for(d->server_id,
 									 DatumGetObjectId(SPI_getbinval(tuple, desc, 3, &isnull)),
 									 &d->problem);
@@ -191,7 +203,7 @@ maestro_queue_sql_claim(int limit, bool recover, List **claimed, bool *more,
 	MemoryContext caller;
 	TimestampTz now = GetCurrentTimestamp();
 	Datum		closed;
-	Datum		args[2];
+	Datum		args[3];
 	Datum	   *ids;
 	int			n_ids = 0;
 	uint64		i;
@@ -225,6 +237,7 @@ maestro_queue_sql_claim(int limit, bool recover, List **claimed, bool *more,
 	{
 		args[0] = Int32GetDatum(limit);
 		args[1] = closed;
+		args[2] = TimestampTzGetDatum(MyStartTimestamp);
 		SPI_execute_plan(claim_plan, args, NULL, false, 0);
 		if (SPI_processed == (uint64) limit)
 			*more = true;
@@ -309,6 +322,13 @@ maestro_queue_sql_record(List *outcomes)
 		Datum		values[9];
 		char		nulls[9] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
 
+		if (o->unclaim)
+		{
+			values[0] = Int64GetDatum(o->id);
+			values[1] = Int64GetDatum(Max(o->retry_in_ms, 0));
+			SPI_execute_plan(unclaim_plan, values, NULL, false, 0);
+			continue;
+		}
 		values[0] = Int64GetDatum(o->id);
 		values[1] = CStringGetTextDatum(o->state);
 		values[2] = Int32GetDatum(o->http_status);

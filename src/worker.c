@@ -312,8 +312,6 @@ worker_loop(void)
 			if (wake_at != 0)
 				timeout_ms = Max(TimestampDifferenceMilliseconds(now, wake_at), 0);
 		}
-		elog(DEBUG1, "maestro wait %ld busy %d need %d due " INT64_FORMAT " slot " INT64_FORMAT " reopen " INT64_FORMAT " hk " INT64_FORMAT " pending %d transfers %d",
-			 timeout_ms, busy, need_claim, next_due, next_slot, reopen, next_housekeeping, maestro_delivery_pending(), maestro_transfer_count());
 		maestro_transfer_wait(timeout_ms);
 	}
 	PG_exception_stack = NULL;

@@ -42,6 +42,7 @@ typedef struct Delivery
 	char	   *instance_name;
 	int			attempts;		/* counting this one */
 	bool		verify;			/* look it up by name before sending */
+	bool		sent_before_start;	/* any earlier send was a previous worker's */
 	MaestroConnection *conn;
 	char	   *problem;		/* why it cannot be sent at all */
 	struct Delivery *next;
@@ -59,6 +60,7 @@ typedef struct Outcome
 	long		retry_in_ms;	/* for queued */
 	bool		verify;
 	TimestampTz sent_at;		/* when its POST left; 0: not sent */
+	bool		unclaim;		/* queued again unsent: the attempt is not counted */
 } Outcome;
 
 /* One asynchronous HTTP exchange on the worker's multi handle. */

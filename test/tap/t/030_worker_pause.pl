@@ -21,6 +21,9 @@ $node->safe_psql('postgres', qq{
 CREATE SERVER p60 FOREIGN DATA WRAPPER maestro
   OPTIONS (base_url '$sim/_fault/key=p60;status=429;retry_after=60;times=1;method=POST', account_id '$ACCOUNT');
 CREATE USER MAPPING FOR CURRENT_USER SERVER p60 OPTIONS (access_token 'sim-token');
+CREATE SERVER p60b FOREIGN DATA WRAPPER maestro
+  OPTIONS (base_url '$sim/_fault/key=p60b;status=429;retry_after=60;times=1;method=POST', account_id '$ACCOUNT');
+CREATE USER MAPPING FOR CURRENT_USER SERVER p60b OPTIONS (access_token 'sim-token');
 CREATE SERVER pnone FOREIGN DATA WRAPPER maestro
   OPTIONS (base_url '$sim/_fault/key=pnone;status=429;method=POST', account_id '$ACCOUNT');
 CREATE USER MAPPING FOR CURRENT_USER SERVER pnone OPTIONS (access_token 'sim-token');
@@ -74,6 +77,17 @@ cmp_ok($wal_rate, '<', 20000, '... and writing (almost) no WAL');
 is($posts1 - $posts0, 0, '... and sending nothing to the paused server');
 is(scalar_sql($node, "SELECT count(*) FROM maestro_trigger_requests WHERE instance_name LIKE 'p60%' AND state = 'failed'"),
 	'0', 'no request of the paused server failed');
+
+# --- claimed requests of a server that gets paused go back to the queue ----
+enqueue('p60b', 'p60b', 6);
+ok(wait_for($node, "SELECT count(*) FROM maestro_trigger_requests WHERE instance_name LIKE 'p60b %' AND http_status = 429", '1', 30),
+	'a second server: its first request got 429 with Retry-After: 60');
+ok(wait_for($node, "SELECT count(*) FROM maestro_trigger_requests WHERE instance_name LIKE 'p60b %' AND state = 'sending'", '0', 10),
+	'... and none of its requests stays claimed (sending) through the pause');
+is(scalar_sql($node, "SELECT count(*) FROM maestro_trigger_requests WHERE instance_name LIKE 'p60b %' AND state = 'queued' AND next_attempt_at > now() + interval '40 s'"),
+	'6', '... all 6 wait, queued, for the end of the pause');
+is(scalar_sql($node, "SELECT sum(attempts) FROM maestro_trigger_requests WHERE instance_name LIKE 'p60b %'"),
+	'1', '... and only the one that was sent counts an attempt');
 
 # --- defect 5: 429 without Retry-After: every answer is 429 ----------------
 enqueue('pnone', 'pnone', 10);

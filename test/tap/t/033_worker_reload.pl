@@ -17,10 +17,16 @@ $node->safe_psql('postgres',
 
 my $seq0 = sim_max_seq();
 my $off = log_offset($node);
-enqueue_batch($node, 'reload', 150);
+enqueue_batch($node, 'reload', 64);
 ok(wait_for($node, "SELECT count(*) >= 64 FROM maestro_trigger_requests WHERE state = 'sending'", 't', 30),
 	'64 requests are in flight');
 $node->safe_psql('postgres', 'ALTER SYSTEM SET maestro.max_concurrency = 4; SELECT pg_reload_conf()');
+sleep 0.5;
+# a commit while every slot is taken: the next claim must not ask for a negative number
+$node->safe_psql('postgres', qq{
+SELECT count(maestro_trigger_async('$WF1', format('{"Name": "N%s", "Email": "n%s\@example.com"}', g, g)::jsonb,
+                                   'reload ' || g))
+FROM generate_series(65, 150) g});
 ok(wait_for($node, "SELECT count(*) FROM maestro_trigger_requests WHERE state = 'done'", '150', 180),
 	'all 150 requests are done after the reload');
 my $log = log_since($node, $off);
