@@ -81,4 +81,66 @@ my $doubled = grep { $_ > 1 } values %accepted;
 my $found = check_exactly_once($standby, 'fo', $n, $seq0);
 note "after the failover: $doubled of $n started twice, $found settled by a look-up by name";
 
+# The same check, deterministic and without replication: the recorded
+# timeline is made to differ (as after a promotion) in the transaction that
+# leaves requests unfinished, and the commit starts the worker.
+my $node = $standby;
+ok(defined wait_for_worker_exit($node, 30), 'the worker exits once the queue is drained');
+
+# (a) three requests Maestro already has, back to 'queued' and 'sending':
+# found by the one instance list, done without a second POST
+$seq0 = sim_max_seq();
+$offset = log_offset($node);
+my $ids = scalar_sql($node, "SELECT string_agg(id::text, ',') FROM (SELECT id FROM maestro_trigger_requests"
+	. " WHERE instance_name LIKE 'fo %' ORDER BY id LIMIT 3) s");
+$node->safe_psql('postgres', q{
+BEGIN;
+UPDATE maestro_trigger_requests SET state = CASE WHEN id % 2 = 0 THEN 'queued' ELSE 'sending' END,
+  instance_id = NULL, done_at = NULL
+WHERE id IN (SELECT id FROM maestro_trigger_requests WHERE instance_name LIKE 'fo %' ORDER BY id LIMIT 3);
+UPDATE maestro_worker_state SET timeline = 99;
+SELECT maestro_wake();
+COMMIT;});
+ok(wait_for($node, "SELECT count(*) FROM maestro_trigger_requests WHERE id IN ($ids) AND state = 'done'"
+	. " AND last_error LIKE 'found by its name after a failover%'",
+	'3', 30), 'requests Maestro already has are found by their names after a timeline change');
+is(scalar_sql($node, "SELECT count(*) FROM maestro_trigger_requests WHERE state = 'done' AND instance_id IS NOT NULL"
+	. " AND instance_name LIKE 'fo %'"), $n, '... and are done with their instance ids');
+my @t = grep { $_->{seq} > $seq0 } @{ sim_log() };
+is(scalar(grep { $_->{method} eq 'POST' } @t), 0, '... without a POST');
+is(scalar(grep { $_->{method} eq 'GET' && $_->{path} =~ m{/instances$} } @t), 1, '... with one instance list');
+like(log_since($node, $offset), qr/timeline 2, the queue was last worked on timeline 99.*\n.*DETAIL:.*3 were found/,
+	'the log says what was found');
+
+# (b) the list cannot be had (Maestro answers 503 to every GET): the
+# requests are looked up one by one and not sent while that fails; once
+# Maestro answers, they are sent, each once
+ok(defined wait_for_worker_exit($node, 30), 'the worker exits again');
+add_server($node, 'listdown', '/_fault/key=listdown;status=503;method=GET');
+$seq0 = sim_max_seq();
+$offset = log_offset($node);
+$node->safe_psql('postgres', qq{
+SET maestro.server = 'listdown';
+BEGIN;
+SELECT maestro_trigger_async('$WF1', format('{"Name": "D%s", "Email": "d%s\@example.com"}', g, g)::jsonb, 'down ' || g)
+FROM generate_series(1, 2) g;
+UPDATE maestro_worker_state SET timeline = 98;
+COMMIT;});
+# the list at the worker's start fails (after http.c's retries of a GET);
+# then the requests' own look-ups fail too
+my $deadline = time + 60;
+sleep 0.05 while log_since($node, $offset) !~ /could not list the instances of workflow/ && time < $deadline;
+like(log_since($node, $offset), qr/could not list the instances of workflow/, 'the log says the list failed');
+my $asked = sim_fault_count('listdown');
+sleep 0.05 while sim_fault_count('listdown') <= $asked && time < $deadline;
+cmp_ok(sim_fault_count('listdown'), '>', $asked, 'the requests are then looked up, and that fails too');
+is(scalar(grep { $_->{seq} > $seq0 && $_->{method} eq 'POST' } @{ sim_log() }), 0,
+	'... and nothing was sent meanwhile');
+is(scalar_sql($node, "SELECT count(*) FROM maestro_trigger_requests WHERE instance_name LIKE 'down %' AND state IN ('queued', 'sending')"),
+	'2', 'the two requests wait');
+$node->safe_psql('postgres', "ALTER SERVER listdown OPTIONS (SET base_url '" . sim_url() . "')");
+ok(wait_for($node, "SELECT count(*) FROM maestro_trigger_requests WHERE instance_name LIKE 'down %' AND state = 'done'",
+	'2', 60), 'once Maestro answers, both are sent and done');
+is(scalar(grep { $_->{name} =~ /^down \d+ \[mq / } @{ sim_instances($WF1) }), 2, '... one instance each');
+
 done_testing();
