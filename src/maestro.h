@@ -238,6 +238,16 @@ extern void maestro_become_role(Oid role, MaestroRoleSwitch *save);
 extern void maestro_restore_role(MaestroRoleSwitch *save);
 extern char *maestro_extension_schema_name(void);
 
+/*
+ * pacing.c: the one rule that turns an answer into a pause of its server
+ * (for anyone who must honour the API's limits), and whether the worker
+ * holds a server paused, and until when (in the worker's process).
+ */
+extern long maestro_pacing_pause_ms(long status, long retry_after_ms,
+									long rate_remaining, long rate_reset,
+									int attempts);
+extern TimestampTz maestro_pacing_paused_until(Oid server_id, TimestampTz now);
+
 /* stats.c */
 extern void maestro_stats_shmem_request(void);
 extern void maestro_stats_shmem_startup(void);

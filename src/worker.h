@@ -101,10 +101,6 @@ extern char *maestro_worker_caught_error(MemoryContext keep);
 extern TimestampTz maestro_pacing_next_slot(Oid server_id, TimestampTz now);
 extern void maestro_pacing_record_send(Oid server_id, TimestampTz now);
 extern void maestro_pacing_pause(Oid server_id, long ms);
-extern TimestampTz maestro_pacing_paused_until(Oid server_id, TimestampTz now);
-extern long maestro_pacing_pause_ms(long status, long retry_after_ms,
-									long rate_remaining, long rate_reset,
-									int attempts);
 extern void maestro_pacing_note_claimed(Oid server_id, int delta);
 extern bool maestro_pacing_may_claim(Oid server_id, TimestampTz now);
 extern bool maestro_pacing_wants_claim(TimestampTz now, TimestampTz *reopen);
