@@ -10,6 +10,7 @@
  *
  * options.c turns foreign servers and user mappings into a
  * MaestroConnection; errors.c turns failed HTTP exchanges into ereports.
+ * The trigger queue's worker has its own header, worker.h.
  *
  * src/maestro.h
  *

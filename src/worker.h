@@ -5,13 +5,16 @@
  *
  * The worker is split by concern, and the calls go one way:
  *
- *	worker.c (the loop and its one wait)
+ *	worker.c (the loop, its one wait, error recovery, housekeeping)
+ *	  -> sync_loop.c (the periodic maestro_sync())
  *	  -> queue_sql.c (claiming and recording, in transactions)
  *	  -> delivery.c (what to do with a request: send, look up, retry)
  *	  -> transfer.c (asynchronous HTTP on the worker's multi handle)
- *	  -> pacing.c (per-server rate windows and pauses)
- *	  -> sync_loop.c (the periodic maestro_sync())
- *	launcher.c owns the worker's life cycle (start, wake, exit handshake).
+ *	  -> pacing.c (per-server rate windows, pauses, claim budgets)
+ *
+ * queue_sql.c hands claimed requests to delivery.c; none of these calls
+ * back up. launcher.c owns the worker's life cycle (start, wake, the exit
+ * handshake); queue.c the backends' side of the queue.
  *
  * src/worker.h
  *
