@@ -679,45 +679,45 @@ maestro_delivery_dispatch(TimestampTz now, TimestampTz *next_slot)
 	}
 
 	/* one GET per workflow, when a slot and the server's pacing allow */
-	for (g = groups; g; g = g->next)
+	g = groups;
+	while (g && !maestro_worker_stopping &&
+		   maestro_transfer_count() < maestro_max_concurrency)
 	{
+		LookupGroup *next = g->next;
 		TimestampTz slot;
 		char	   *problem;
 		MaestroRequest req;
 		MemoryContext old;
 
-		if (g->in_flight || maestro_worker_stopping)
-			continue;
-		if (maestro_transfer_count() >= maestro_max_concurrency)
-			break;
-		slot = maestro_pacing_next_slot(g->server_id, now);
-		if (slot > now)
+		if (!g->in_flight)
 		{
-			if (*next_slot == 0 || slot < *next_slot)
-				*next_slot = slot;
-			continue;
+			slot = maestro_pacing_next_slot(g->server_id, now);
+			if (slot > now)
+			{
+				if (*next_slot == 0 || slot < *next_slot)
+					*next_slot = slot;
+			}
+			else if ((problem = prepare_token(g->conn, keep)) != NULL)
+			{
+				if (maestro_worker_stopping)
+					break;
+				outcomes = group_retry_all(g, problem, outcomes);
+				group_free(g);
+			}
+			else
+			{
+				old = MemoryContextSwitchTo(g->cxt);
+				maestro_instances_request(g->conn, g->workflow_id, &req);
+				MemoryContextSwitchTo(old);
+				/* out of memory: tried again next round */
+				if (maestro_transfer_start(TRANSFER_LOOKUP, g, g->conn, &req, g->cxt) != NULL)
+				{
+					g->in_flight = true;
+					maestro_pacing_record_send(g->server_id, now);
+				}
+			}
 		}
-		problem = prepare_token(g->conn, keep);
-		if (problem)
-		{
-			LookupGroup *next = g->next;
-
-			if (maestro_worker_stopping)
-				break;
-			outcomes = group_retry_all(g, problem, outcomes);
-			group_free(g);
-			g = next;
-			if (g == NULL)
-				break;
-			continue;
-		}
-		old = MemoryContextSwitchTo(g->cxt);
-		maestro_instances_request(g->conn, g->workflow_id, &req);
-		MemoryContextSwitchTo(old);
-		if (maestro_transfer_start(TRANSFER_LOOKUP, g, g->conn, &req, g->cxt) == NULL)
-			continue;			/* out of memory: tried again next round */
-		g->in_flight = true;
-		maestro_pacing_record_send(g->server_id, now);
+		g = next;
 	}
 	return outcomes;
 }

@@ -10,6 +10,11 @@
  * slices lets pg_cancel_backend() and statement_timeout stop a transfer
  * within INTERRUPT_POLL_MS instead of curl's one-second progress ticks.
  *
+ * It also holds what every HTTP caller shares: the one classification of
+ * a failed exchange (maestro_http_classify), the one reading of
+ * Retry-After, and the worker's stop flag, which every wait here watches
+ * so that a fast shutdown never waits on the network.
+ *
  * Nothing here calls ereport() while libcurl is on the stack: callbacks
  * only record what happened, and errors are raised after the transfer
  * has been detached and every malloc'd object released.

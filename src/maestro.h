@@ -10,6 +10,7 @@
  *
  * options.c turns foreign servers and user mappings into a
  * MaestroConnection; errors.c turns failed HTTP exchanges into ereports.
+ * The trigger queue's worker has its own header, worker.h.
  *
  * src/maestro.h
  *
@@ -246,6 +247,16 @@ extern void maestro_restore_role(MaestroRoleSwitch *save);
 extern char *maestro_extension_schema_name(void);
 extern void maestro_queue_run_as_owner(const char *sql, int nargs, Oid *types, Datum *values,
 									   const char *nulls, int expected);
+
+/*
+ * pacing.c: the one rule that turns an answer into a pause of its server
+ * (for anyone who must honour the API's limits), and whether the worker
+ * holds a server paused, and until when (in the worker's process).
+ */
+extern long maestro_pacing_pause_ms(long status, long retry_after_ms,
+									long rate_remaining, long rate_reset,
+									int attempts);
+extern TimestampTz maestro_pacing_paused_until(Oid server_id, TimestampTz now);
 
 /* stats.c */
 extern void maestro_stats_shmem_request(void);

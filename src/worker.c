@@ -136,7 +136,16 @@ housekeeping(TimestampTz now)
 {
 	TimestampTz next = 0;
 
-	next_sync = maestro_sync_loop_run(now, next_sync);
+	/*
+	 * The sync is synchronous: while it runs, transfers in flight are not
+	 * driven (their timeouts run on). So it waits for a moment with none in
+	 * flight, unless that has not come for a whole interval.
+	 */
+	if (maestro_transfer_count() == 0 || next_sync == 0 ||
+		TimestampDifferenceExceeds(next_sync, now, maestro_sync_interval_ms))
+		next_sync = maestro_sync_loop_run(now, next_sync);
+	else if (now >= next_sync)
+		return 0;				/* again when a transfer ends */
 	next = earlier(next, next_sync);
 	next = earlier(next, maestro_retention_run(now));
 	return next;

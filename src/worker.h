@@ -5,13 +5,16 @@
  *
  * The worker is split by concern, and the calls go one way:
  *
- *	worker.c (the loop and its one wait)
+ *	worker.c (the loop, its one wait, error recovery, housekeeping)
+ *	  -> sync_loop.c (the periodic maestro_sync())
  *	  -> queue_sql.c (claiming and recording, in transactions)
  *	  -> delivery.c (what to do with a request: send, look up, retry)
  *	  -> transfer.c (asynchronous HTTP on the worker's multi handle)
- *	  -> pacing.c (per-server rate windows and pauses)
- *	  -> sync_loop.c (the periodic maestro_sync())
- *	launcher.c owns the worker's life cycle (start, wake, exit handshake).
+ *	  -> pacing.c (per-server rate windows, pauses, claim budgets)
+ *
+ * queue_sql.c hands claimed requests to delivery.c; none of these calls
+ * back up. launcher.c owns the worker's life cycle (start, wake, the exit
+ * handshake); queue.c the backends' side of the queue.
  *
  * src/worker.h
  *
@@ -101,10 +104,6 @@ extern char *maestro_worker_caught_error(MemoryContext keep);
 extern TimestampTz maestro_pacing_next_slot(Oid server_id, TimestampTz now);
 extern void maestro_pacing_record_send(Oid server_id, TimestampTz now);
 extern void maestro_pacing_pause(Oid server_id, long ms);
-extern TimestampTz maestro_pacing_paused_until(Oid server_id, TimestampTz now);
-extern long maestro_pacing_pause_ms(long status, long retry_after_ms,
-									long rate_remaining, long rate_reset,
-									int attempts);
 extern void maestro_pacing_note_claimed(Oid server_id, int delta);
 extern bool maestro_pacing_may_claim(Oid server_id, TimestampTz now);
 extern bool maestro_pacing_wants_claim(TimestampTz now, TimestampTz *reopen);

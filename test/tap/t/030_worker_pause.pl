@@ -104,5 +104,31 @@ for my $i (1 .. $#posts)
 }
 cmp_ok($min_gap, '>=', 0.9, 'no POST follows a 429 by less than ~1 s') if @posts > 1;
 
+# --- a used-up quota: a 2xx with X-RateLimit-Remaining: 0 ------------------
+# (the simulator resets its quota at the top of the hour)
+my $to_reset = 3600 - time % 3600;
+SKIP:
+{
+	skip 'too close to the top of the hour for a quota pause', 5 if $to_reset < 60;
+	sim_post('/__sim/ratelimit', { remaining => 1 });
+	enqueue('sim', 'quota', 6);
+	ok(wait_for($node, "SELECT count(*) FROM maestro_trigger_requests WHERE instance_name LIKE 'quota %' AND state = 'done'", '1', 30),
+		'quota: the request that used up the quota is done');
+	ok(wait_for($node, "SELECT count(*) FROM maestro_trigger_requests WHERE instance_name LIKE 'quota %' AND state = 'queued'", '5', 10),
+		'quota: the other 5 wait, queued');
+	is(scalar_sql($node, "SELECT count(*) FROM maestro_trigger_requests WHERE instance_name LIKE 'quota %' AND state = 'queued' AND next_attempt_at > now() + interval '50 s'"),
+		'5', 'quota: ... until the reset');
+	my ($qpid) = worker_pids($node);
+	my ($qx0) = scalar_sql($node, 'SELECT txid_current()');
+	my $qc0 = cpu_seconds($qpid);
+	my $qt0 = time;
+	sleep 5;
+	my $qcpu = 100 * (cpu_seconds($qpid) - $qc0) / (time - $qt0);
+	my $qxids = (scalar_sql($node, 'SELECT txid_current()') - $qx0 - 1) / (time - $qt0);
+	note sprintf('quota pause: worker CPU %.1f%%, %.1f xids/s', $qcpu, $qxids);
+	cmp_ok($qcpu, '<', 10, 'quota: the worker sleeps through the pause (CPU < 10%)');
+	cmp_ok($qxids, '<', 5, 'quota: ... using (almost) no transaction ids');
+}
+
 $node->stop('fast');
 done_testing();

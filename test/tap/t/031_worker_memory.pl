@@ -41,7 +41,7 @@ my $sent = $done1 - $done0;
 my $growth = $samples[-1] - $rss0;
 note sprintf('RssAnon over %.0f s (%d requests sent): %s kB; growth %d kB (%.2f kB per request)',
 	time - $t0, $sent, join(' ', @samples), $growth, $sent ? $growth / $sent : 0);
-cmp_ok($sent, '>=', 2000, 'thousands of requests were sent while measuring');
+cmp_ok($sent, '>=', 1000, 'over a thousand requests were sent while measuring');
 cmp_ok($growth, '<', 2048, 'RssAnon grew by less than 2 MB');
 
 $node->stop('fast');
