@@ -10,13 +10,9 @@ MAESTRO_TEST_DIR=${MAESTRO_TEST_DIR:-/tmp/maestro-test}
 MAESTRO_PGPORT=${MAESTRO_PGPORT:-57432}
 MAESTRO_SIM_PORT=${MAESTRO_SIM_PORT:-57480}
 MAESTRO_PGBIN=${MAESTRO_PGBIN:-$(pg_config --bindir)}
-# DocuSign's official OpenAPI file: CI finds it in shared/ beside the clone.
-if [ -z "${MAESTRO_SPEC:-}" ] && [ -f "$MAESTRO_TOP/../shared/maestro-api/maestro.rest.swagger-v1.0.0.json" ]; then
-	MAESTRO_SPEC="$MAESTRO_TOP/../shared/maestro-api/maestro.rest.swagger-v1.0.0.json"
-fi
-if [ -n "${MAESTRO_SPEC:-}" ]; then
-	export MAESTRO_SPEC
-fi
+# DocuSign's official OpenAPI file, vendored in the repository (see
+# test/contract/spec/NOTICE); MAESTRO_SPEC may name another copy.
+export MAESTRO_SPEC=${MAESTRO_SPEC:-$MAESTRO_TOP/test/contract/spec/maestro.rest.swagger-v1.0.0.json}
 
 export PGHOST="$MAESTRO_TEST_DIR/socket"
 export PGPORT="$MAESTRO_PGPORT"

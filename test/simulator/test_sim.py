@@ -10,9 +10,10 @@ token endpoint (these are skipped, with a note, when `openssl` is missing).
 
     python3 test/simulator/test_sim.py [--spec maestro.rest.swagger-v1.0.0.json]
 
-Prints "N passed, N failed" and exits non-zero on any failure. Without
---spec (or $MAESTRO_SPEC, or the shared copy) it replays examples from a
-small synthetic spec instead.
+Prints "N passed, N failed" and exits non-zero on any failure. The spec is
+--spec, else $MAESTRO_SPEC, else the copy in test/contract/spec/; if that
+file is missing, that is one failure and the example replay falls back to a
+small synthetic spec.
 """
 
 from __future__ import annotations
@@ -43,7 +44,8 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 SIM = HERE / "maestro_sim.py"
 MAKE_CERTS = HERE / "make_test_certs.sh"
-SHARED_SPEC = Path("/work/shared/maestro-api/maestro.rest.swagger-v1.0.0.json")
+# DocuSign's OpenAPI file, vendored in the repository (see its NOTICE)
+REPO_SPEC = HERE.parent / "contract" / "spec" / "maestro.rest.swagger-v1.0.0.json"
 
 ACCOUNT = "7f09961a-42f9-4c2b-9d5e-3f1f0f6a2b10"
 WF1 = "a4490cd8-4a4f-4b4e-9a0c-1c5b0e6e0001"
@@ -1242,8 +1244,9 @@ def main() -> int:
     ap.add_argument("--spec", default=os.environ.get("MAESTRO_SPEC"))
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        spec = Path(args.spec) if args.spec else SHARED_SPEC
+        spec = Path(args.spec) if args.spec else REPO_SPEC
         real_spec = spec.is_file()
+        check("the OpenAPI file exists", real_spec, str(spec))
         if not real_spec:
             spec = Path(tmp) / "mini-spec.json"
             spec.write_text(json.dumps(MINI_SPEC))
