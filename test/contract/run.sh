@@ -110,7 +110,7 @@ if [ -z "$SIM_URL" ]; then
     SIM_PID=$!
     SIM_URL="http://127.0.0.1:$SIM_PORT"
     up=
-    for _ in $(seq 100); do
+    for _ in $(seq 600); do
         if curl -s -o /dev/null "$SIM_URL/__sim/examples"; then up=1; break; fi
         kill -0 "$SIM_PID" 2>/dev/null || break
         sleep 0.1

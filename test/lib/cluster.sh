@@ -88,7 +88,7 @@ maestro_start_simulator() {
 		>"$MAESTRO_TEST_DIR/simulator-tls.log" 2>&1 &
 	echo $! >"$MAESTRO_TEST_DIR/simulator-tls.pid"
 	local i
-	for i in $(seq 1 100); do
+	for i in $(seq 1 600); do   # up to 60 s: a loaded machine starts Python slowly
 		if curl -fsS "$MAESTRO_SIM_URL/__sim/health" >/dev/null 2>&1 &&
 			curl -fsS --cacert "$MAESTRO_CERTS/ca.pem" "$MAESTRO_TLS_URL/__sim/health" >/dev/null 2>&1; then
 			return 0

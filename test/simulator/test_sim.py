@@ -110,7 +110,7 @@ class Sim:
             args += ["--spec", str(spec)]
         self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      text=True)
-        ready, _, _ = select.select([self.proc.stdout], [], [], 15)
+        ready, _, _ = select.select([self.proc.stdout], [], [], 120)
         line = self.proc.stdout.readline().strip() if ready else ""
         m = re.fullmatch(rf"maestro simulator listening on {scheme}://127\.0\.0\.1:(\d+)", line)
         if not m:

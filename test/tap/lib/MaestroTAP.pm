@@ -52,7 +52,7 @@ sub start_simulator
 	my $err = "$PostgreSQL::Test::Utils::log_path/simulator_$$.err";
 	$sim = IPC::Run::start([ $python, $script, '--host', '127.0.0.1', '--port', '0', '--quiet', @_ ],
 		'<', '/dev/null', '>', $out, '2>', $err);
-	my $deadline = time + 30;
+	my $deadline = time + 120;
 	while (time < $deadline)
 	{
 		if (open my $fh, '<', $out)
