@@ -51,5 +51,5 @@ SELECT has_function_privilege('public', 'maestro_stats_reset()', 'EXECUTE') AS p
 -- polls (for 60 s at least) until the call shows the wait event, prints it and
 -- cancels the call, which would otherwise wait 120 s for its answer
 SELECT mt.fault('key=wait;latency_ms=120000');
-\! for i in $(seq 600); do w=$(psql -X -A -t -d contrib_regression -c "SELECT 'waiting: ' || wait_event_type || '/' || wait_event FROM pg_stat_activity WHERE query LIKE '%wait-me%' AND state = 'active' AND wait_event_type = 'Extension' AND pid <> pg_backend_pid()"); if [ -n "$w" ]; then echo "$w"; psql -X -q -d contrib_regression -c "SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE query LIKE '%wait-me%' AND pid <> pg_backend_pid()" >/dev/null; break; fi; sleep 0.1; done &
+\! for i in $(seq 600); do w=$(psql -X -A -t -d contrib_regression -c "SELECT 'waiting: ' || wait_event_type || '/' || wait_event FROM pg_stat_activity WHERE query LIKE '%wait-me%' AND state = 'active' AND wait_event_type = 'Extension' AND pid <> pg_backend_pid()" 2>/dev/null); if [ -n "$w" ]; then echo "$w"; psql -X -q -d contrib_regression -c "SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE query LIKE '%wait-me%' AND pid <> pg_backend_pid()" >/dev/null; break; fi; sleep 0.1; done &
 SELECT count(*) FROM maestro_workflows() /* wait-me */;
