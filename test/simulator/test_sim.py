@@ -1172,11 +1172,20 @@ def test_oauth(sim: Sim, certs: Path, log_file: Path) -> None:
     check("fault latency on /oauth/token", status == 200 and time.time() - t0 >= 0.29,
           (status, time.time() - t0))
 
-    # Natural expiry of token3 (lifetime LIFETIME seconds).
-    time.sleep(max(0.0, t_issued + LIFETIME + 0.3 - time.time()))
-    status, _, body = sim.call("GET", f"{A}/workflows", token=token3)
+    # Natural expiry of token3 (lifetime LIFETIME seconds from when the
+    # simulator issued it, which is after t_issued): poll for the 401, which
+    # must not come before t_issued + LIFETIME
+    deadline = t_issued + LIFETIME + 60
+    time.sleep(max(0.0, t_issued + LIFETIME - 0.5 - time.time()))
+    while True:
+        status, _, body = sim.call("GET", f"{A}/workflows", token=token3)
+        t_answered = time.time()  # after the simulator judged the token
+        if status != 200 or t_answered > deadline:
+            break
+        time.sleep(0.05)
     check("oauth token expires after --token-lifetime", status == 401
-          and body == b"Unauthorized - Please provide a valid access token.", (status, body))
+          and body == b"Unauthorized - Please provide a valid access token."
+          and t_answered >= t_issued + LIFETIME, (status, body, t_answered - t_issued))
 
     # The log never holds an assertion or a token.
     _, _, log = sim.json("GET", "/__sim/requests?path_contains=/oauth/token", token=None)
