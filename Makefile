@@ -26,6 +26,8 @@ EXTVERSION := $(shell sed -n "s/^default_version *= *'\(.*\)'/\1/p" $(dir $(last
 ifeq ($(EXTVERSION),)
 $(error no default_version found in maestro.control)
 endif
+# PGXN wants semantic versions: 0.2 is 0.2.0 in META.json and the zip's name
+DISTVERSION := $(shell echo '$(EXTVERSION)' | awk -F. '{ printf "%s", $$0; for (i = NF; i < 3; i++) printf ".0" }')
 UPGRADE_SCRIPTS = maestro--0.1--0.2.sql
 DATA = maestro--0.1.sql $(UPGRADE_SCRIPTS)
 DATA_built = maestro--$(EXTVERSION).sql
@@ -56,20 +58,20 @@ maestro--$(EXTVERSION).sql: maestro--0.1.sql $(UPGRADE_SCRIPTS) maestro.control
 # which PGXS does not track; so does the LLVM bitcode of each.
 $(OBJS) $(if $(filter yes,$(with_llvm)),$(OBJS:.o=.bc)): src/maestro.h maestro.control
 
-# Release. META.json (PGXN) must carry the control file's version; "make
-# dist" packs the committed tree as PGXN expects it: maestro-<version>.zip
-# with everything under maestro-<version>/.
+# Release. META.json (PGXN) must carry the control file's version (as a
+# semantic version); "make dist" packs the committed tree as PGXN expects
+# it: maestro-<version>.zip with everything under maestro-<version>/.
 .PHONY: check-version dist demo
 check-version:
 	@python3 -c 'import json, sys; m = json.load(open(sys.argv[1])); v = sys.argv[2]; \
 bad = [k + " = " + str(x) for k, x in (("version", m.get("version")), ("provides.maestro.version", m.get("provides", {}).get("maestro", {}).get("version"))) if x != v]; \
-print("META.json: " + ("; ".join(bad) + ", but maestro.control has default_version = " + v if bad else "version " + v + " as in maestro.control")); \
-sys.exit(1 if bad else 0)' $(srcdir)/META.json $(EXTVERSION)
+print("META.json: " + ("; ".join(bad) + ", but maestro.control has default_version = $(EXTVERSION), so " + v if bad else "version " + v + ", as default_version = $(EXTVERSION) in maestro.control")); \
+sys.exit(1 if bad else 0)' $(srcdir)/META.json $(DISTVERSION)
 
 dist: check-version
 	@git diff --quiet HEAD -- || echo "make dist: uncommitted changes are not in the zip (it packs HEAD)" >&2
-	git archive --format zip --prefix=maestro-$(EXTVERSION)/ --output maestro-$(EXTVERSION).zip HEAD
-	@echo "made maestro-$(EXTVERSION).zip from $$(git rev-parse --short HEAD)"
+	git archive --format zip --prefix=maestro-$(DISTVERSION)/ --output maestro-$(DISTVERSION).zip HEAD
+	@echo "made maestro-$(DISTVERSION).zip from $$(git rev-parse --short HEAD)"
 
 # the demo installs what is missing, builds and installs, then runs
 demo:
