@@ -75,7 +75,7 @@ dist: check-version
 
 # the demo installs what is missing, builds and installs, then runs
 demo:
-	bash $(srcdir)/test/demo/run.sh
+	PG_CONFIG=$(PG_CONFIG) bash $(srcdir)/test/demo/run.sh
 
 # parse.c is shared by the extension and the fuzzer
 src/parse.o src/convert.o src/errors.o: src/parse.h
