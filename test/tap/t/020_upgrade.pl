@@ -10,9 +10,9 @@
 # the catalogs in both, with what belongs to it (columns, constraints,
 # indexes, view and function definitions, types, policies, sequences,
 # triggers, grants and initial privileges, comments, the FDW, the config
-# dumps), and the two
-# descriptions must be identical. Nothing in it lists maestro's objects by
-# name, so what is added to maestro--0.1--0.2.sql is compared too.
+# dumps), and the two descriptions must be identical. Nothing in it lists
+# maestro's objects by name, so what is added to maestro--0.1--0.2.sql is
+# compared too.
 #
 # Also: META.json, the control file and the library agree on the version.
 use strict;
