@@ -46,6 +46,25 @@ is($meta->{version}, $semver, "META.json: version is the control file's default_
 is($meta->{provides}{maestro}{version}, $semver,
 	'META.json: provides.maestro.version is the same');
 
+# Every SQL-callable C function checks the version before it reads an
+# argument, but the validator, which must work while the update runs. Read
+# from the sources, so that a function added later without the check fails
+# here even though 0.1 (below) does not have it.
+my @unchecked;
+my $entry_points = 0;
+for my $file (glob("$dir/src/*.c"))
+{
+	my $code = slurp_file($file);
+	for my $f ($code =~ /^PG_FUNCTION_INFO_V1\((\w+)\);/mg)
+	{
+		next if $f eq 'maestro_fdw_validator';
+		$entry_points++;
+		push @unchecked, $f unless $code =~ /^Datum\n\Q$f\E\(PG_FUNCTION_ARGS\)\n\{\n\tMAESTRO_CHECK_VERSION;\n/m;
+	}
+}
+cmp_ok($entry_points, '>=', 15, "the sources define the SQL-callable C functions ($entry_points)");
+is(join(', ', @unchecked), '', 'each begins with MAESTRO_CHECK_VERSION');
+
 start_simulator();
 # debug1: the postmaster logs every worker's exit code, 0 included
 my $node = maestro_node('upgrade', database => 'a', no_setup => 1, conf => "log_min_messages = debug1\n");
