@@ -199,13 +199,13 @@ like($err, qr/ERROR:.*base_url/, 'a (0.1): ... and still refuses a bad option');
 # and exits with code 0, so the postmaster does not restart it
 my $offset = log_offset($node);
 $node->restart;
-my $deadline = time + 60;
+my $deadline = time + 180;
 sleep 0.1 while time < $deadline
   && log_since($node, $offset) !~ /WARNING:  maestro's SQL objects are at version 0\.1 but the library is \Q$version\E\n/;
 like(log_since($node, $offset), qr/WARNING:  maestro's SQL objects are at version 0\.1 but the library is \Q$version\E\n/,
 	'the worker logs the version mismatch');
 my $exit = qr/background worker "maestro worker" \(PID \d+\) (exited with exit code \d+|was terminated by signal \d+)/;
-$deadline = time + 60;
+$deadline = time + 180;
 sleep 0.1 while time < $deadline && log_since($node, $offset) !~ $exit;
 my $log = log_since($node, $offset);
 my @exits = $log =~ /$exit/g;
@@ -238,7 +238,7 @@ is($node->safe_psql('a', "SELECT extversion FROM pg_extension WHERE extname = 'm
 
 # --- the queued request goes out once the objects are current -----------------
 
-ok(wait_for($node, "SELECT state FROM maestro_trigger_requests WHERE id = $queued_id", 'done', 120, 'a'),
+ok(wait_for($node, "SELECT state FROM maestro_trigger_requests WHERE id = $queued_id", 'done', 180, 'a'),
 	'a: the request queued before the update is sent after it');
 is(scalar(grep { ($_->{instance_name} // '') eq $queued_name && $_->{status} == 201 }
 		  @{ sim_log(method => 'POST') }),
