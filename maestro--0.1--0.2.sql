@@ -5,6 +5,19 @@
 -- Every SQL change after 0.1 goes here, in the order it was made; make
 -- generates maestro--0.2.sql (fresh installs) from 0.1 and this file.
 
+-- release-pkg (issue 8): the worker does not run against SQL objects older
+-- than the library, so requests queued before this update may be waiting.
+-- Wake it at commit (a fresh install has none queued and wakes nobody).
+DO $$
+BEGIN
+  IF EXISTS (SELECT FROM @extschema@.maestro_trigger_requests WHERE state IN ('queued', 'sending')) THEN
+    PERFORM @extschema@.maestro_wake();
+  END IF;
+EXCEPTION WHEN object_not_in_prerequisite_state THEN
+  NULL;  -- maestro is not preloaded: no worker to wake; they go at the next start
+END
+$$;
+
 -- ---------------------------------------------------------------------
 -- security: the extension's SQL and PL/pgSQL functions run with a pinned
 -- search_path (issue 9, item 9)
@@ -17,10 +30,10 @@
 -- Qualifying the extension's own objects is not enough: a planted function
 -- that matches a call better than the built-in does (to_jsonb(the
 -- table's row type) beside pg_catalog's to_jsonb(anyelement)), or a
--- planted operator, wins too. So every SQL and PL/pgSQL function of the extension now runs with
--- search_path = pg_catalog, pg_temp, and calls the extension's objects
--- through @extschema@ (maestro is not relocatable, so that is fixed at
--- install). Error messages now name the table with its schema.
+-- planted operator, wins too. So every SQL and PL/pgSQL function of the
+-- extension now runs with search_path = pg_catalog, pg_temp, and calls the
+-- extension's objects through @extschema@ (maestro is not relocatable, so
+-- that is fixed at install). Error messages now name the table with its schema.
 --
 -- maestro_sync() and maestro_stuck_instances() already qualified every
 -- object of the extension; they only get the pinned path. The views
