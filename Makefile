@@ -14,6 +14,7 @@ OBJS = \
 	src/functions.o \
 	src/queue.o \
 	src/stats.o \
+	src/ratelimit.o \
 	src/worker.o
 
 EXTENSION = maestro
@@ -27,7 +28,7 @@ DATA = maestro--0.1.sql $(UPGRADE_SCRIPTS)
 DATA_built = maestro--$(EXTVERSION).sql
 PGFILEDESC = "maestro - DocuSign Maestro workflows from SQL"
 
-REGRESS = setup config privileges workflows trigger instances actions errors interrupts bad_input queue auth sync stats
+REGRESS = setup config privileges workflows trigger instances actions errors interrupts bad_input queue auth sync stats rate_limits
 REGRESS_OPTS = --load-extension=maestro
 
 PG_CPPFLAGS = -I$(srcdir)/src -DMAESTRO_VERSION=\"$(EXTVERSION)\"

@@ -328,6 +328,21 @@ maestro_http_configure(CURL *easy, const MaestroConnection *conn, const char *ur
 	/* certificates are always verified; ca_file only says against what */
 	if (conn->ca_file)
 		curl_easy_setopt(easy, CURLOPT_CAINFO, conn->ca_file);
+	/*
+	 * The server's proxy, or none: an empty string also overrides the
+	 * environment's http_proxy, HTTPS_PROXY, ALL_PROXY and NO_PROXY, so that
+	 * where calls go does not depend on how the postmaster was started.
+	 */
+	curl_easy_setopt(easy, CURLOPT_PROXY, conn->proxy ? conn->proxy : "");
+	curl_easy_setopt(easy, CURLOPT_NOPROXY, "");
+	if (conn->proxy && conn->proxy_user)
+	{
+		curl_easy_setopt(easy, CURLOPT_PROXYUSERNAME, conn->proxy_user);
+		curl_easy_setopt(easy, CURLOPT_PROXYPASSWORD,
+						 conn->proxy_password ? conn->proxy_password : "");
+	}
+	if (conn->proxy && conn->ca_file)
+		curl_easy_setopt(easy, CURLOPT_PROXY_CAINFO, conn->ca_file);
 	curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
 	curl_easy_setopt(easy, CURLOPT_FOLLOWLOCATION, 0L);
@@ -363,7 +378,7 @@ maestro_http_configure(CURL *easy, const MaestroConnection *conn, const char *ur
 }
 
 static void
-raise_transport_error(const MaestroRequest *req, CURLcode rc,
+raise_transport_error(const MaestroConnection *conn, const MaestroRequest *req, CURLcode rc,
 					  const char *curl_message, const MaestroBuffer *buf,
 					  int retries)
 {
@@ -402,7 +417,10 @@ raise_transport_error(const MaestroRequest *req, CURLcode rc,
 			 errdetail("%s %s: %s (curl error %d)%s.", req->method, req->path,
 					   maestro_redact(what), (int) rc,
 					   retries > 0 ? psprintf(", after %d retries", retries) : ""),
-			 errhint("Check the base_url option of the server and that the host is reachable.")));
+			 conn->proxy
+			 ? errhint("The request went through the proxy %s (server option proxy): check that it is running and lets the request through to the host.",
+					   conn->proxy)
+			 : errhint("Check the base_url option of the server and that the host is reachable.")));
 }
 
 /*
@@ -429,6 +447,10 @@ maestro_http_execute(const MaestroConnection *conn, const MaestroRequest *req,
 
 	buf->limit = (size_t) maestro_max_response_kb * 1024;
 	memset(resp, 0, sizeof(*resp));
+
+	/* the token endpoint is the account server's, outside the API's quota */
+	if (req->endpoint != MAESTRO_EP_TOKEN)
+		maestro_ratelimit_check(conn);
 
 	url = maestro_http_url(conn, req);
 
@@ -459,8 +481,14 @@ maestro_http_execute(const MaestroConnection *conn, const MaestroRequest *req,
 			resp->status = 0;
 			if (rc == CURLE_OK)
 				curl_easy_getinfo(maestro_easy, CURLINFO_RESPONSE_CODE, &resp->status);
+			if (rc == CURLE_OK && req->endpoint != MAESTRO_EP_TOKEN)
+				maestro_ratelimit_observe(conn->server_id, maestro_easy);
 
 			if (!req->idempotent || attempt >= maestro_max_retries)
+				break;
+			/* a retry could only be refused too */
+			if (req->endpoint != MAESTRO_EP_TOKEN &&
+				maestro_ratelimit_wait_ms(conn->server_id, NULL) > 0)
 				break;
 			if (rc == CURLE_OK ? !maestro_http_status_retryable(resp->status)
 				: (!maestro_http_transport_retryable(rc) || buf->too_large))
@@ -496,7 +524,7 @@ maestro_http_execute(const MaestroConnection *conn, const MaestroRequest *req,
 					 errmsg("canceling Maestro request due to an interrupt")));
 		}
 		if (rc != CURLE_OK)
-			raise_transport_error(req, (CURLcode) rc, curl_message, (MaestroBuffer *) buf, resp->retries);
+			raise_transport_error(conn, req, (CURLcode) rc, curl_message, (MaestroBuffer *) buf, resp->retries);
 
 		{
 			char	   *ctype = NULL;
