@@ -486,6 +486,15 @@ maestro_http_execute(const MaestroConnection *conn, const MaestroRequest *req,
 
 			if (!req->idempotent || attempt >= maestro_max_retries)
 				break;
+			/* a proxy that refused the tunnel will refuse it again */
+			if (rc != CURLE_OK && conn->proxy)
+			{
+				long		connect_code = 0;
+
+				curl_easy_getinfo(maestro_easy, CURLINFO_HTTP_CONNECTCODE, &connect_code);
+				if (connect_code >= 300)
+					break;
+			}
 			/* a retry could only be refused too */
 			if (req->endpoint != MAESTRO_EP_TOKEN &&
 				maestro_ratelimit_wait_ms(conn->server_id, NULL) > 0)
