@@ -126,6 +126,10 @@ maestro_raise_http_error(const MaestroConnection *conn, const MaestroRequest *re
 		message = "Maestro did not accept the access token";
 		hint = psprintf("Renew the access_token of the user mapping for server \"%s\"; DocuSign access tokens expire after about eight hours.",
 						conn->server_name);
+		/* some proxies (tinyproxy) answer a wrong password with 401 */
+		if (conn->proxy)
+			hint = psprintf("%s If the detail is the proxy's own page, check proxy_user and proxy_password instead (the request went through the proxy %s).",
+							hint, conn->proxy);
 	}
 	else if (status == 403)
 	{

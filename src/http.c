@@ -411,6 +411,20 @@ raise_transport_error(const MaestroConnection *conn, const MaestroRequest *req, 
 				 errdetail("%s %s: %s (curl error %d).", req->method, req->path,
 						   maestro_redact(what), (int) rc),
 				 errhint("If the host uses a private CA, name its certificate in the server option ca_file.")));
+	if (conn->proxy && maestro_easy != NULL)
+	{
+		long		connect_code = 0;
+
+		curl_easy_getinfo(maestro_easy, CURLINFO_HTTP_CONNECTCODE, &connect_code);
+		if (connect_code == 401 || connect_code == 407)
+			ereport(ERROR,
+					(errcode(ERRCODE_CONNECTION_FAILURE),
+					 errmsg("the proxy refused the request"),
+					 errdetail("%s %s: %s (curl error %d).", req->method, req->path,
+							   maestro_redact(what), (int) rc),
+					 errhint("The proxy %s (server option proxy) wants credentials it accepts: check proxy_user and proxy_password in the user mapping for server \"%s\".",
+							 conn->proxy, conn->server_name)));
+	}
 	ereport(ERROR,
 			(errcode(ERRCODE_CONNECTION_FAILURE),
 			 errmsg("could not complete the Maestro request"),
