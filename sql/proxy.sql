@@ -48,7 +48,9 @@ SET maestro.server = 'px';
 SET maestro.max_retries = 0;
 SELECT mt.try('SELECT * FROM maestro_workflows()') ~ '^08006: could not complete the Maestro request' AS transport_error,
        mt.try('SELECT * FROM maestro_workflows()') LIKE '%hint: The request went through the proxy http://127.0.0.1:9 (server option proxy)%' AS hint_names_proxy,
-       mt.try('SELECT * FROM maestro_workflows()') LIKE '%pr0xy-s3cret-pw%' AS password_shown;
+       strpos(mt.try('SELECT * FROM maestro_workflows()'),
+              (SELECT option_value FROM pg_user_mappings, pg_options_to_table(umoptions)
+               WHERE srvname = 'px' AND option_name = 'proxy_password')) > 0 AS password_shown;
 -- the same for a trigger (never retried) and for a socks5h proxy
 SELECT split_part(mt.try($$SELECT * FROM maestro_trigger('a4490cd8-4a4f-4b4e-9a0c-1c5b0e6e0001', '{}', 'via a dead proxy')$$), E'\n', 1);
 ALTER SERVER px OPTIONS (SET proxy 'socks5h://127.0.0.1:9');
