@@ -18,6 +18,7 @@ WHERE srvname = 'px' AND option_name = 'proxy';
 ALTER SERVER px OPTIONS (SET proxy 'http://puser:url-pa55word@127.0.0.1:3128');
 ALTER SERVER px OPTIONS (SET proxy 'http://puser@127.0.0.1:3128');
 ALTER SERVER px OPTIONS (SET proxy 'http://puser:url-pa55word@[bad');
+ALTER SERVER px OPTIONS (SET proxy 'puser:url-pa55word@127.0.0.1:3128');
 ALTER SERVER px OPTIONS (SET proxy 'socks5://127.0.0.1:1080');
 ALTER SERVER px OPTIONS (SET proxy 'ftp://127.0.0.1:21');
 ALTER SERVER px OPTIONS (SET proxy '127.0.0.1:3128');

@@ -184,7 +184,8 @@ validate_proxy_option(const char *value)
 	char	   *query = NULL;
 	char	   *fragment = NULL;
 	const char *problem = NULL;
-	bool		secret = false;
+	/* whatever is wrong, a value that may hold credentials is not echoed */
+	bool		secret = strchr(value, '@') != NULL;
 
 	if (url == NULL)
 		ereport(ERROR,
@@ -194,10 +195,7 @@ validate_proxy_option(const char *value)
 	if (strstr(value, "://") == NULL)
 		problem = "it must start with http://, https:// or socks5h://";
 	else if (curl_url_set(url, CURLUPART_URL, value, CURLU_NON_SUPPORT_SCHEME) != CURLUE_OK)
-	{
 		problem = "it is not a valid URL";
-		secret = strchr(value, '@') != NULL;
-	}
 	else
 	{
 		curl_url_get(url, CURLUPART_SCHEME, &scheme, 0);
@@ -209,10 +207,7 @@ validate_proxy_option(const char *value)
 		curl_url_get(url, CURLUPART_FRAGMENT, &fragment, 0);
 
 		if (user != NULL || password != NULL)
-		{
 			problem = "it must not carry credentials; give them as proxy_user and proxy_password in the user mapping";
-			secret = true;
-		}
 		else if (scheme == NULL ||
 				 (pg_strcasecmp(scheme, "http") != 0 && pg_strcasecmp(scheme, "https") != 0 &&
 				  pg_strcasecmp(scheme, "socks5h") != 0))
