@@ -404,6 +404,21 @@ raise_transport_error(const MaestroConnection *conn, const MaestroRequest *req, 
 						   retries > 0 ? psprintf(" (after %d retries)", retries) : ""),
 				 errhint("maestro.connect_timeout is %d ms and maestro.request_timeout is %d ms.",
 						 maestro_connect_timeout_ms, maestro_request_timeout_ms)));
+	if ((rc == CURLE_PEER_FAILED_VERIFICATION || rc == CURLE_SSL_CACERT_BADFILE) &&
+		conn->proxy && maestro_easy != NULL)
+	{
+		long		proxy_verify = 0;
+
+		curl_easy_getinfo(maestro_easy, CURLINFO_PROXY_SSL_VERIFYRESULT, &proxy_verify);
+		if (proxy_verify != 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_CONNECTION_FAILURE),
+					 errmsg("could not verify the TLS certificate of the proxy"),
+					 errdetail("%s %s: %s (curl error %d).", req->method, req->path,
+							   maestro_redact(what), (int) rc),
+					 errhint("The proxy %s (server option proxy) uses a certificate the system does not trust; if it comes from a private CA, name that CA's certificate in the server option ca_file.",
+							 conn->proxy)));
+	}
 	if (rc == CURLE_PEER_FAILED_VERIFICATION || rc == CURLE_SSL_CACERT_BADFILE)
 		ereport(ERROR,
 				(errcode(ERRCODE_CONNECTION_FAILURE),

@@ -1,7 +1,8 @@
 # The server option proxy, against a real proxy (tinyproxy, started here on
 # 127.0.0.1 with Basic authentication, CONNECT allowed to the TLS
 # simulator's port only): backends, the worker and the JWT grant's token
-# request all go through it; HTTPS goes through CONNECT with ca_file; a
+# request all go through it; HTTPS goes through CONNECT with ca_file; an
+# https:// proxy (a TLS front relaying to tinyproxy) is verified too; a
 # wrong password and a dead proxy are 08006 with a hint naming the proxy,
 # and the password appears in no error and no server log line. The
 # postmaster runs with http_proxy, https_proxy, HTTPS_PROXY and ALL_PROXY
@@ -99,6 +100,58 @@ END
 	eval { $tls->kill_kill(grace => 5) if $tls; };
 }
 
+# an https:// proxy: a TLS front (the test CA's certificate for 127.0.0.1)
+# relaying to tinyproxy
+my $relay_port = PostgreSQL::Test::Cluster::get_free_port();
+open my $py, '>', "$tmp/tls_relay.py" or die;
+print $py <<'EOPY';
+import socket, ssl, sys, threading
+cert, key, port_in, port_out = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(cert, key)
+srv = socket.socket()
+srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind(("127.0.0.1", port_in))
+srv.listen(50)
+
+def pipe(a, b):
+    try:
+        while True:
+            data = a.recv(65536)
+            if not data:
+                break
+            b.sendall(data)
+    except OSError:
+        pass
+    for s in (a, b):
+        try:
+            s.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+def handle(c):
+    try:
+        t = ctx.wrap_socket(c, server_side=True)
+        u = socket.create_connection(("127.0.0.1", port_out))
+    except OSError:
+        c.close()
+        return
+    threading.Thread(target=pipe, args=(t, u), daemon=True).start()
+    pipe(u, t)
+
+while True:
+    c, _ = srv.accept()
+    threading.Thread(target=handle, args=(c,), daemon=True).start()
+EOPY
+close $py;
+my $relay = IPC::Run::start(
+	[ $ENV{MAESTRO_PYTHON} // 'python3', "$tmp/tls_relay.py", "$certs/server.pem", "$certs/server.key",
+	  $relay_port, $proxy_port ],
+	'<', '/dev/null', '>', "$log/tls_relay.out", '2>', "$log/tls_relay.err");
+wait_until('the TLS relay', sub { IO::Socket::INET->new(PeerAddr => "127.0.0.1:$relay_port", Timeout => 1) });
+my $https_proxy_url = "https://127.0.0.1:$relay_port";
+END { eval { $relay->kill_kill(grace => 5) if $relay; }; }
+
 # a port nothing listens on
 my $dead_port = PostgreSQL::Test::Cluster::get_free_port();
 my $dead = "http://127.0.0.1:$dead_port";
@@ -153,6 +206,18 @@ CREATE SERVER badpass FOREIGN DATA WRAPPER maestro
   OPTIONS (base_url '$sim', account_id '$ACCOUNT', proxy '$proxy_url');
 CREATE USER MAPPING FOR CURRENT_USER SERVER badpass
   OPTIONS (access_token 'sim-token', proxy_user 'puser', proxy_password '$wrong');
+CREATE SERVER httpsproxy FOREIGN DATA WRAPPER maestro
+  OPTIONS (base_url '$sim', ca_file '$certs/ca.pem', account_id '$ACCOUNT', proxy '$https_proxy_url');
+CREATE USER MAPPING FOR CURRENT_USER SERVER httpsproxy
+  OPTIONS (access_token 'sim-token', proxy_user 'puser', proxy_password '$password');
+CREATE SERVER tlshttpsproxy FOREIGN DATA WRAPPER maestro
+  OPTIONS (base_url '$tls_url', ca_file '$certs/ca.pem', account_id '$ACCOUNT', proxy '$https_proxy_url');
+CREATE USER MAPPING FOR CURRENT_USER SERVER tlshttpsproxy
+  OPTIONS (access_token 'sim-token', proxy_user 'puser', proxy_password '$password');
+CREATE SERVER untrustedproxy FOREIGN DATA WRAPPER maestro
+  OPTIONS (base_url '$sim', account_id '$ACCOUNT', proxy '$https_proxy_url');
+CREATE USER MAPPING FOR CURRENT_USER SERVER untrustedproxy
+  OPTIONS (access_token 'sim-token', proxy_user 'puser', proxy_password '$password');
 CREATE SERVER nopass FOREIGN DATA WRAPPER maestro
   OPTIONS (base_url '$sim', account_id '$ACCOUNT', proxy '$proxy_url');
 CREATE USER MAPPING FOR CURRENT_USER SERVER nopass OPTIONS (access_token 'sim-token');
@@ -214,8 +279,20 @@ is(workflows('tlsproxy'), '3', 'HTTPS through the proxy (CONNECT) with ca_file')
 like(proxy_log(), qr{CONNECT 127\.0\.0\.1:$tls_port}, '... the proxy logged the CONNECT to the TLS simulator');
 is(tls_count(), $tls_before + 1, '... and the TLS simulator got the request');
 
+# an https:// proxy, its certificate verified against ca_file
+my $err;
+is(workflows('httpsproxy'), '3', 'an https:// proxy (TLS to the proxy, verified with ca_file)');
+like(last_sim_request('/workflows')->{via} // '', qr/tinyproxy/, '... the call went through it');
+$tls_before = tls_count();
+is(workflows('tlshttpsproxy'), '3', 'HTTPS through an https:// proxy (TLS inside the TLS tunnel)');
+is(tls_count(), $tls_before + 1, '... and the TLS simulator got the request');
+$err = workflows('untrustedproxy');
+like($err, qr/ERROR:  08006: could not verify the TLS certificate of the proxy/,
+	'an https:// proxy whose certificate the system does not trust (no ca_file): 08006');
+like($err, qr/HINT:  The proxy \Q$https_proxy_url\E \(server option proxy\) uses a certificate/, '... the hint names the proxy');
+
 # refusals
-my $err = workflows('nopass');
+$err = workflows('nopass');
 like($err, qr/ERROR:  08006: the proxy refused the request/, 'no proxy credentials (http): the proxy\'s 407 is 08006');
 like($err, qr/HINT:  The proxy \Q$proxy_url\E \(server option proxy\) wants credentials/, '... the hint names the proxy');
 # tinyproxy answers a wrong password with 401, which only its page tells
