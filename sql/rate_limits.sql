@@ -77,6 +77,25 @@ SELECT regexp_replace(mt.try('SELECT * FROM maestro_workflows()'),
 -- the statistics count no call that was not made
 SELECT endpoint, calls FROM maestro_stats WHERE server = 'rl' ORDER BY 1;
 
+-- a read that failed with 503 is not retried once its answer spent the quota
+SELECT format('%s/_fault/key=rlretry;status=503', :'sim_url') AS url503 \gset
+CREATE SERVER rl_retry FOREIGN DATA WRAPPER maestro
+  OPTIONS (base_url :'url503', account_id '7f09961a-42f9-4c2b-9d5e-3f1f0f6a2b10');
+CREATE USER MAPPING FOR CURRENT_USER SERVER rl_retry OPTIONS (access_token 'sim-token');
+SET maestro.server = 'rl_retry';
+SET maestro.max_retries = 1;
+\! curl -s -X POST -d '{"remaining": 100}' "$MAESTRO_SIM_URL/__sim/ratelimit" >/dev/null
+SELECT mt.try('SELECT * FROM maestro_workflows()') ~ '^58000: .*after 1 retries' AS retried_once;
+\! curl -s "$MAESTRO_SIM_URL/__sim/count?path_contains=key=rlretry"; echo
+\! curl -s -X POST -d '{"remaining": 1}' "$MAESTRO_SIM_URL/__sim/ratelimit" >/dev/null
+SELECT mt.try('SELECT * FROM maestro_workflows()') ~ '^58000: .*after 1 retries' AS retried_once;
+\! curl -s "$MAESTRO_SIM_URL/__sim/count?path_contains=key=rlretry"; echo
+SELECT mt.state('SELECT * FROM maestro_workflows()');
+\! curl -s "$MAESTRO_SIM_URL/__sim/count?path_contains=key=rlretry"; echo
+RESET maestro.max_retries;
+DROP USER MAPPING FOR CURRENT_USER SERVER rl_retry;
+DROP SERVER rl_retry;
+
 -- a reset in the past: the quota has been renewed, calls go out again
 \! curl -s -X POST -d "{\"remaining\": 0, \"reset\": $(( $(date +%s) - 10 ))}" "$MAESTRO_SIM_URL/__sim/ratelimit" >/dev/null
 SET maestro.server = 'rl_past';
