@@ -139,6 +139,7 @@ required_list(const cJSON *root, const char *wrapper_key, const char *what)
 Datum
 maestro_workflows(PG_FUNCTION_ARGS)
 {
+	MAESTRO_CHECK_VERSION;
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	char	   *status = PG_ARGISNULL(0) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(0));
 	MaestroConnection *conn;
@@ -170,6 +171,7 @@ maestro_workflows(PG_FUNCTION_ARGS)
 Datum
 maestro_trigger_requirements(PG_FUNCTION_ARGS)
 {
+	MAESTRO_CHECK_VERSION;
 	char	   *workflow_id = uuid_argument(fcinfo, 0, "workflow_id");
 	MaestroConnection *conn = maestro_connect();
 	cJSON	   *root = maestro_get_trigger_requirements(conn, workflow_id);
@@ -184,6 +186,7 @@ maestro_trigger_requirements(PG_FUNCTION_ARGS)
 Datum
 maestro_trigger_inputs(PG_FUNCTION_ARGS)
 {
+	MAESTRO_CHECK_VERSION;
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	char	   *workflow_id = uuid_argument(fcinfo, 0, "workflow_id");
 	MaestroConnection *conn;
@@ -265,6 +268,7 @@ maestro_check_trigger_args(FunctionCallInfo fcinfo, Jsonb **inputs, char **insta
 Datum
 maestro_trigger(PG_FUNCTION_ARGS)
 {
+	MAESTRO_CHECK_VERSION;
 	char	   *workflow_id = uuid_argument(fcinfo, 0, "workflow_id");
 	Jsonb	   *inputs;
 	char	   *instance_name;
@@ -300,6 +304,7 @@ maestro_trigger(PG_FUNCTION_ARGS)
 Datum
 maestro_instances(PG_FUNCTION_ARGS)
 {
+	MAESTRO_CHECK_VERSION;
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	char	   *workflow_id = uuid_argument(fcinfo, 0, "workflow_id");
 	Datum		workflow_datum = PG_GETARG_DATUM(0);
@@ -339,6 +344,7 @@ maestro_instances(PG_FUNCTION_ARGS)
 Datum
 maestro_instance(PG_FUNCTION_ARGS)
 {
+	MAESTRO_CHECK_VERSION;
 	char	   *workflow_id = uuid_argument(fcinfo, 0, "workflow_id");
 	char	   *instance_id = uuid_argument(fcinfo, 1, "instance_id");
 	MaestroConnection *conn;
@@ -380,6 +386,7 @@ action_result(const cJSON *root, const char *field)
 Datum
 maestro_pause(PG_FUNCTION_ARGS)
 {
+	MAESTRO_CHECK_VERSION;
 	char	   *workflow_id = uuid_argument(fcinfo, 0, "workflow_id");
 
 	PG_RETURN_DATUM(action_result(maestro_post_workflow_action(maestro_connect(), workflow_id,
@@ -390,6 +397,7 @@ maestro_pause(PG_FUNCTION_ARGS)
 Datum
 maestro_resume(PG_FUNCTION_ARGS)
 {
+	MAESTRO_CHECK_VERSION;
 	char	   *workflow_id = uuid_argument(fcinfo, 0, "workflow_id");
 
 	PG_RETURN_DATUM(action_result(maestro_post_workflow_action(maestro_connect(), workflow_id,
@@ -400,6 +408,7 @@ maestro_resume(PG_FUNCTION_ARGS)
 Datum
 maestro_cancel(PG_FUNCTION_ARGS)
 {
+	MAESTRO_CHECK_VERSION;
 	char	   *workflow_id = uuid_argument(fcinfo, 0, "workflow_id");
 	char	   *instance_id = uuid_argument(fcinfo, 1, "instance_id");
 

@@ -217,6 +217,17 @@ extern void maestro_ratelimit_observe(Oid server_id, CURL *easy);
 extern long maestro_ratelimit_wait_ms(Oid server_id, TimestampTz *until);
 extern void maestro_ratelimit_check(const MaestroConnection *conn);
 
+/*
+ * version.c: the SQL objects in this database against the library. Every
+ * SQL-callable function but the FDW validator starts with
+ * MAESTRO_CHECK_VERSION; as a declaration it comes before any initializer
+ * that reads an argument.
+ */
+extern bool maestro_check_version(void);
+extern bool maestro_worker_version_ok(void);
+#define MAESTRO_CHECK_VERSION \
+	bool		maestro_version_checked pg_attribute_unused() = maestro_check_version()
+
 /* worker.c: the worker that sends queued triggers */
 extern PGDLLEXPORT void maestro_launcher_main(Datum arg);
 extern PGDLLEXPORT void maestro_worker_main(Datum arg);

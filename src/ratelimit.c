@@ -263,6 +263,7 @@ maestro_ratelimit_check(const MaestroConnection *conn)
 Datum
 maestro_rate_limits(PG_FUNCTION_ARGS)
 {
+	MAESTRO_CHECK_VERSION;
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	RateLimits *l = limits();
 	RateLimitEntry *copy;
