@@ -121,3 +121,20 @@ $$;
 
 ALTER FUNCTION maestro_sync(uuid) SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION maestro_stuck_instances(interval) SET search_path = pg_catalog, pg_temp;
+-- Issue 11, points 3 and 4 (api-proxy-rates): DocuSign's rate-limit headers
+-- as last seen per server. (The proxy options need no SQL: the validator
+-- knows them.)
+CREATE FUNCTION maestro_rate_limits(
+  OUT server text, OUT "limit" bigint, OUT remaining bigint, OUT reset_at timestamptz,
+  OUT burst_limit bigint, OUT burst_remaining bigint, OUT observed_at timestamptz)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME'
+LANGUAGE C VOLATILE PARALLEL SAFE;
+
+COMMENT ON FUNCTION maestro_rate_limits() IS
+'the rate-limit headers of the last API answer that carried any, per server of this database; what the view maestro_rate_limits shows';
+
+CREATE VIEW maestro_rate_limits AS SELECT * FROM maestro_rate_limits();
+
+COMMENT ON VIEW maestro_rate_limits IS
+'per server, the last X-RateLimit-Limit, X-RateLimit-Remaining, X-RateLimit-Reset (as reset_at), X-BurstLimit-Limit and X-BurstLimit-Remaining Maestro sent, and when (observed_at); NULL where a header was absent. While remaining is 0 and reset_at lies ahead (trusted for at most an hour), calls to the server fail at once with SQLSTATE 53400 and the worker holds its requests; server-wide when maestro is preloaded, else this backend''s';

@@ -42,8 +42,8 @@ static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 
 /*
- * The shared state of the token cache, the statistics and the trigger
- * queue, requested and set up in one place.
+ * The shared state of the token cache, the statistics, the rate limits
+ * and the trigger queue, requested and set up in one place.
  */
 static void
 maestro_shmem_request(void)
@@ -52,6 +52,7 @@ maestro_shmem_request(void)
 		prev_shmem_request_hook();
 	maestro_auth_shmem_request();
 	maestro_stats_shmem_request();
+	maestro_ratelimit_shmem_request();
 	maestro_queue_shmem_request();
 }
 
@@ -63,6 +64,7 @@ maestro_shmem_startup(void)
 	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
 	maestro_auth_shmem_startup();
 	maestro_stats_shmem_startup();
+	maestro_ratelimit_shmem_startup();
 	maestro_queue_shmem_startup();
 	LWLockRelease(AddinShmemInitLock);
 }

@@ -61,6 +61,9 @@ typedef struct MaestroConnection
 	char	   *base_url;		/* no trailing slash */
 	char	   *account_id;		/* canonical uuid text */
 	char	   *ca_file;		/* CA bundle for TLS; NULL: the system's */
+	char	   *proxy;			/* proxy URL without credentials; NULL: none */
+	char	   *proxy_user;		/* from the user mapping */
+	char	   *proxy_password;
 	char	   *access_token;	/* static, or minted by auth.c */
 	/* the JWT grant, when the user mapping asks for it */
 	bool		jwt;
@@ -211,6 +214,13 @@ extern void maestro_stats_record(Oid server_id, MaestroEndpoint endpoint, long s
 								 size_t bytes);
 extern void maestro_stats_worker(int sent, int done, int failed, int retried,
 								 int64 queue_depth);
+
+/* ratelimit.c: DocuSign's X-RateLimit-* headers, and the quota rule */
+extern void maestro_ratelimit_shmem_request(void);
+extern void maestro_ratelimit_shmem_startup(void);
+extern void maestro_ratelimit_observe(Oid server_id, CURL *easy);
+extern long maestro_ratelimit_wait_ms(Oid server_id, TimestampTz *until);
+extern void maestro_ratelimit_check(const MaestroConnection *conn);
 
 /*
  * version.c: the SQL objects in this database against the library. Every

@@ -217,7 +217,8 @@ pace_next_slot(ServerPace *pace, TimestampTz now)
 	if (pace->capacity > 0 && pace->count > 0)
 		slot = Max(slot, pace->sent[(pace->head + pace->count - 1) % pace->capacity] +
 				   (TimestampTz) (1050000.0 / pace->capacity));
-	return Max(slot, pace->paused_until);
+	return Max(Max(slot, pace->paused_until),
+			   now + (TimestampTz) maestro_ratelimit_wait_ms(pace->server_id, NULL) * 1000);
 }
 
 /* How many more requests the server may get in the current window. */
@@ -227,7 +228,7 @@ pace_allowance(ServerPace *pace, TimestampTz now)
 	int			used = 0;
 	int			i;
 
-	if (pace->paused_until > now)
+	if (pace->paused_until > now || maestro_ratelimit_wait_ms(pace->server_id, NULL) > 0)
 		return 0;
 	if (pace->capacity <= 0)
 		return INT_MAX;
@@ -915,14 +916,8 @@ collect(void)
 								 f->buf.len);
 		}
 
-		/* DocuSign's hourly quota is used up: wait for its reset */
-		if (f->rate_remaining == 0 && f->rate_reset > 0)
-		{
-			long		wait_s = f->rate_reset - (long) time(NULL);
-
-			if (wait_s > 0)
-				pace_pause(f->server_id, wait_s * 1000);
-		}
+		/* a spent hourly quota holds the server's sends (pace_allowance) */
+		maestro_ratelimit_observe(f->server_id, f->easy);
 		finish_send(f);
 	}
 	return outcomes;

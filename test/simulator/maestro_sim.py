@@ -388,6 +388,9 @@ class SimState:
             self.rate_limit = RATE_LIMIT
             self.rate_remaining = RATE_LIMIT
             self.rate_enforce = False
+            self.rate_reset: int | None = None  # None: the next top of the hour
+            self.burst_limit: int | None = None  # None: no X-BurstLimit-* headers
+            self.burst_remaining = 0
             self.fault_counts: dict[str, int] = {}
             self.request_log: collections.deque = collections.deque(maxlen=REQUEST_LOG_MAX)
             # OAuth: access token -> expiry (epoch seconds); users who withdrew consent
@@ -411,14 +414,21 @@ class SimState:
             exhausted = self.rate_remaining <= 0
             if self.rate_remaining > 0:
                 self.rate_remaining -= 1
+            if self.burst_limit is not None and self.burst_remaining > 0:
+                self.burst_remaining -= 1
             return self.rate_remaining, exhausted and self.rate_enforce
 
     def rate_headers(self, remaining: int | None = None) -> list[tuple[str, str]]:
         if remaining is None:
             remaining = self.rate_remaining
-        return [("X-RateLimit-Limit", str(self.rate_limit)),
-                ("X-RateLimit-Remaining", str(max(0, remaining))),
-                ("X-RateLimit-Reset", str(next_top_of_hour()))]
+        headers = [("X-RateLimit-Limit", str(self.rate_limit)),
+                   ("X-RateLimit-Remaining", str(max(0, remaining))),
+                   ("X-RateLimit-Reset", str(self.rate_reset if self.rate_reset is not None
+                                             else next_top_of_hour()))]
+        if self.burst_limit is not None:
+            headers += [("X-BurstLimit-Limit", str(self.burst_limit)),
+                        ("X-BurstLimit-Remaining", str(self.burst_remaining))]
+        return headers
 
     # -- faults --------------------------------------------------------------
     def fault_fires(self, key: str, times: int | None) -> bool:
@@ -1452,8 +1462,17 @@ def control_ratelimit(state: SimState, body: bytes) -> Response:
             state.rate_remaining = max(0, req["remaining"])
         if "enforce" in req:
             state.rate_enforce = bool(req["enforce"])
+        if "reset" in req and (req["reset"] is None or isinstance(req["reset"], int)):
+            state.rate_reset = req["reset"]
+        if "burst_limit" in req and (req["burst_limit"] is None or isinstance(req["burst_limit"], int)):
+            state.burst_limit = None if req["burst_limit"] is None else max(0, req["burst_limit"])
+            state.burst_remaining = state.burst_limit or 0
+        if isinstance(req.get("burst_remaining"), int):
+            state.burst_remaining = max(0, req["burst_remaining"])
         out = {"limit": state.rate_limit, "remaining": state.rate_remaining,
-               "enforce": state.rate_enforce}
+               "enforce": state.rate_enforce, "reset": state.rate_reset,
+               "burst_limit": state.burst_limit,
+               "burst_remaining": state.burst_remaining if state.burst_limit is not None else None}
     return json_response(200, out)
 
 
@@ -1744,6 +1763,7 @@ class SimHandler(BaseHTTPRequestHandler):
             "seq": 0, "time": time.time(), "method": self.command, "path": self.path,
             "status": 0, "auth": auth, "body": _parse_log_body(body),
             "instance_name": None, "fault": None, "oauth": None,
+            "via": self.headers.get("Via"),
         }
         api_path = path
         fault: FaultSpec | None = None

@@ -419,6 +419,36 @@ def test_rate_limit(sim: Sim) -> None:
     sim.reset()
     _, headers, _ = sim.call("GET", f"{A}/workflows")
     check("rate: reset restores", headers["x-ratelimit-remaining"] == "2999", headers)
+    check("rate: no X-BurstLimit-* unless asked for",
+          not any(k.startswith("x-burstlimit") for k in headers), headers)
+    _, _, out = sim.json("POST", "/__sim/ratelimit",
+                         {"reset": 1700000000, "burst_limit": 500, "remaining": 0}, token=None)
+    check("rate: control answer", out == {"limit": 3000, "remaining": 0, "enforce": False,
+                                          "reset": 1700000000, "burst_limit": 500,
+                                          "burst_remaining": 500}, out)
+    _, h1, _ = sim.call("GET", f"{A}/workflows")
+    check("rate: reset as set", h1.get("x-ratelimit-reset") == "1700000000", h1)
+    check("rate: burst headers count down",
+          (h1.get("x-burstlimit-limit"), h1.get("x-burstlimit-remaining")) == ("500", "499"), h1)
+    sim.call("POST", "/__sim/ratelimit", {"burst_remaining": 0, "reset": None}, token=None)
+    _, h2, _ = sim.call("GET", f"{A}/workflows")
+    check("rate: burst never below 0", h2.get("x-burstlimit-remaining") == "0", h2)
+    check("rate: reset null is the next top of the hour",
+          int(h2["x-ratelimit-reset"]) % 3600 == 0, h2)
+    sim.call("POST", "/__sim/ratelimit", {"burst_limit": None}, token=None)
+    _, h3, _ = sim.call("GET", f"{A}/workflows")
+    check("rate: burst_limit null stops the headers", "x-burstlimit-limit" not in h3, h3)
+    sim.call("DELETE", "/__sim/requests", token=None)
+    sim.call("GET", f"{A}/workflows", headers={"Via": "1.1 tinyproxy (tinyproxy/1.11.1)"})
+    sim.call("GET", f"{A}/workflows")
+    _, _, log = sim.json("GET", "/__sim/requests", token=None)
+    check("rate: the log records the Via header",
+          [e.get("via") for e in log] == ["1.1 tinyproxy (tinyproxy/1.11.1)", None], log)
+    sim.reset()
+    _, headers, _ = sim.call("GET", f"{A}/workflows")
+    check("rate: reset forgets reset and burst",
+          int(headers["x-ratelimit-reset"]) % 3600 == 0
+          and not any(k.startswith("x-burstlimit") for k in headers), headers)
 
 
 def raw_get(sim: Sim, path: str, timeout: float = 10) -> http.client.HTTPResponse:
