@@ -47,6 +47,8 @@ SELECT mt.fault('strip=field_data_type,default_value');
 SELECT * FROM maestro_trigger_inputs(:onboarding);
 SELECT mt.fault('status=200;body=%7B%22trigger_input_schema%22%3A%22Name%22%7D');
 SELECT mt.try($$SELECT * FROM maestro_trigger_inputs('a4490cd8-4a4f-4b4e-9a0c-1c5b0e6e0001')$$);
+SELECT mt.fault('status=200;body=%5B%5D');
+SELECT mt.try($$SELECT maestro_trigger_requirements('a4490cd8-4a4f-4b4e-9a0c-1c5b0e6e0001')$$);
 
 -- instances: each missing field is NULL; the instance's workflow is the argument's
 SELECT mt.fault('strip=workflow_status,started_at,trigger_inputs,trigger_input,tags,metadata');

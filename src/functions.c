@@ -207,8 +207,10 @@ maestro_trigger_requirements(PG_FUNCTION_ARGS)
 	MaestroConnection *conn = maestro_connect();
 	cJSON	   *root = maestro_get_trigger_requirements(conn, workflow_id);
 	bool		isnull;
-	Datum		result = maestro_json_to_jsonb(root, &isnull);
+	Datum		result;
 
+	required_object(root, "a trigger requirements");
+	result = maestro_json_to_jsonb(root, &isnull);
 	if (isnull)
 		PG_RETURN_NULL();
 	PG_RETURN_DATUM(result);
