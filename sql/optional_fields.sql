@@ -58,6 +58,12 @@ SELECT mt.fault('status=200;body=%7B%7D');
 SELECT workflow_id, id, name, raw FROM maestro_instance(:onboarding, 'b5500000-0000-4000-8000-000000000001');
 SELECT count(*) FROM maestro_instances(:onboarding);
 
+-- ids as the spec's uuid pattern allows them: each brace optional on its own
+SELECT mt.fault('status=200;body=' || replace(
+  '{"data":[{"id":"{b5500000-0000-4000-8000-000000000001"},{"id":"b5500000-0000-4000-8000-000000000002}"},{"id":"{B5500000-0000-4000-8000-000000000003}"},{"id":"{{b5500000-0000-4000-8000-000000000004}"}]}',
+  '"', '%22'));
+SELECT id, raw->>'id' AS sent FROM maestro_instances(:onboarding);
+
 -- actions: the action is taken; a missing answer field is NULL
 SELECT mt.fault('strip=status');
 SELECT maestro_pause(:onboarding) IS NULL AS paused_without_status;
