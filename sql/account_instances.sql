@@ -117,6 +117,13 @@ SELECT mt.state('SELECT * FROM maestro_account_instances()');
 SELECT count(*) AS instances, count(workflow_id) AS with_workflow FROM maestro_all_instances;
 \! python3 test/simulator/sim_requests.py
 \! curl -s -X POST -d '{"workflow_id_field": "workflow_id"}' "$MAESTRO_SIM_URL/__sim/account-instances"; echo
+-- a later page that stops saying it comes too late to fall back: an error
+SET maestro.server = 'faulty';
+SET maestro.page_size = 10;
+SELECT mt.fault('key=late;after=1;strip=workflow_id');
+SELECT mt.try('SELECT count(*) FROM maestro_all_instances');
+SET maestro.server = 'sim';
+RESET maestro.page_size;
 
 -- maestro_sync() without a workflow: one paged walk
 DELETE FROM maestro_instance_events;
