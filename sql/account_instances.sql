@@ -77,8 +77,12 @@ SELECT count(*) FROM maestro_account_instances();
 \! curl -s -X POST -d '{"last_ctoken": "null"}' "$MAESTRO_SIM_URL/__sim/account-instances"; echo
 SELECT count(*) FROM maestro_account_instances();
 
--- a failure on any page is an ERROR, never a partial result
+-- a page is a GET: retried on 503 like any other, and the walk goes on
 SET maestro.server = 'faulty';
+SELECT mt.fault('key=retry2;after=1;times=1;status=503;retry_after=0');
+SELECT count(*) AS instances, count(DISTINCT id) AS distinct_ids FROM maestro_account_instances();
+\! python3 test/simulator/sim_requests.py --contains key=retry2
+-- a failure on any page is an ERROR, never a partial result
 SELECT mt.fault('key=page3;after=2;status=500'); SELECT mt.state('SELECT count(*) FROM maestro_account_instances()');
 SELECT mt.fault('key=page2;after=1;malformed=1'); SELECT mt.state('SELECT count(*) FROM maestro_account_instances()');
 SELECT mt.fault('key=page2t;after=1;truncate=1'); SELECT mt.state('SELECT count(*) FROM maestro_account_instances()');
