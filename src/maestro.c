@@ -29,6 +29,7 @@ int			maestro_connect_timeout_ms = 5000;
 int			maestro_request_timeout_ms = 30000;
 int			maestro_max_response_kb = 10240;
 int			maestro_max_retries = 3;
+int			maestro_page_size = 0;
 char	   *maestro_database_name = NULL;
 int			maestro_max_concurrency = 16;
 int			maestro_rate_limit = 15;
@@ -122,6 +123,15 @@ _PG_init(void)
 							"Only GETs are retried, on 429, 502, 503, 504 and transport errors.",
 							&maestro_max_retries,
 							3, 0, 10,
+							PGC_USERSET,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("maestro.page_size",
+							"Instances asked for per page of the account-wide instance list.",
+							"0 sends no page_size: Maestro's own default applies.",
+							&maestro_page_size,
+							0, 0, 100000,
 							PGC_USERSET,
 							0,
 							NULL, NULL, NULL);

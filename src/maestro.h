@@ -47,6 +47,7 @@ extern int	maestro_connect_timeout_ms;
 extern int	maestro_request_timeout_ms;
 extern int	maestro_max_response_kb;
 extern int	maestro_max_retries;
+extern int	maestro_page_size;
 
 /*
  * Everything needed to talk to one Maestro account as one role: built from
@@ -86,6 +87,7 @@ typedef enum MaestroEndpoint
 	MAESTRO_EP_RESUME,
 	MAESTRO_EP_CANCEL,
 	MAESTRO_EP_TOKEN,
+	MAESTRO_EP_ACCOUNT_INSTANCES,
 	MAESTRO_ENDPOINTS
 } MaestroEndpoint;
 
@@ -129,6 +131,15 @@ typedef struct MaestroBuffer
 	int			sends;			/* times libcurl was about to send it */
 	bool		resend_refused; /* and was stopped from sending it again */
 } MaestroBuffer;
+
+/* The filters of the account-wide instance list; NULL/0: not filtered. */
+typedef struct MaestroInstanceFilter
+{
+	const char *status;
+	char	  **workflow_ids;	/* canonical uuid text */
+	int			nworkflow_ids;
+	const char *started_by;
+} MaestroInstanceFilter;
 
 /* options.c */
 extern MaestroConnection *maestro_connect(void);
@@ -189,6 +200,11 @@ extern cJSON *maestro_post_workflow_action(MaestroConnection *conn,
 										   const char *workflow_id, const char *action);
 extern cJSON *maestro_post_cancel(MaestroConnection *conn, const char *workflow_id,
 								  const char *instance_id);
+extern cJSON *maestro_get_account_instances(MaestroConnection *conn,
+											const MaestroInstanceFilter *filter,
+											const char *ctoken, bool missing_ok);
+extern char *maestro_find_instance_by_name(MaestroConnection *conn, const char *workflow_id,
+										   const char *instance_name, char **note);
 
 /* functions.c */
 extern void maestro_check_trigger_args(FunctionCallInfo fcinfo, Jsonb **inputs,

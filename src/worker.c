@@ -87,6 +87,8 @@ typedef struct InFlight
 	char	   *url;
 	MaestroRequest req;
 	MaestroConnection *conn;	/* a copy, to drop a refused token */
+	char	   *workflow_id;	/* to find the instance by its name */
+	char	   *instance_name;
 	TimestampTz started_at;		/* when the POST left */
 	long		rate_remaining; /* X-RateLimit-Remaining, -1 if absent */
 	long		rate_reset;		/* X-RateLimit-Reset (epoch s), -1 if absent */
@@ -670,8 +672,9 @@ outcome_of(InFlight *f, CURLcode rc)
 		o->http_status = (int) status;
 		if (cJSON_IsString(id) && maestro_is_uuid(id->valuestring))
 			o->instance_id = pstrdup(id->valuestring);
-		else
-			o->error = pstrdup("Maestro accepted the trigger but returned no instance_id");
+		else					/* the spec requires no field: still done */
+			o->instance_id = maestro_find_instance_by_name(f->conn, f->workflow_id,
+														   f->instance_name, &o->error);
 		if (cJSON_IsString(url))
 			o->instance_url = pstrdup(url->valuestring);
 		return o;
@@ -826,6 +829,8 @@ start_send(Claimed *c)
 	f->rate_reset = -1;
 	/* the claimed request's memory goes before the transfer ends */
 	f->conn = maestro_connection_copy(c->conn);
+	f->workflow_id = pstrdup(c->workflow_id);
+	f->instance_name = pstrdup(c->instance_name);
 	maestro_trigger_request(c->conn, c->workflow_id, c->instance_name, c->inputs, &f->req);
 	f->url = maestro_http_url(c->conn, &f->req);
 	f->headers = maestro_http_headers(c->conn, &f->req);
