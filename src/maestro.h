@@ -55,6 +55,7 @@ extern int	maestro_connect_timeout_ms;
 extern int	maestro_request_timeout_ms;
 extern int	maestro_max_response_kb;
 extern int	maestro_max_retries;
+extern int	maestro_page_size;
 
 /*
  * Everything needed to talk to one Maestro account as one role: built from
@@ -69,6 +70,9 @@ typedef struct MaestroConnection
 	char	   *base_url;		/* no trailing slash */
 	char	   *account_id;		/* canonical uuid text */
 	char	   *ca_file;		/* CA bundle for TLS; NULL: the system's */
+	char	   *proxy;			/* proxy URL without credentials; NULL: none */
+	char	   *proxy_user;		/* from the user mapping */
+	char	   *proxy_password;
 	char	   *access_token;	/* static, or minted by auth.c */
 	/* the JWT grant, when the user mapping asks for it */
 	bool		jwt;
@@ -91,6 +95,7 @@ typedef enum MaestroEndpoint
 	MAESTRO_EP_RESUME,
 	MAESTRO_EP_CANCEL,
 	MAESTRO_EP_TOKEN,
+	MAESTRO_EP_ACCOUNT_INSTANCES,
 	MAESTRO_ENDPOINTS
 } MaestroEndpoint;
 
@@ -129,9 +134,10 @@ typedef struct MaestroBuffer
 	size_t		limit;
 	bool		too_large;
 	bool		out_of_memory;
-	const char *upload;
+	const char *upload;			/* a POST's body, sent as POSTFIELDS */
 	size_t		upload_len;
-	size_t		upload_pos;
+	int			sends;			/* times libcurl was about to send it */
+	bool		resend_refused; /* and was stopped from sending it again */
 } MaestroBuffer;
 
 /* How a finished HTTP exchange failed, if it did (http.c). */
@@ -146,6 +152,15 @@ typedef enum MaestroFailure
 	MAESTRO_FAIL_SERVER,		/* another 5xx: may have been acted on */
 	MAESTRO_FAIL_BROKEN			/* another transport error: may have arrived */
 } MaestroFailure;
+
+/* The filters of the account-wide instance list; NULL/0: not filtered. */
+typedef struct MaestroInstanceFilter
+{
+	const char *status;
+	char	  **workflow_ids;	/* canonical uuid text */
+	int			nworkflow_ids;
+	const char *started_by;
+} MaestroInstanceFilter;
 
 /* options.c */
 extern MaestroConnection *maestro_connect(void);
@@ -188,6 +203,10 @@ extern cJSON *maestro_json_parse(const char *body, size_t len,
 								 const MaestroRequest *req);
 extern cJSON *maestro_json_try_parse(const char *body, size_t len);
 extern char *maestro_json_print(const cJSON *item);
+/* Maestro speaks UTF-8: the two conversions at the database's boundary */
+extern char *maestro_utf8_to_server(const char *s, size_t len, bool strict);
+extern char *maestro_server_to_utf8(const char *s);
+extern void maestro_encoding_prepare(void);
 
 /* api.c: one function per endpoint; each returns the parsed 2xx body */
 extern cJSON *maestro_get_workflows(MaestroConnection *conn, const char *status);
@@ -207,6 +226,9 @@ extern cJSON *maestro_post_workflow_action(MaestroConnection *conn,
 										   const char *workflow_id, const char *action);
 extern cJSON *maestro_post_cancel(MaestroConnection *conn, const char *workflow_id,
 								  const char *instance_id);
+extern cJSON *maestro_get_account_instances(MaestroConnection *conn,
+											const MaestroInstanceFilter *filter,
+											const char *ctoken, bool missing_ok);
 
 /* arguments.c */
 extern char *maestro_uuid_argument(FunctionCallInfo fcinfo, int argno, const char *name);
@@ -240,13 +262,11 @@ extern void maestro_restore_role(MaestroRoleSwitch *save);
 extern char *maestro_extension_schema_name(void);
 
 /*
- * pacing.c: the one rule that turns an answer into a pause of its server
- * (for anyone who must honour the API's limits), and whether the worker
- * holds a server paused, and until when (in the worker's process).
+ * pacing.c: the rule that turns a 429 into a pause of its server, and
+ * whether the worker holds a server paused (a 429, or its spent quota by
+ * ratelimit.c's rule), and until when (in the worker's process).
  */
-extern long maestro_pacing_pause_ms(long status, long retry_after_ms,
-									long rate_remaining, long rate_reset,
-									int attempts);
+extern long maestro_pacing_pause_ms(long status, long retry_after_ms, int attempts);
 extern TimestampTz maestro_pacing_paused_until(Oid server_id, TimestampTz now);
 
 /* stats.c */
@@ -257,6 +277,13 @@ extern void maestro_stats_record(Oid server_id, MaestroEndpoint endpoint, long s
 								 size_t bytes);
 extern void maestro_stats_worker(int sent, int done, int failed, int retried,
 								 int64 queue_depth);
+
+/* ratelimit.c: DocuSign's X-RateLimit-* headers, and the quota rule */
+extern void maestro_ratelimit_shmem_request(void);
+extern void maestro_ratelimit_shmem_startup(void);
+extern void maestro_ratelimit_observe(Oid server_id, CURL *easy);
+extern long maestro_ratelimit_wait_ms(Oid server_id, TimestampTz *until);
+extern void maestro_ratelimit_check(const MaestroConnection *conn);
 
 /*
  * version.c: the SQL objects in this database against the library. Every
