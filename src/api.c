@@ -17,6 +17,7 @@
 #include <curl/curl.h>
 
 #include "utils/json.h"
+#include "utils/memutils.h"
 
 static char *account_path(MaestroConnection *conn, const char *fmt,...) pg_attribute_printf(2, 3);
 
@@ -43,9 +44,13 @@ account_path(MaestroConnection *conn, const char *fmt,...)
 	return path.data;
 }
 
+/*
+ * Send one request and parse its 2xx body. With missing_ok, a 404 returns
+ * NULL instead of raising: for an endpoint this API version may lack.
+ */
 static cJSON *
-call(MaestroConnection *conn, MaestroEndpoint endpoint, const char *method,
-	 const char *path, const char *query, const char *body)
+call_ex(MaestroConnection *conn, MaestroEndpoint endpoint, const char *method,
+		const char *path, const char *query, const char *body, bool missing_ok)
 {
 	MaestroRequest req;
 	MaestroResponse resp;
@@ -72,9 +77,32 @@ call(MaestroConnection *conn, MaestroEndpoint endpoint, const char *method,
 		maestro_auth_prepare(conn);
 		maestro_http_execute(conn, &req, &resp);
 	}
+	if (resp.status == 404 && missing_ok)
+		return NULL;
 	if (resp.status < 200 || resp.status > 299)
 		maestro_raise_http_error(conn, &req, &resp);
 	return maestro_json_parse(resp.body, resp.body_len, &req);
+}
+
+static cJSON *
+call(MaestroConnection *conn, MaestroEndpoint endpoint, const char *method,
+	 const char *path, const char *query, const char *body)
+{
+	return call_ex(conn, endpoint, method, path, query, body, false);
+}
+
+/* "&name=value" with the value URL-encoded */
+static void
+append_param(StringInfo query, const char *name, const char *value)
+{
+	char	   *escaped = curl_easy_escape(NULL, value, 0);
+
+	if (escaped == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("out of memory")));
+	appendStringInfo(query, "%s%s=%s", query->len > 0 ? "&" : "", name, escaped);
+	curl_free(escaped);
 }
 
 cJSON *
@@ -157,6 +185,35 @@ maestro_instances_request(MaestroConnection *conn, const char *workflow_id,
 	req->path = account_path(conn, "/workflows/%s/instances", workflow_id);
 	req->idempotent = true;
 	req->endpoint = MAESTRO_EP_INSTANCES;
+}
+
+/*
+ * One page of the account-wide instance list (GET /workflow-instances).
+ * The filters go to the API; ctoken is NULL for the first page. With
+ * missing_ok, NULL when the API answers 404 (an API without the endpoint).
+ */
+cJSON *
+maestro_get_account_instances(MaestroConnection *conn, const MaestroInstanceFilter *filter,
+							  const char *ctoken, bool missing_ok)
+{
+	StringInfoData query;
+	int			i;
+
+	initStringInfo(&query);
+	if (filter->status != NULL)
+		append_param(&query, "status", filter->status);
+	for (i = 0; i < filter->nworkflow_ids; i++)
+		append_param(&query, "workflow_definition_id", filter->workflow_ids[i]);
+	if (filter->started_by != NULL)
+		append_param(&query, "started_by_id", filter->started_by);
+	if (maestro_page_size > 0)
+		appendStringInfo(&query, "%spage_size=%d", query.len > 0 ? "&" : "", maestro_page_size);
+	if (ctoken != NULL)
+		append_param(&query, "ctoken", ctoken);
+
+	return call_ex(conn, MAESTRO_EP_ACCOUNT_INSTANCES, "GET",
+				   account_path(conn, "/workflow-instances"),
+				   query.len > 0 ? query.data : NULL, NULL, missing_ok);
 }
 
 cJSON *

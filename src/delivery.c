@@ -153,7 +153,10 @@ known_remember(Oid server_id, const char *workflow_id, const cJSON *list,
 			cJSON_IsString(id) && maestro_is_uuid(id->valuestring))
 		{
 			/* the id follows its name, so that sorting keeps the pairs */
-			names[k->n] = psprintf("%s%c%s", name->valuestring, '\0', id->valuestring);
+			names[k->n] = psprintf("%s%c%s",
+								   maestro_utf8_to_server(name->valuestring,
+														  strlen(name->valuestring), false),
+								   '\0', id->valuestring);
 			k->n++;
 		}
 	}
@@ -201,7 +204,9 @@ settled_by_known_names(Delivery *d, List **outcomes)
 static void
 delivery_free(Delivery *d)
 {
-	maestro_pacing_note_claimed(d->server_id, -1);
+	/* a request looked up after its send no longer counted as claimed */
+	if (!d->id_only)
+		maestro_pacing_note_claimed(d->server_id, -1);
 	MemoryContextDelete(d->cxt);
 }
 
@@ -328,7 +333,12 @@ start_send(Delivery *d, TimestampTz now, MemoryContext keep)
 	return NULL;
 }
 
-/* What an answer to a trigger POST makes of its request. */
+/*
+ * What an answer to a trigger POST makes of its request; NULL when Maestro
+ * accepted it without naming the instance it started (the spec requires
+ * no field): the request is then done, never sent again, and its id is
+ * looked up by its name first (d->id_only).
+ */
 static Outcome *
 outcome_of_send(Transfer *t, Delivery *d, long pause_ms)
 {
@@ -344,13 +354,22 @@ outcome_of_send(Transfer *t, Delivery *d, long pause_ms)
 		cJSON	   *root = maestro_json_try_parse(t->buf.data, t->buf.len);
 		const cJSON *id = maestro_json_member(root, "instance_id");
 		const cJSON *url = maestro_json_member(root, "instance_url");
-		Outcome    *o = maestro_new_outcome(d->id, "done");
+		Outcome    *o;
 
+		if (!cJSON_IsString(id) || !maestro_is_uuid(id->valuestring))
+		{
+			d->id_only = true;
+			d->verify = false;
+			d->sent_before_start = false;	/* only a later list can show it */
+			d->http_status = (int) t->status;
+			d->sent_at = t->started_at;
+			if (cJSON_IsString(url))
+				d->instance_url = MemoryContextStrdup(d->cxt, url->valuestring);
+			return NULL;
+		}
+		o = maestro_new_outcome(d->id, "done");
 		o->http_status = (int) t->status;
-		if (cJSON_IsString(id) && maestro_is_uuid(id->valuestring))
-			o->instance_id = pstrdup(id->valuestring);
-		else
-			o->error = pstrdup("Maestro accepted the trigger but returned no instance_id");
+		o->instance_id = pstrdup(id->valuestring);
 		if (cJSON_IsString(url))
 			o->instance_url = pstrdup(url->valuestring);
 		return o;
@@ -468,6 +487,20 @@ join_group(Delivery *d)
 	lookup_members++;
 }
 
+/* The outcome of a request accepted without an id, looked up by name. */
+static Outcome *
+id_only_outcome(Delivery *d, const char *instance_id, char *note)
+{
+	Outcome    *o = maestro_new_outcome(d->id, "done");
+
+	o->http_status = d->http_status;
+	o->sent_at = d->sent_at;
+	o->instance_id = instance_id ? pstrdup(instance_id) : NULL;
+	o->instance_url = d->instance_url ? pstrdup(d->instance_url) : NULL;
+	o->error = note;
+	return o;
+}
+
 /* Every member of g gets a retry outcome (the look-up failed). */
 static List *
 group_retry_all(LookupGroup *g, const char *why, List *outcomes)
@@ -478,10 +511,15 @@ group_retry_all(LookupGroup *g, const char *why, List *outcomes)
 	{
 		Delivery   *next = d->next;
 
-		outcomes = lappend(outcomes,
-						   maestro_retry_or_fail(d->id, d->attempts, 0,
-												 psprintf("could not look up whether an earlier send arrived: %s", why),
-												 true, -1));
+		if (d->id_only)
+			outcomes = lappend(outcomes,
+							   id_only_outcome(d, NULL,
+											   psprintf("Maestro accepted the trigger but its answer named no instance_id; looking the instance up by its name failed: %s", why)));
+		else
+			outcomes = lappend(outcomes,
+							   maestro_retry_or_fail(d->id, d->attempts, 0,
+													 psprintf("could not look up whether an earlier send arrived: %s", why),
+													 true, -1));
 		lookup_members--;
 		delivery_free(d);
 		d = next;
@@ -552,9 +590,18 @@ lookup_finished(Transfer *t, LookupGroup *g, List *outcomes)
 
 		if (!cJSON_IsString(name) || !cJSON_IsString(id) || !maestro_is_uuid(id->valuestring))
 			continue;
-		key.instance_name = name->valuestring;
+		/* the names in the table are in the database's encoding */
+		key.instance_name = maestro_utf8_to_server(name->valuestring,
+												   strlen(name->valuestring), false);
 		hit = bsearch(&keyp, sorted, g->n_members, sizeof(Delivery *), compare_names);
-		if (hit && !found[hit - sorted])
+		if (hit && !found[hit - sorted] && (*hit)->id_only)
+		{
+			outcomes = lappend(outcomes,
+							   id_only_outcome(*hit, id->valuestring,
+											   pstrdup("Maestro's answer named no instance_id; the instance was found by its name (Maestro gives the instance_url only in that answer)")));
+			found[hit - sorted] = true;
+		}
+		else if (hit && !found[hit - sorted])
 		{
 			Outcome    *o = maestro_new_outcome((*hit)->id, "done");
 
@@ -572,6 +619,14 @@ lookup_finished(Transfer *t, LookupGroup *g, List *outcomes)
 		lookup_members--;
 		if (found[i])
 			delivery_free(d);
+		else if (d->id_only)
+		{
+			/* accepted, so never sent again: done without its id */
+			outcomes = lappend(outcomes,
+							   id_only_outcome(d, NULL,
+											   pstrdup("Maestro accepted the trigger but its answer named no instance_id, and no instance of that name was listed yet")));
+			delivery_free(d);
+		}
 		else
 		{
 			d->verify = false;
@@ -740,8 +795,10 @@ maestro_delivery_finished(Transfer *t)
 						 (double) total_us / 1000.0, 0, t->status == 429 ? 1 : 0, t->buf.len);
 	if (t->retry_after_seen)
 		retry_after_ms = maestro_http_retry_after_ms(t->easy);
-	pause_ms = maestro_pacing_pause_ms(t->result == CURLE_OK ? t->status : 0,
-									   retry_after_ms, t->rate_remaining, t->rate_reset,
+	/* a spent hourly quota holds the server's sends (pacing.c asks) */
+	if (t->result == CURLE_OK)
+		maestro_ratelimit_observe(t->server_id, t->easy);
+	pause_ms = maestro_pacing_pause_ms(t->result == CURLE_OK ? t->status : 0, retry_after_ms,
 									   t->kind == TRANSFER_SEND ? ((Delivery *) t->owner)->attempts : 1);
 	if (pause_ms > 0)
 		maestro_pacing_pause(t->server_id, pause_ms);
@@ -751,11 +808,16 @@ maestro_delivery_finished(Transfer *t)
 		Delivery   *d = (Delivery *) t->owner;
 		Outcome    *o = outcome_of_send(t, d, pause_ms);
 
-		o->sent_at = t->started_at;
-		outcomes = lappend(outcomes, o);
 		maestro_transfer_free(t);
-		/* the send's -1 was counted when it left */
-		MemoryContextDelete(d->cxt);
+		if (o == NULL)
+			join_group(d);		/* accepted without an id: look it up */
+		else
+		{
+			o->sent_at = t->started_at;
+			outcomes = lappend(outcomes, o);
+			/* the send's -1 was counted when it left */
+			MemoryContextDelete(d->cxt);
+		}
 	}
 	else
 	{

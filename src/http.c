@@ -96,8 +96,10 @@ write_callback(char *ptr, size_t size, size_t nmemb, void *userdata)
  * transfer then fails with CURLE_ABORTED_BY_CALLBACK, an error the caller
  * sees and handles (the worker looks the request up before sending it
  * again), instead of a second copy. The same refusal would meet any other
- * repeat by libcurl, e.g. an authentication round with a proxy that does
- * not tunnel, which maestro does not use for these requests.
+ * repeat by libcurl, such as a 407 round with a proxy that does not
+ * tunnel; there is none, since the proxy's credentials (Basic, libcurl's
+ * default) go with the first request, and a tunnel authenticates before
+ * the request is sent.
  */
 static int
 refuse_resend(void *userdata, char *primary_ip, char *local_ip,
@@ -375,6 +377,21 @@ maestro_http_configure(CURL *easy, const MaestroConnection *conn, const char *ur
 	/* certificates are always verified; ca_file only says against what */
 	if (conn->ca_file)
 		curl_easy_setopt(easy, CURLOPT_CAINFO, conn->ca_file);
+	/*
+	 * The server's proxy, or none: an empty string also overrides the
+	 * environment's http_proxy, HTTPS_PROXY, ALL_PROXY and NO_PROXY, so that
+	 * where calls go does not depend on how the postmaster was started.
+	 */
+	curl_easy_setopt(easy, CURLOPT_PROXY, conn->proxy ? conn->proxy : "");
+	curl_easy_setopt(easy, CURLOPT_NOPROXY, "");
+	if (conn->proxy && conn->proxy_user)
+	{
+		curl_easy_setopt(easy, CURLOPT_PROXYUSERNAME, conn->proxy_user);
+		curl_easy_setopt(easy, CURLOPT_PROXYPASSWORD,
+						 conn->proxy_password ? conn->proxy_password : "");
+	}
+	if (conn->proxy && conn->ca_file)
+		curl_easy_setopt(easy, CURLOPT_PROXY_CAINFO, conn->ca_file);
 	curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
 	curl_easy_setopt(easy, CURLOPT_FOLLOWLOCATION, 0L);
@@ -416,7 +433,7 @@ maestro_http_configure(CURL *easy, const MaestroConnection *conn, const char *ur
 }
 
 static void
-raise_transport_error(const MaestroRequest *req, CURLcode rc,
+raise_transport_error(const MaestroConnection *conn, const MaestroRequest *req, CURLcode rc,
 					  const char *curl_message, const MaestroBuffer *buf,
 					  int retries)
 {
@@ -449,6 +466,21 @@ raise_transport_error(const MaestroRequest *req, CURLcode rc,
 						   retries > 0 ? psprintf(" (after %d retries)", retries) : ""),
 				 errhint("maestro.connect_timeout is %d ms and maestro.request_timeout is %d ms.",
 						 maestro_connect_timeout_ms, maestro_request_timeout_ms)));
+	if ((rc == CURLE_PEER_FAILED_VERIFICATION || rc == CURLE_SSL_CACERT_BADFILE) &&
+		conn->proxy && maestro_easy != NULL)
+	{
+		long		proxy_verify = 0;
+
+		curl_easy_getinfo(maestro_easy, CURLINFO_PROXY_SSL_VERIFYRESULT, &proxy_verify);
+		if (proxy_verify != 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_CONNECTION_FAILURE),
+					 errmsg("could not verify the TLS certificate of the proxy"),
+					 errdetail("%s %s: %s (curl error %d).", req->method, req->path,
+							   maestro_redact(what), (int) rc),
+					 errhint("The proxy %s (server option proxy) uses a certificate the system does not trust; if it comes from a private CA, name that CA's certificate in the server option ca_file.",
+							 conn->proxy)));
+	}
 	if (rc == CURLE_PEER_FAILED_VERIFICATION || rc == CURLE_SSL_CACERT_BADFILE)
 		ereport(ERROR,
 				(errcode(ERRCODE_CONNECTION_FAILURE),
@@ -456,13 +488,30 @@ raise_transport_error(const MaestroRequest *req, CURLcode rc,
 				 errdetail("%s %s: %s (curl error %d).", req->method, req->path,
 						   maestro_redact(what), (int) rc),
 				 errhint("If the host uses a private CA, name its certificate in the server option ca_file.")));
+	if (conn->proxy && maestro_easy != NULL)
+	{
+		long		connect_code = 0;
+
+		curl_easy_getinfo(maestro_easy, CURLINFO_HTTP_CONNECTCODE, &connect_code);
+		if (connect_code == 401 || connect_code == 407)
+			ereport(ERROR,
+					(errcode(ERRCODE_CONNECTION_FAILURE),
+					 errmsg("the proxy refused the request"),
+					 errdetail("%s %s: %s (curl error %d).", req->method, req->path,
+							   maestro_redact(what), (int) rc),
+					 errhint("The proxy %s (server option proxy) wants credentials it accepts: check proxy_user and proxy_password in the user mapping for server \"%s\".",
+							 conn->proxy, conn->server_name)));
+	}
 	ereport(ERROR,
 			(errcode(ERRCODE_CONNECTION_FAILURE),
 			 errmsg("could not complete the Maestro request"),
 			 errdetail("%s %s: %s (curl error %d)%s.", req->method, req->path,
 					   maestro_redact(what), (int) rc,
 					   retries > 0 ? psprintf(", after %d retries", retries) : ""),
-			 errhint("Check the base_url option of the server and that the host is reachable.")));
+			 conn->proxy
+			 ? errhint("The request went through the proxy %s (server option proxy): check that it is running and lets the request through to the host.",
+					   conn->proxy)
+			 : errhint("Check the base_url option of the server and that the host is reachable.")));
 }
 
 /*
@@ -489,6 +538,10 @@ maestro_http_execute(const MaestroConnection *conn, const MaestroRequest *req,
 
 	buf->limit = (size_t) maestro_max_response_kb * 1024;
 	memset(resp, 0, sizeof(*resp));
+
+	/* the token endpoint is the account server's, outside the API's quota */
+	if (req->endpoint != MAESTRO_EP_TOKEN)
+		maestro_ratelimit_check(conn);
 
 	url = maestro_http_url(conn, req);
 
@@ -520,8 +573,23 @@ maestro_http_execute(const MaestroConnection *conn, const MaestroRequest *req,
 			resp->status = 0;
 			if (rc == CURLE_OK)
 				curl_easy_getinfo(maestro_easy, CURLINFO_RESPONSE_CODE, &resp->status);
+			if (rc == CURLE_OK && req->endpoint != MAESTRO_EP_TOKEN)
+				maestro_ratelimit_observe(conn->server_id, maestro_easy);
 
 			if (!req->idempotent || attempt >= maestro_max_retries || buf->too_large)
+				break;
+			/* a proxy that refused the tunnel will refuse it again */
+			if (rc != CURLE_OK && conn->proxy)
+			{
+				long		connect_code = 0;
+
+				curl_easy_getinfo(maestro_easy, CURLINFO_HTTP_CONNECTCODE, &connect_code);
+				if (connect_code >= 300)
+					break;
+			}
+			/* a retry could only be refused too */
+			if (req->endpoint != MAESTRO_EP_TOKEN &&
+				maestro_ratelimit_wait_ms(conn->server_id, NULL) > 0)
 				break;
 			failure = maestro_http_classify(rc, resp->status);
 			if (failure != MAESTRO_FAIL_NOT_SENT && failure != MAESTRO_FAIL_RATE_LIMITED &&
@@ -557,7 +625,7 @@ maestro_http_execute(const MaestroConnection *conn, const MaestroRequest *req,
 					 errmsg("canceling Maestro request due to an interrupt")));
 		}
 		if (rc != CURLE_OK)
-			raise_transport_error(req, (CURLcode) rc, curl_message, (MaestroBuffer *) buf, resp->retries);
+			raise_transport_error(conn, req, (CURLcode) rc, curl_message, (MaestroBuffer *) buf, resp->retries);
 
 		{
 			char	   *ctype = NULL;

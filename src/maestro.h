@@ -57,6 +57,7 @@ extern int	maestro_connect_timeout_ms;
 extern int	maestro_request_timeout_ms;
 extern int	maestro_max_response_kb;
 extern int	maestro_max_retries;
+extern int	maestro_page_size;
 
 /*
  * Everything needed to talk to one Maestro account as one role: built from
@@ -71,6 +72,9 @@ typedef struct MaestroConnection
 	char	   *base_url;		/* no trailing slash */
 	char	   *account_id;		/* canonical uuid text */
 	char	   *ca_file;		/* CA bundle for TLS; NULL: the system's */
+	char	   *proxy;			/* proxy URL without credentials; NULL: none */
+	char	   *proxy_user;		/* from the user mapping */
+	char	   *proxy_password;
 	char	   *access_token;	/* static, or minted by auth.c */
 	/* the JWT grant, when the user mapping asks for it */
 	bool		jwt;
@@ -93,6 +97,7 @@ typedef enum MaestroEndpoint
 	MAESTRO_EP_RESUME,
 	MAESTRO_EP_CANCEL,
 	MAESTRO_EP_TOKEN,
+	MAESTRO_EP_ACCOUNT_INSTANCES,
 	MAESTRO_ENDPOINTS
 } MaestroEndpoint;
 
@@ -149,6 +154,15 @@ typedef enum MaestroFailure
 	MAESTRO_FAIL_SERVER,		/* another 5xx: may have been acted on */
 	MAESTRO_FAIL_BROKEN			/* another transport error: may have arrived */
 } MaestroFailure;
+
+/* The filters of the account-wide instance list; NULL/0: not filtered. */
+typedef struct MaestroInstanceFilter
+{
+	const char *status;
+	char	  **workflow_ids;	/* canonical uuid text */
+	int			nworkflow_ids;
+	const char *started_by;
+} MaestroInstanceFilter;
 
 /* options.c */
 extern MaestroConnection *maestro_connect(void);
@@ -214,6 +228,9 @@ extern cJSON *maestro_post_workflow_action(MaestroConnection *conn,
 										   const char *workflow_id, const char *action);
 extern cJSON *maestro_post_cancel(MaestroConnection *conn, const char *workflow_id,
 								  const char *instance_id);
+extern cJSON *maestro_get_account_instances(MaestroConnection *conn,
+											const MaestroInstanceFilter *filter,
+											const char *ctoken, bool missing_ok);
 
 /* arguments.c */
 extern char *maestro_uuid_argument(FunctionCallInfo fcinfo, int argno, const char *name);
@@ -249,13 +266,11 @@ extern void maestro_queue_run_as_owner(const char *sql, int nargs, Oid *types, D
 									   const char *nulls, int expected);
 
 /*
- * pacing.c: the one rule that turns an answer into a pause of its server
- * (for anyone who must honour the API's limits), and whether the worker
- * holds a server paused, and until when (in the worker's process).
+ * pacing.c: the rule that turns a 429 into a pause of its server, and
+ * whether the worker holds a server paused (a 429, or its spent quota by
+ * ratelimit.c's rule), and until when (in the worker's process).
  */
-extern long maestro_pacing_pause_ms(long status, long retry_after_ms,
-									long rate_remaining, long rate_reset,
-									int attempts);
+extern long maestro_pacing_pause_ms(long status, long retry_after_ms, int attempts);
 extern TimestampTz maestro_pacing_paused_until(Oid server_id, TimestampTz now);
 
 /* stats.c */
@@ -266,6 +281,24 @@ extern void maestro_stats_record(Oid server_id, MaestroEndpoint endpoint, long s
 								 size_t bytes);
 extern void maestro_stats_worker(int sent, int done, int failed, int retried,
 								 int64 queue_depth);
+
+/* ratelimit.c: DocuSign's X-RateLimit-* headers, and the quota rule */
+extern void maestro_ratelimit_shmem_request(void);
+extern void maestro_ratelimit_shmem_startup(void);
+extern void maestro_ratelimit_observe(Oid server_id, CURL *easy);
+extern long maestro_ratelimit_wait_ms(Oid server_id, TimestampTz *until);
+extern void maestro_ratelimit_check(const MaestroConnection *conn);
+
+/*
+ * version.c: the SQL objects in this database against the library. Every
+ * SQL-callable function but the FDW validator starts with
+ * MAESTRO_CHECK_VERSION; as a declaration it comes before any initializer
+ * that reads an argument.
+ */
+extern bool maestro_check_version(void);
+extern bool maestro_worker_version_ok(void);
+#define MAESTRO_CHECK_VERSION \
+	bool		maestro_version_checked pg_attribute_unused() = maestro_check_version()
 
 /* worker.c: the worker that sends queued triggers (see worker.h) */
 extern PGDLLEXPORT void maestro_worker_main(Datum arg);

@@ -2,13 +2,14 @@
  *
  * pacing.c
  *		When the worker may send to a server: per-server rate windows
- *		(maestro.rate_limit), pauses the API asked for (a 429, a used-up
- *		quota), retry backoff, and how many requests of a server may be
- *		claimed ahead of sending.
+ *		(maestro.rate_limit), pauses the API asked for (a 429; a spent
+ *		hourly quota, by ratelimit.c's rule), retry backoff, and how many
+ *		requests of a server may be claimed ahead of sending.
  *
- * The rule that turns an answer into a pause is here and only here
- * (maestro_pacing_pause_ms), and so is the one question others ask:
- * is this server paused, and until when (maestro_pacing_paused_until).
+ * The rule that turns a 429 into a pause is here (maestro_pacing_pause_ms);
+ * the quota rule is ratelimit.c's, shared with every backend; and the one
+ * question the worker asks of both is here: is this server paused, and
+ * until when (maestro_pacing_paused_until).
  *
  * Claims are paced too, so that a server that may not be sent to costs no
  * transaction: a paused server, or a rate-limited one with half a window's
@@ -24,7 +25,6 @@
 
 #include <limits.h>
 #include <math.h>
-#include <time.h>
 
 #include "catalog/pg_type.h"
 #include "common/pg_prng.h"
@@ -109,31 +109,30 @@ maestro_retry_backoff_ms(int attempts)
  *
  * A 429 always pauses: for its Retry-After, or, without one (DocuSign does
  * not document it on 429s, and libcurl reports an absent header as 0), for
- * the retry backoff and never less than a second. A 2xx that says the
- * quota is used up (X-RateLimit-Remaining: 0) pauses until its
- * X-RateLimit-Reset (epoch seconds). Both are kept within 1 s .. 1 h, so
- * that a wrong number from the network can neither spin nor stall.
+ * the retry backoff and never less than a second; kept within 1 s .. 1 h,
+ * so that a wrong number from the network can neither spin nor stall. (A
+ * spent quota is ratelimit.c's rule, which keeps its reset within an hour.)
  */
 long
-maestro_pacing_pause_ms(long status, long retry_after_ms, long rate_remaining,
-						long rate_reset, int attempts)
+maestro_pacing_pause_ms(long status, long retry_after_ms, int attempts)
 {
-	long		ms = 0;
+	long		ms;
 
-	if (status == 429)
-		ms = retry_after_ms > 0 ? retry_after_ms : maestro_retry_backoff_ms(attempts);
-	else if (rate_remaining == 0)
-	{
-		long		now = (long) time(NULL);
-
-		if (rate_reset > now)
-			ms = Min(rate_reset - now, MAX_PAUSE_MS / 1000) * 1000;
-		else
-			ms = MIN_PAUSE_MS;
-	}
-	else
+	if (status != 429)
 		return 0;
+	ms = retry_after_ms > 0 ? retry_after_ms : maestro_retry_backoff_ms(attempts);
 	return Min(Max(ms, MIN_PAUSE_MS), MAX_PAUSE_MS);
+}
+
+/* The end of the server's pause (a 429's, or its spent quota's); may be past. */
+static TimestampTz
+pace_paused_until(ServerPace *pace)
+{
+	TimestampTz quota_until = 0;
+
+	if (maestro_ratelimit_wait_ms(pace->server_id, &quota_until) > 0)
+		return Max(pace->paused_until, quota_until);
+	return pace->paused_until;
 }
 
 void
@@ -153,12 +152,9 @@ maestro_pacing_pause(Oid server_id, long ms)
 TimestampTz
 maestro_pacing_paused_until(Oid server_id, TimestampTz now)
 {
-	ServerPace *pace;
+	TimestampTz until = pace_paused_until(pace_for(server_id));
 
-	for (pace = paces; pace; pace = pace->next)
-		if (pace->server_id == server_id)
-			return pace->paused_until > now ? pace->paused_until : 0;
-	return 0;
+	return until > now ? until : 0;
 }
 
 /*
@@ -183,7 +179,7 @@ maestro_pacing_next_slot(Oid server_id, TimestampTz now)
 	if (pace->capacity > 0 && pace->count > 0)
 		slot = Max(slot, pace->sent[(pace->head + pace->count - 1) % pace->capacity] +
 				   (TimestampTz) (1050000.0 / pace->capacity));
-	return Max(slot, pace->paused_until);
+	return Max(slot, pace_paused_until(pace));
 }
 
 /* A request (a POST or a look-up) leaves for the server now. */
@@ -222,7 +218,7 @@ claim_budget(ServerPace *pace)
 static bool
 pace_closed(ServerPace *pace, TimestampTz now)
 {
-	if (pace->paused_until > now)
+	if (pace_paused_until(pace) > now)
 		return true;
 	/* half a window claimed ahead is plenty: claim again when it drained */
 	return pace->capacity > 0 && pace->claimed > pace->capacity / 2;
@@ -237,7 +233,7 @@ maestro_pacing_may_claim(Oid server_id, TimestampTz now)
 {
 	ServerPace *pace = pace_for(server_id);
 
-	if (pace->paused_until > now || pace->claimed >= claim_budget(pace))
+	if (pace_paused_until(pace) > now || pace->claimed >= claim_budget(pace))
 	{
 		pace->held_back = true;
 		return false;
@@ -292,9 +288,13 @@ maestro_pacing_wants_claim(TimestampTz now, TimestampTz *reopen)
 			pace->held_back = false;
 			wants = true;
 		}
-		else if (pace->paused_until > now &&
-				 (*reopen == 0 || pace->paused_until < *reopen))
-			*reopen = pace->paused_until;
+		else
+		{
+			TimestampTz until = pace_paused_until(pace);
+
+			if (until > now && (*reopen == 0 || until < *reopen))
+				*reopen = until;
+		}
 	}
 	return wants;
 }

@@ -307,7 +307,11 @@ maestro_uuid_is_canonical(const char *text)
 	return text[36] == '\0';
 }
 
-/* Canonical uuid text, optionally in braces as the spec's pattern allows. */
+/*
+ * Canonical uuid text, with the braces the spec's pattern allows: its
+ * ^[{]?...[}]?$ makes each one optional on its own, and schema-valid
+ * answers (Prism's, for one) do carry a lone "{" or "}".
+ */
 bool
 maestro_uuid_decode(const char *text, unsigned char uuid[16])
 {
@@ -319,11 +323,13 @@ maestro_uuid_decode(const char *text, unsigned char uuid[16])
 	if (text == NULL)
 		return false;
 	len = strlen(text);
-	if (len == 38 && text[0] == '{' && text[37] == '}')
+	if (len > 0 && text[0] == '{')
 	{
 		text++;
-		len -= 2;
+		len--;
 	}
+	if (len > 0 && text[len - 1] == '}')
+		len--;
 	if (len != 36)
 		return false;
 	memcpy(canonical, text, 36);

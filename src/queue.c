@@ -241,6 +241,7 @@ tagged_instance_name(const char *name, int64 id)
 Datum
 maestro_trigger_async(PG_FUNCTION_ARGS)
 {
+	MAESTRO_CHECK_VERSION;
 	Datum		workflow_id;
 	Jsonb	   *inputs;
 	char	   *name;
@@ -297,6 +298,7 @@ maestro_trigger_async(PG_FUNCTION_ARGS)
 Datum
 maestro_retry(PG_FUNCTION_ARGS)
 {
+	MAESTRO_CHECK_VERSION;
 	int64		id = PG_GETARG_INT64(0);
 	Oid			types[2] = {INT8OID, OIDOID};
 	Datum		values[2];
@@ -340,6 +342,7 @@ maestro_retry(PG_FUNCTION_ARGS)
 Datum
 maestro_wake(PG_FUNCTION_ARGS)
 {
+	MAESTRO_CHECK_VERSION;
 	if (!maestro_queue_available())
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),

@@ -133,7 +133,8 @@ prepare_plans(void)
 
 	/* a claimed request that was never sent goes back as it was */
 	unclaim_plan = prepare(psprintf("UPDATE %s SET state = 'queued', attempts = attempts - 1,"
-									" next_attempt_at = now() + $2 * interval '1 millisecond'"
+									" next_attempt_at = now() + $2 * interval '1 millisecond',"
+									" sent_at = CASE WHEN attempts = 1 THEN NULL ELSE sent_at END"
 									" WHERE id = $1 AND state = 'sending'", table),
 						   2, unclaim_types);
 

@@ -39,7 +39,7 @@ PG_FUNCTION_INFO_V1(maestro_stats_reset);
 
 static const char *const endpoint_names[MAESTRO_ENDPOINTS] = {
 	"workflows", "trigger_requirements", "trigger", "instances", "instance",
-	"pause", "resume", "cancel", "token"
+	"pause", "resume", "cancel", "token", "account_instances"
 };
 
 typedef struct StatsEntry
@@ -236,6 +236,7 @@ percentile_ms(const StatsEntry *e, double p)
 Datum
 maestro_stats(PG_FUNCTION_ARGS)
 {
+	MAESTRO_CHECK_VERSION;
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	MaestroStats *s = stats();
 	StatsEntry *copy;
@@ -283,6 +284,7 @@ maestro_stats(PG_FUNCTION_ARGS)
 Datum
 maestro_worker_stats(PG_FUNCTION_ARGS)
 {
+	MAESTRO_CHECK_VERSION;
 	MaestroStats *s = stats();
 	MaestroStats copy;
 	TupleDesc	tupdesc;
@@ -317,6 +319,7 @@ maestro_worker_stats(PG_FUNCTION_ARGS)
 Datum
 maestro_stats_reset(PG_FUNCTION_ARGS)
 {
+	MAESTRO_CHECK_VERSION;
 	MaestroStats *s = stats();
 
 	lock(s, LW_EXCLUSIVE);

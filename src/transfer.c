@@ -89,11 +89,7 @@ header_callback(char *buffer, size_t size, size_t nitems, void *userdata)
 	Transfer   *t = (Transfer *) userdata;
 	size_t		n = size * nitems;
 
-	if (n > 22 && pg_strncasecmp(buffer, "X-RateLimit-Remaining:", 22) == 0)
-		t->rate_remaining = strtol(buffer + 22, NULL, 10);
-	else if (n > 18 && pg_strncasecmp(buffer, "X-RateLimit-Reset:", 18) == 0)
-		t->rate_reset = strtol(buffer + 18, NULL, 10);
-	else if (n > 12 && pg_strncasecmp(buffer, "Retry-After:", 12) == 0)
+	if (n > 12 && pg_strncasecmp(buffer, "Retry-After:", 12) == 0)
 		t->retry_after_seen = true;
 	return n;
 }
@@ -144,8 +140,6 @@ maestro_transfer_start(TransferKind kind, void *owner, MaestroConnection *conn,
 	t->server_id = conn->server_id;
 	t->conn = conn;
 	t->req = *req;
-	t->rate_remaining = -1;
-	t->rate_reset = -1;
 	t->url = maestro_http_url(conn, req);
 	t->headers = maestro_http_headers(conn, req);
 	t->buf.limit = (size_t) maestro_max_response_kb * 1024;

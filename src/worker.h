@@ -46,6 +46,11 @@ typedef struct Delivery
 	int			attempts;		/* counting this one */
 	bool		verify;			/* look it up by name before sending */
 	bool		sent_before_start;	/* any earlier send was a previous worker's */
+	/* accepted (2xx) without naming its instance: looked up for its id */
+	bool		id_only;
+	int			http_status;
+	TimestampTz sent_at;
+	char	   *instance_url;
 	MaestroConnection *conn;
 	char	   *problem;		/* why it cannot be sent at all */
 	struct Delivery *next;
@@ -87,8 +92,6 @@ typedef struct Transfer
 	MaestroRequest req;
 	MaestroConnection *conn;
 	TimestampTz started_at;
-	long		rate_remaining; /* X-RateLimit-Remaining, -1 if absent */
-	long		rate_reset;		/* X-RateLimit-Reset, -1 if absent */
 	bool		retry_after_seen;	/* a Retry-After header came */
 	/* set when it finished */
 	CURLcode	result;
