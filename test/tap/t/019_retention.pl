@@ -74,28 +74,27 @@ enqueue_batch($node, 'new', 1, 'sim');
 ok(wait_for($node, "SELECT string_agg(state || ' ' || split_part(instance_name, ' ', 1), ',') FROM maestro_trigger_requests",
 	'done new', 30), 'the next start of the worker deleted the three past the retention, not the new one');
 
-# the library works with the 0.1 objects (no index, no timeline table),
-# and the update adds what retention and the failover check use
+# the update from 0.1 adds what retention and the failover check use
 ok(defined wait_for_worker_exit($node, 30), 'the worker exits again');
 my $url = sim_url();
 $node->safe_psql('postgres', qq{
 DROP EXTENSION maestro CASCADE;
 CREATE EXTENSION maestro VERSION '0.1';
+ALTER EXTENSION maestro UPDATE TO '0.2';
 CREATE SERVER sim FOREIGN DATA WRAPPER maestro OPTIONS (base_url '$url', account_id '$ACCOUNT');
 CREATE USER MAPPING FOR CURRENT_USER SERVER sim OPTIONS (access_token 'sim-token');});
-enqueue_batch($node, 'on 0.1', 2);
-ok(wait_for($node, "SELECT count(*) FROM maestro_trigger_requests WHERE state = 'done'", '2', 30),
-	'with the 0.1 objects the worker sends (retention and the failover check find what they need or skip)');
-ok(defined wait_for_worker_exit($node, 30), '... and exits');
-$node->safe_psql('postgres', q{
-ALTER EXTENSION maestro UPDATE TO '0.2';
-UPDATE maestro_trigger_requests SET done_at = done_at - interval '10 minutes'});
 is(scalar_sql($node, q{SELECT count(*) FROM pg_indexes WHERE indexname IN
   ('maestro_trigger_requests_finished', 'maestro_instance_events_seen')}), '2', 'the update adds the two indexes');
-enqueue_batch($node, 'on 0.2', 1);
-ok(wait_for($node, "SELECT string_agg(split_part(instance_name, ' ', 2), ',') FROM maestro_trigger_requests WHERE state = 'done'",
-	'0.2', 30), 'after the update the worker purges the old ones and sends the new one');
+is(scalar_sql($node, 'SELECT count(*) FROM maestro_worker_state'), '0', '... and the timeline table, empty');
+enqueue_batch($node, 'updated', 2);
+ok(wait_for($node, "SELECT count(*) FROM maestro_trigger_requests WHERE state = 'done'", '2', 30),
+	'after the update the worker sends');
 is(scalar_sql($node, 'SELECT timeline FROM maestro_worker_state'), '1', '... and records its timeline');
+ok(defined wait_for_worker_exit($node, 30), '... and exits');
+$node->safe_psql('postgres', "UPDATE maestro_trigger_requests SET done_at = done_at - interval '10 minutes'");
+enqueue_batch($node, 'later', 1);
+ok(wait_for($node, "SELECT string_agg(split_part(instance_name, ' ', 1), ',') FROM maestro_trigger_requests WHERE state = 'done'",
+	'later', 30), 'its next start purges the two past the retention and sends the new one');
 
 $node->stop;
 done_testing();
