@@ -52,7 +52,7 @@ src/maestro.o: maestro.control
 $(OBJS): src/maestro.h
 
 # parse.c is shared by the extension and the fuzzer
-src/parse.o src/convert.o src/errors.o: src/parse.h
+src/parse.o src/convert.o src/errors.o src/json.o src/options.o: src/parse.h
 
 # Fuzzing (test/fuzz/README.md): libFuzzer over src/parse.c, no server needed.
 # "make fuzz" builds the target; "make fuzz-run FUZZ_SECONDS=600" runs it on a

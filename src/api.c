@@ -43,6 +43,41 @@ account_path(MaestroConnection *conn, const char *fmt,...)
 	return path.data;
 }
 
+/*
+ * Send one request and return its 2xx response, unparsed; req and resp
+ * are filled in (req's strings must outlive it).
+ */
+static void
+call_raw(MaestroConnection *conn, MaestroEndpoint endpoint, const char *method,
+		 const char *path, const char *query, const char *body,
+		 MaestroRequest *req, MaestroResponse *resp)
+{
+	memset(req, 0, sizeof(*req));
+	req->method = method;
+	req->path = path;
+	req->query = query;
+	req->body = body;
+	req->idempotent = (strcmp(method, "GET") == 0);
+	req->endpoint = endpoint;
+
+	maestro_auth_prepare(conn);
+	maestro_http_execute(conn, req, resp);
+
+	/*
+	 * A minted token the API refuses was revoked or expired early: mint a
+	 * new one and send once more. The request had no effect, so even a
+	 * trigger may be repeated here.
+	 */
+	if (resp->status == 401 && conn->jwt)
+	{
+		maestro_auth_forget(conn);
+		maestro_auth_prepare(conn);
+		maestro_http_execute(conn, req, resp);
+	}
+	if (resp->status < 200 || resp->status > 299)
+		maestro_raise_http_error(conn, req, resp);
+}
+
 static cJSON *
 call(MaestroConnection *conn, MaestroEndpoint endpoint, const char *method,
 	 const char *path, const char *query, const char *body)
@@ -50,30 +85,7 @@ call(MaestroConnection *conn, MaestroEndpoint endpoint, const char *method,
 	MaestroRequest req;
 	MaestroResponse resp;
 
-	memset(&req, 0, sizeof(req));
-	req.method = method;
-	req.path = path;
-	req.query = query;
-	req.body = body;
-	req.idempotent = (strcmp(method, "GET") == 0);
-	req.endpoint = endpoint;
-
-	maestro_auth_prepare(conn);
-	maestro_http_execute(conn, &req, &resp);
-
-	/*
-	 * A minted token the API refuses was revoked or expired early: mint a
-	 * new one and send once more. The request had no effect, so even a
-	 * trigger may be repeated here.
-	 */
-	if (resp.status == 401 && conn->jwt)
-	{
-		maestro_auth_forget(conn);
-		maestro_auth_prepare(conn);
-		maestro_http_execute(conn, &req, &resp);
-	}
-	if (resp.status < 200 || resp.status > 299)
-		maestro_raise_http_error(conn, &req, &resp);
+	call_raw(conn, endpoint, method, path, query, body, &req, &resp);
 	return maestro_json_parse(resp.body, resp.body_len, &req);
 }
 
@@ -144,6 +156,19 @@ maestro_get_instances(MaestroConnection *conn, const char *workflow_id)
 	return call(conn, MAESTRO_EP_INSTANCES, "GET",
 				account_path(conn, "/workflows/%s/instances", workflow_id),
 				NULL, NULL);
+}
+
+/*
+ * The same list unparsed, for reading it element by element
+ * (maestro_json_list_begin): a long list never becomes one tree.
+ */
+void
+maestro_get_instances_response(MaestroConnection *conn, const char *workflow_id,
+							   MaestroRequest *req, MaestroResponse *resp)
+{
+	call_raw(conn, MAESTRO_EP_INSTANCES, "GET",
+			 account_path(conn, "/workflows/%s/instances", workflow_id),
+			 NULL, NULL, req, resp);
 }
 
 cJSON *

@@ -10,7 +10,8 @@
  *
  * What a value means (a uuid, an RFC 3339 date-time, an int32, a list of
  * strings) is decided in parse.c, which the fuzzer also runs; this file
- * only builds the Datums.
+ * only builds the Datums. jsonb values are built straight from cJSON's
+ * tree with pushJsonbValue, never printed and parsed again.
  *
  * src/convert.c
  *
@@ -19,12 +20,16 @@
 #include "maestro.h"
 #include "parse.h"
 
+#include <math.h>
+
 #include "catalog/pg_type.h"
 #include "datatype/timestamp.h"
+#include "miscadmin.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/datetime.h"
 #include "utils/jsonb.h"
+#include "utils/numeric.h"
 #include "utils/uuid.h"
 
 const cJSON *
@@ -123,14 +128,184 @@ maestro_json_to_int4(const cJSON *item, bool *isnull)
 	return *isnull ? (Datum) 0 : Int32GetDatum((int32) value);
 }
 
-/* Any JSON value but null; printed by cJSON, parsed by jsonb_in. */
+/*
+ * A JSON number as jsonb_in would read cJSON's printing of it: what the
+ * API sent is gone once cJSON has made it a double, and the printing is
+ * what raw held before it was built directly. An integral value within
+ * int32 (the common case: cJSON prints it with "%d") needs no text;
+ * infinity, which cJSON prints as null, is null.
+ */
+static void
+jsonb_number(const cJSON *item, JsonbValue *v)
+{
+	double		d = item->valuedouble;
+
+	if (isnan(d) || isinf(d))
+	{
+		v->type = jbvNull;
+		return;
+	}
+	v->type = jbvNumeric;
+	if (d == (double) item->valueint)
+		v->val.numeric = int64_to_numeric(item->valueint);
+	else
+		v->val.numeric = DatumGetNumeric(DirectFunctionCall3(numeric_in,
+															 CStringGetDatum(maestro_json_print(item)),
+															 ObjectIdGetDatum(InvalidOid),
+															 Int32GetDatum(-1)));
+}
+
+/* cJSON strings are UTF-8 without NUL, as the body was checked to be */
+static void
+jsonb_string(const char *str, JsonbValue *v)
+{
+	size_t		len = strlen(str);
+
+	if (len > JENTRY_OFFLENMASK)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("string too long to represent as jsonb string"),
+				 errdetail("Due to an implementation restriction, jsonb strings cannot exceed %d bytes.",
+						   JENTRY_OFFLENMASK)));
+	v->type = jbvString;
+	v->val.string.val = (char *) str;
+	v->val.string.len = (int) len;
+}
+
+static void
+jsonb_scalar(const cJSON *item, JsonbValue *v)
+{
+	if (cJSON_IsString(item))
+		jsonb_string(item->valuestring, v);
+	else if (cJSON_IsNumber(item))
+		jsonb_number(item, v);
+	else if (cJSON_IsBool(item))
+	{
+		v->type = jbvBool;
+		v->val.boolean = cJSON_IsTrue(item);
+	}
+	else
+		v->type = jbvNull;
+}
+
+/*
+ * Push one cJSON value; token is WJB_VALUE or WJB_ELEM. pushJsonbValue
+ * sorts each object's keys and keeps the last of duplicated ones, exactly
+ * as jsonb_in does with the same members in the same order.
+ */
+static JsonbValue *
+push_json(JsonbParseState **state, const cJSON *item, JsonbIteratorToken token)
+{
+	const cJSON *child;
+	JsonbValue	v;
+
+	check_stack_depth();
+	if (cJSON_IsObject(item))
+	{
+		pushJsonbValue(state, WJB_BEGIN_OBJECT, NULL);
+		for (child = item->child; child != NULL; child = child->next)
+		{
+			jsonb_string(child->string ? child->string : "", &v);
+			pushJsonbValue(state, WJB_KEY, &v);
+			push_json(state, child, WJB_VALUE);
+		}
+		return pushJsonbValue(state, WJB_END_OBJECT, NULL);
+	}
+	if (cJSON_IsArray(item))
+	{
+		pushJsonbValue(state, WJB_BEGIN_ARRAY, NULL);
+		for (child = item->child; child != NULL; child = child->next)
+			push_json(state, child, WJB_ELEM);
+		return pushJsonbValue(state, WJB_END_ARRAY, NULL);
+	}
+	jsonb_scalar(item, &v);
+	return pushJsonbValue(state, token, &v);
+}
+
+/*
+ * Any JSON value but null, built from the parsed tree: no printing, no
+ * second parse. The result is what jsonb_in makes of cJSON's printing.
+ */
+Jsonb *
+maestro_json_jsonb(const cJSON *item)
+{
+	JsonbParseState *state = NULL;
+	JsonbValue	v;
+
+	if (cJSON_IsObject(item) || cJSON_IsArray(item))
+		return JsonbValueToJsonb(push_json(&state, item, WJB_ELEM));
+	jsonb_scalar(item, &v);
+	return JsonbValueToJsonb(&v);	/* wrapped as a raw scalar */
+}
+
 Datum
 maestro_json_to_jsonb(const cJSON *item, bool *isnull)
 {
 	*isnull = (item == NULL || cJSON_IsNull(item));
 	if (*isnull)
 		return (Datum) 0;
-	return DirectFunctionCall1(jsonb_in, CStringGetDatum(maestro_json_print(item)));
+	return JsonbPGetDatum(maestro_json_jsonb(item));
+}
+
+/*
+ * The value of key in an object already built as jsonb (the row's raw),
+ * copied out rather than built again; NULL where absent or JSON null.
+ */
+Datum
+maestro_jsonb_member(Jsonb *object, const char *key, bool *isnull)
+{
+	JsonbValue *v = getKeyJsonValueFromContainer(&object->root, key, strlen(key), NULL);
+
+	*isnull = (v == NULL || v->type == jbvNull);
+	if (*isnull)
+		return (Datum) 0;
+	return JsonbPGetDatum(JsonbValueToJsonb(v));
+}
+
+/*
+ * The first member named keys[i] of object in items[i] (NULL if absent),
+ * in one pass over its members; unique[i] says whether it is the only one.
+ * Members usually come in the order of keys, so that order is tried first.
+ */
+void
+maestro_json_members(const cJSON *object, const char *const *keys, int nkeys,
+					 const cJSON **items, bool *unique)
+{
+	const cJSON *child;
+	int			next = 0;
+
+	memset(items, 0, sizeof(const cJSON *) * nkeys);
+	for (int i = 0; i < nkeys; i++)
+		unique[i] = true;
+	if (!cJSON_IsObject(object))
+		return;
+	for (child = object->child; child != NULL; child = child->next)
+	{
+		int			i = -1;
+
+		if (child->string == NULL)
+			continue;
+		if (next < nkeys && strcmp(child->string, keys[next]) == 0)
+			i = next;
+		else
+		{
+			for (int k = 0; k < nkeys; k++)
+			{
+				if (strcmp(child->string, keys[k]) == 0)
+				{
+					i = k;
+					break;
+				}
+			}
+		}
+		if (i < 0)
+			continue;
+		next = i + 1;
+		if (items[i] == NULL)
+			items[i] = child;
+		else
+			unique[i] = false;
+	}
 }
 
 /* An array of strings; any other element makes the whole value NULL. */

@@ -16,6 +16,7 @@
  *-------------------------------------------------------------------------
  */
 #include "maestro.h"
+#include "parse.h"
 
 #include "mb/pg_wchar.h"
 #include "utils/memutils.h"
@@ -57,6 +58,19 @@ maestro_json_try_parse(const char *body, size_t len)
 	return root;
 }
 
+static void raise_not_json(const MaestroRequest *req, size_t len) pg_attribute_noreturn();
+
+static void
+raise_not_json(const MaestroRequest *req, size_t len)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_PROTOCOL_VIOLATION),
+			 errmsg("Maestro sent a response that is not valid JSON"),
+			 errdetail("%s %s answered with %zu bytes that do not parse as UTF-8 JSON.",
+					   req->method, req->path, len),
+			 errhint("The response may have been cut short or come from a proxy; check base_url.")));
+}
+
 /* Parse a success body; anything but JSON is a protocol violation. */
 cJSON *
 maestro_json_parse(const char *body, size_t len, const MaestroRequest *req)
@@ -64,13 +78,60 @@ maestro_json_parse(const char *body, size_t len, const MaestroRequest *req)
 	cJSON	   *root = maestro_json_try_parse(body, len);
 
 	if (root == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_PROTOCOL_VIOLATION),
-				 errmsg("Maestro sent a response that is not valid JSON"),
-				 errdetail("%s %s answered with %zu bytes that do not parse as UTF-8 JSON.",
-						   req->method, req->path, len),
-				 errhint("The response may have been cut short or come from a proxy; check base_url.")));
+		raise_not_json(req, len);
 	return root;
+}
+
+/*
+ * Start reading the list in a list response element by element (parse.c's
+ * maestro_list_locate). Everything but the list's elements is checked
+ * here, each element when maestro_json_list_next parses it; a body that
+ * is not JSON is the same error as from maestro_json_parse. False when
+ * the body is JSON without a list.
+ */
+bool
+maestro_json_list_begin(MaestroListReader *reader, const char *body, size_t len,
+						const char *wrapper_key, const MaestroRequest *req)
+{
+	int			rc;
+
+	reader->body = body;
+	reader->len = len;
+	reader->req = req;
+	if (body == NULL || len == 0 || !pg_verify_mbstr(PG_UTF8, body, (int) len, true))
+		raise_not_json(req, len);
+
+	cJSON_InitHooks(&palloc_hooks);
+	rc = maestro_list_locate(body, len, wrapper_key, &reader->pos);
+	cJSON_InitHooks(NULL);
+
+	if (rc == MAESTRO_LIST_INVALID)
+		raise_not_json(req, len);
+	return rc == MAESTRO_LIST_FOUND;
+}
+
+/* The next element, parsed in the current memory context; NULL at the end. */
+cJSON *
+maestro_json_list_next(MaestroListReader *reader)
+{
+	size_t		start,
+				elen;
+	int			rc;
+	cJSON	   *element;
+
+	rc = maestro_list_next(reader->body, reader->len, &reader->pos, &start, &elen);
+	if (rc == 0)
+		return NULL;
+	if (rc < 0)
+		raise_not_json(reader->req, reader->len);
+
+	cJSON_InitHooks(&palloc_hooks);
+	element = maestro_list_element_parse(reader->body + start, elen);
+	cJSON_InitHooks(NULL);
+
+	if (element == NULL)
+		raise_not_json(reader->req, reader->len);
+	return element;
 }
 
 char *
