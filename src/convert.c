@@ -188,38 +188,120 @@ jsonb_scalar(const cJSON *item, JsonbValue *v)
 		v->type = jbvNull;
 }
 
+/* jsonb's key order: shorter first, then bytewise */
+static inline int
+key_compare(const JsonbPair *a, const JsonbPair *b)
+{
+	if (a->key.val.string.len != b->key.val.string.len)
+		return a->key.val.string.len > b->key.val.string.len ? 1 : -1;
+	return memcmp(a->key.val.string.val, b->key.val.string.val, a->key.val.string.len);
+}
+
+/* the same, equal keys in the order they came */
+static int
+pair_compare(const void *a, const void *b)
+{
+	const JsonbPair *pa = (const JsonbPair *) a;
+	const JsonbPair *pb = (const JsonbPair *) b;
+	int			res = key_compare(pa, pb);
+
+	if (res == 0)
+		res = pa->order < pb->order ? -1 : 1;
+	return res;
+}
+
 /*
- * Push one cJSON value; token is WJB_VALUE or WJB_ELEM. pushJsonbValue
- * sorts each object's keys and keeps the last of duplicated ones, exactly
- * as jsonb_in does with the same members in the same order.
+ * Sort an object's members as jsonb stores them and keep the last of
+ * duplicated keys: what pushJsonbValue's uniqueifying (and so jsonb_in)
+ * makes of the same members in the same order. Objects from the API have
+ * a few dozen members at most, for which insertion sort (stable) is the
+ * fastest; a larger one is sorted by qsort with the arrival order as the
+ * tie-break.
  */
-static JsonbValue *
-push_json(JsonbParseState **state, const cJSON *item, JsonbIteratorToken token)
+static int
+sort_pairs(JsonbPair *pairs, int n)
+{
+	int			i,
+				out;
+
+	if (n <= 32)
+	{
+		for (i = 1; i < n; i++)
+		{
+			JsonbPair	tmp = pairs[i];
+			int			j = i - 1;
+
+			while (j >= 0 && key_compare(&pairs[j], &tmp) > 0)
+			{
+				pairs[j + 1] = pairs[j];
+				j--;
+			}
+			pairs[j + 1] = tmp;
+		}
+	}
+	else
+		qsort(pairs, n, sizeof(JsonbPair), pair_compare);
+
+	/* of each run of equal keys, the last to arrive */
+	out = 0;
+	for (i = 0; i < n; i++)
+	{
+		if (i + 1 < n && key_compare(&pairs[i], &pairs[i + 1]) == 0)
+			continue;
+		if (out != i)
+			pairs[out] = pairs[i];
+		out++;
+	}
+	return out;
+}
+
+/*
+ * The JsonbValue tree of a cJSON value, built in place: jsonb's own
+ * builder (pushJsonbValue) would grow each object and array as it goes
+ * and sort every object with qsort; here each is sized once and sorted
+ * as above, with the same result.
+ */
+static void
+json_value(const cJSON *item, JsonbValue *v)
 {
 	const cJSON *child;
-	JsonbValue	v;
+	int			n = 0;
 
 	check_stack_depth();
+	if (!cJSON_IsObject(item) && !cJSON_IsArray(item))
+	{
+		jsonb_scalar(item, v);
+		return;
+	}
+	for (child = item->child; child != NULL; child = child->next)
+		n++;
 	if (cJSON_IsObject(item))
 	{
-		pushJsonbValue(state, WJB_BEGIN_OBJECT, NULL);
-		for (child = item->child; child != NULL; child = child->next)
+		JsonbPair  *pairs = palloc(sizeof(JsonbPair) * Max(n, 1));
+		int			i = 0;
+
+		for (child = item->child; child != NULL; child = child->next, i++)
 		{
-			jsonb_string(child->string ? child->string : "", &v);
-			pushJsonbValue(state, WJB_KEY, &v);
-			push_json(state, child, WJB_VALUE);
+			jsonb_string(child->string ? child->string : "", &pairs[i].key);
+			json_value(child, &pairs[i].value);
+			pairs[i].order = i;
 		}
-		return pushJsonbValue(state, WJB_END_OBJECT, NULL);
+		v->type = jbvObject;
+		v->val.object.pairs = pairs;
+		v->val.object.nPairs = sort_pairs(pairs, n);
 	}
-	if (cJSON_IsArray(item))
+	else
 	{
-		pushJsonbValue(state, WJB_BEGIN_ARRAY, NULL);
-		for (child = item->child; child != NULL; child = child->next)
-			push_json(state, child, WJB_ELEM);
-		return pushJsonbValue(state, WJB_END_ARRAY, NULL);
+		JsonbValue *elems = palloc(sizeof(JsonbValue) * Max(n, 1));
+		int			i = 0;
+
+		for (child = item->child; child != NULL; child = child->next, i++)
+			json_value(child, &elems[i]);
+		v->type = jbvArray;
+		v->val.array.elems = elems;
+		v->val.array.nElems = n;
+		v->val.array.rawScalar = false;
 	}
-	jsonb_scalar(item, &v);
-	return pushJsonbValue(state, token, &v);
 }
 
 /*
@@ -229,13 +311,10 @@ push_json(JsonbParseState **state, const cJSON *item, JsonbIteratorToken token)
 Jsonb *
 maestro_json_jsonb(const cJSON *item)
 {
-	JsonbParseState *state = NULL;
 	JsonbValue	v;
 
-	if (cJSON_IsObject(item) || cJSON_IsArray(item))
-		return JsonbValueToJsonb(push_json(&state, item, WJB_ELEM));
-	jsonb_scalar(item, &v);
-	return JsonbValueToJsonb(&v);	/* wrapped as a raw scalar */
+	json_value(item, &v);
+	return JsonbValueToJsonb(&v);	/* a scalar is wrapped as jsonb_in does */
 }
 
 Datum

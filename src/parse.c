@@ -307,43 +307,46 @@ maestro_uuid_is_canonical(const char *text)
 	return text[36] == '\0';
 }
 
-/* Canonical uuid text, optionally in braces as the spec's pattern allows. */
+/*
+ * Canonical uuid text, optionally in braces as the spec's pattern allows.
+ * One pass: every instance row decodes three.
+ */
 bool
 maestro_uuid_decode(const char *text, unsigned char uuid[16])
 {
-	char		canonical[37];
-	size_t		len;
+	unsigned char bytes[16];
+	const char *p = text;
+	bool		braces;
 	int			i,
 				j;
 
 	if (text == NULL)
 		return false;
-	len = strlen(text);
-	if (len == 38 && text[0] == '{' && text[37] == '}')
-	{
-		text++;
-		len -= 2;
-	}
-	if (len != 36)
-		return false;
-	memcpy(canonical, text, 36);
-	canonical[36] = '\0';
-	if (!maestro_uuid_is_canonical(canonical))
-		return false;
-
+	braces = (p[0] == '{');
+	if (braces)
+		p++;
 	for (i = 0, j = 0; i < 36; i++)
 	{
 		int			nibble;
 
-		if (canonical[i] == '-')
+		if (i == 8 || i == 13 || i == 18 || i == 23)
+		{
+			if (p[i] != '-')
+				return false;
 			continue;
-		nibble = hex_value((unsigned char) canonical[i]);
+		}
+		nibble = hex_value((unsigned char) p[i]);
+		if (nibble < 0)
+			return false;		/* also where the text ends */
 		if (j % 2 == 0)
-			uuid[j / 2] = (unsigned char) (nibble << 4);
+			bytes[j / 2] = (unsigned char) (nibble << 4);
 		else
-			uuid[j / 2] |= (unsigned char) nibble;
+			bytes[j / 2] |= (unsigned char) nibble;
 		j++;
 	}
+	if (braces ? (p[36] != '}' || p[37] != '\0') : p[36] != '\0')
+		return false;
+	memcpy(uuid, bytes, 16);
 	return true;
 }
 
@@ -880,7 +883,6 @@ static bool
 json_skim(const char *s, size_t len, size_t pos, size_t *end)
 {
 	size_t		depth = 0;
-	bool		in_string = false;
 
 	if (pos >= len)
 		return false;
@@ -900,22 +902,32 @@ json_skim(const char *s, size_t len, size_t pos, size_t *end)
 	{
 		char		c = s[pos];
 
-		if (in_string)
+		if (c == '"')
 		{
-			if (c == '\\')
-				pos++;
-			else if (c == '"')
+			/* the string ends at the next quote after an even run of backslashes */
+			size_t		q = pos + 1;
+
+			for (;;)
 			{
-				in_string = false;
-				if (depth == 0)
-				{
-					*end = pos + 1;
-					return true;
-				}
+				const char *hit = memchr(s + q, '"', len - q);
+				size_t		backslashes = 0;
+
+				if (hit == NULL)
+					return false;
+				q = (size_t) (hit - s);
+				while (q - backslashes > pos + 1 && s[q - backslashes - 1] == '\\')
+					backslashes++;
+				if (backslashes % 2 == 0)
+					break;
+				q++;
+			}
+			pos = q;
+			if (depth == 0)
+			{
+				*end = pos + 1;
+				return true;
 			}
 		}
-		else if (c == '"')
-			in_string = true;
 		else if (c == '[' || c == '{')
 			depth++;
 		else if (c == ']' || c == '}')
