@@ -64,6 +64,12 @@ FUZZ_CFLAGS ?= -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=
 test/fuzz/fuzz_parsers: test/fuzz/fuzz_parsers.c src/parse.c src/parse.h
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -I src -o $@ test/fuzz/fuzz_parsers.c src/parse.c -lcjson
 
+# Benchmarks (test/bench/run_all.sh): "make bench" runs each side-by-side
+# benchmark in its short mode, to prove they work; SHORT=0 for the figures.
+.PHONY: bench
+bench:
+	SHORT=$(or $(SHORT),1) bash test/bench/run_all.sh
+
 .PHONY: fuzz fuzz-run fuzz-clean
 fuzz: test/fuzz/fuzz_parsers
 

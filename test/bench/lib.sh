@@ -15,11 +15,14 @@
 # and the generated document for GET .../instances, far faster than any
 # client here, so what is measured is the client. Knobs: SHORT=1 (small N,
 # one run: proves the script works, measures nothing), RUNS (default 5).
-# Everything lives in $MAESTRO_TEST_DIR (default /tmp/maestro-bench-side).
+# Everything lives in $BENCH_DIR (default /tmp/maestro-bench-side); the
+# cluster listens on BENCH_PGPORT (57437), nginx on BENCH_PORT (57497).
 
 BENCH_HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-export MAESTRO_TEST_DIR=${MAESTRO_TEST_DIR:-/tmp/maestro-bench-side}
-export MAESTRO_PGPORT=${MAESTRO_PGPORT:-57437}
+# a directory and port of their own, never a test run's (the directory is
+# deleted first): BENCH_DIR and BENCH_PGPORT, not MAESTRO_TEST_DIR/PGPORT
+export MAESTRO_TEST_DIR=${BENCH_DIR:-/tmp/maestro-bench-side}
+export MAESTRO_PGPORT=${BENCH_PGPORT:-57437}
 source "$BENCH_HERE/../lib/cluster.sh"
 BENCH_PORT=${BENCH_PORT:-57497}
 BENCH_URL="http://127.0.0.1:$BENCH_PORT"
@@ -91,7 +94,8 @@ EOF
 }
 
 bench_posts() {
-	grep -c '"POST ' "$MAESTRO_TEST_DIR/nginx/access.log" 2>/dev/null || echo 0
+	cat "$MAESTRO_TEST_DIR/nginx/access.log" 2>/dev/null | grep -c '"POST '
+	return 0
 }
 
 # N instances shaped as the API sends them (about 900 bytes each)
