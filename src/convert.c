@@ -352,23 +352,24 @@ maestro_json_members(const cJSON *object, const char *const *keys, int nkeys,
 {
 	const cJSON *child;
 	int			next = 0;
+	int			i,
+				k;
 
 	memset(items, 0, sizeof(const cJSON *) * nkeys);
-	for (int i = 0; i < nkeys; i++)
+	for (i = 0; i < nkeys; i++)
 		unique[i] = true;
 	if (!cJSON_IsObject(object))
 		return;
 	for (child = object->child; child != NULL; child = child->next)
 	{
-		int			i = -1;
-
 		if (child->string == NULL)
 			continue;
+		i = -1;
 		if (next < nkeys && strcmp(child->string, keys[next]) == 0)
 			i = next;
 		else
 		{
-			for (int k = 0; k < nkeys; k++)
+			for (k = 0; k < nkeys; k++)
 			{
 				if (strcmp(child->string, keys[k]) == 0)
 				{

@@ -7,9 +7,11 @@
  * cJSON's allocation hooks are process-wide, and another library in the
  * backend may use cJSON with plain malloc. So the palloc hooks are
  * installed only for the length of one parse or print and removed again;
- * the hooks never raise an error, so nothing can skip the removal. Every cJSON node we create therefore lives in the
- * caller's memory context and is released with it, errors included; no
- * cJSON_Delete() is needed or used.
+ * the hooks never raise an error, so nothing can skip the removal. Every
+ * cJSON node we create therefore lives in the caller's memory context and
+ * is released with it, errors included; no cJSON_Delete() is needed (the
+ * list walk in parse.c frees the values it only checks, through the same
+ * hooks, so that a long envelope does not pile up).
  *
  * src/json.c
  *
@@ -114,24 +116,16 @@ maestro_json_list_begin(MaestroListReader *reader, const char *body, size_t len,
 cJSON *
 maestro_json_list_next(MaestroListReader *reader)
 {
-	size_t		start,
-				elen;
 	int			rc;
 	cJSON	   *element;
 
-	rc = maestro_list_next(reader->body, reader->len, &reader->pos, &start, &elen);
-	if (rc == 0)
-		return NULL;
-	if (rc < 0)
-		raise_not_json(reader->req, reader->len);
-
 	cJSON_InitHooks(&palloc_hooks);
-	element = maestro_list_element_parse(reader->body + start, elen);
+	rc = maestro_list_next_parsed(reader->body, reader->len, &reader->pos, &element);
 	cJSON_InitHooks(NULL);
 
-	if (element == NULL)
+	if (rc < 0)
 		raise_not_json(reader->req, reader->len);
-	return element;
+	return rc == 0 ? NULL : element;
 }
 
 char *

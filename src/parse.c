@@ -977,6 +977,44 @@ maestro_list_next(const char *body, size_t len, size_t *pos, size_t *start, size
 	return 1;
 }
 
+int
+maestro_list_next_parsed(const char *body, size_t len, size_t *pos, cJSON **element)
+{
+	size_t		p = *pos;
+	size_t		end;
+
+	*element = NULL;
+	if (p >= len)
+		return -1;
+	if (body[p] == '[')
+	{
+		p = json_skip_ws(body, len, p + 1);
+		if (p < len && body[p] == ']')
+		{
+			*pos = p;
+			return 0;
+		}
+	}
+	else if (body[p] == ',')
+		p = json_skip_ws(body, len, p + 1);
+	else if (body[p] == ']')
+		return 0;
+	else
+		return -1;
+	/* cJSON finds where the element ends: no second pass over its bytes */
+	if (!json_parse_at(body, len, p, &end, element))
+		return -1;
+	p = json_skip_ws(body, len, end);
+	if (p >= len || (body[p] != ',' && body[p] != ']'))
+	{
+		cJSON_Delete(*element);
+		*element = NULL;
+		return -1;
+	}
+	*pos = p;
+	return 1;
+}
+
 cJSON *
 maestro_list_element_parse(const char *element, size_t len)
 {

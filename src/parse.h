@@ -115,6 +115,9 @@ extern int	maestro_list_locate(const char *body, size_t len, const char *wrapper
 extern int	maestro_list_next(const char *body, size_t len, size_t *pos,
 							  size_t *start, size_t *elem_len);
 extern cJSON *maestro_list_element_parse(const char *element, size_t len);
+/* the same two steps in one: the next element parsed (1), 0 or -1 as above */
+extern int	maestro_list_next_parsed(const char *body, size_t len, size_t *pos,
+									 cJSON **element);
 
 /*
  * The API's own words in an error body, whatever its shape; root is the

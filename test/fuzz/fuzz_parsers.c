@@ -456,6 +456,28 @@ check_list_scan(const char *body, size_t len, const cJSON *root, const char *wra
 	}
 	if (next < 0)
 		ok = false;
+
+	/* the one-step reading gives the same elements and the same verdict */
+	{
+		size_t		pos2 = list;
+		size_t		pos3 = list;
+		cJSON	   *element;
+		int			rc2;
+
+		while ((rc2 = maestro_list_next_parsed(body, len, &pos2, &element)) == 1)
+		{
+			cJSON	   *again;
+
+			CHECK(maestro_list_next(body, len, &pos3, &start, &elen) == 1);
+			again = maestro_list_element_parse(body + start, elen);
+			CHECK(again != NULL);
+			same_json(element, again);
+			CHECK(pos2 == pos3);
+			cJSON_Delete(again);
+			cJSON_Delete(element);
+		}
+		CHECK((rc2 == 0) == ok);
+	}
 	if (!comparable)
 		return;
 	/* a list cJSON rejects fails in one of its elements */
