@@ -416,8 +416,11 @@ maestro_instances(PG_FUNCTION_ARGS)
 	{
 		Datum		values[INSTANCE_COLUMNS];
 		bool		nulls[INSTANCE_COLUMNS];
-		MemoryContext call_cxt = MemoryContextSwitchTo(row_cxt);
+		MemoryContext call_cxt;
 
+		/* a long list must not hold off a cancel or statement_timeout */
+		CHECK_FOR_INTERRUPTS();
+		call_cxt = MemoryContextSwitchTo(row_cxt);
 		inst = maestro_json_list_next(&reader);
 		if (inst == NULL)
 		{
