@@ -3,7 +3,7 @@
 --
 -- The simulator's token endpoint accepts the test integration key and user,
 -- checks the assertion's RS256 signature against the test public key, and
--- issues tokens that live 3 seconds.
+-- issues tokens that live as long as /__sim/oauth/lifetime says.
 \getenv sim_url MAESTRO_SIM_URL
 \getenv tls_url MAESTRO_TLS_URL
 \getenv certs MAESTRO_CERTS
@@ -33,6 +33,8 @@ ALTER SERVER jwt OPTIONS (ADD ca_file '/nonexistent/ca.pem');
 ALTER SERVER jwt OPTIONS (SET auth_url 'ldap://127.0.0.1');
 
 -- the grant: one token serves every call until shortly before it expires
+-- (tokens live an hour here, so that no pause of a slow machine ends one)
+\! curl -s -X POST -d '{"seconds": 3600}' "$MAESTRO_SIM_URL/__sim/oauth/lifetime"; echo
 CREATE USER MAPPING FOR CURRENT_USER SERVER jwt
   OPTIONS (integration_key :'ik', user_id :'user_id', private_key :'jwt_key');
 SELECT usename, umoptions IS NOT NULL AS has_options FROM pg_user_mappings WHERE srvname = 'jwt';
@@ -40,15 +42,19 @@ SET maestro.server = 'jwt';
 SELECT count(*) FROM maestro_workflows();
 SELECT count(*) FROM maestro_instances('a4490cd8-4a4f-4b4e-9a0c-1c5b0e6e0001');
 \! curl -s "$MAESTRO_SIM_URL/__sim/oauth/tokens"; echo
--- the token expires: a new one is minted
-SELECT pg_sleep(3);
-SELECT count(*) FROM maestro_workflows();
-\! curl -s "$MAESTRO_SIM_URL/__sim/oauth/tokens"; echo
--- the API refuses the token (revoked): it is replaced and the call sent once more
+-- the API refuses the token (revoked): it is replaced and the call sent once
+-- more; the new token lives 3 s, for the next step
+\! curl -s -X POST -d '{"seconds": 3}' "$MAESTRO_SIM_URL/__sim/oauth/lifetime"; echo
 \! curl -s -X POST "$MAESTRO_SIM_URL/__sim/oauth/expire" >/dev/null
 SELECT maestro_pause('a4490cd8-4a4f-4b4e-9a0c-1c5b0e6e0001');
 \! curl -s "$MAESTRO_SIM_URL/__sim/oauth/tokens"; echo
 \! curl -s "$MAESTRO_SIM_URL/__sim/requests?path_contains=actions/pause" | python3 -c 'import json,sys; print(sum(1 for r in json.load(sys.stdin) if not r["path"].startswith("/_fault")))'
+-- the token expires: a new one is minted (3 s is a lower bound: the token was
+-- minted before the sleep began, so it is past its time whatever the load)
+SELECT pg_sleep(3);
+\! curl -s -X POST -d '{"seconds": 3600}' "$MAESTRO_SIM_URL/__sim/oauth/lifetime"; echo
+SELECT count(*) FROM maestro_workflows();
+\! curl -s "$MAESTRO_SIM_URL/__sim/oauth/tokens"; echo
 -- the assertion the simulator verified: claims and the form body
 \! curl -s "$MAESTRO_SIM_URL/__sim/requests?path_contains=/oauth/token" | python3 -c 'import json,sys; r=json.load(sys.stdin); print(len(r), sorted({x["oauth"] for x in r}), r[0]["body"])'
 -- a key in PKCS#1 form works too, and a changed option takes effect at once
@@ -70,7 +76,7 @@ ALTER SERVER jwt OPTIONS (DROP scopes);
 -- the user has not consented: the hint carries the consent URL
 \! curl -s -X POST -d "{\"user\": \"$MAESTRO_JWT_USER\", \"consented\": false}" "$MAESTRO_SIM_URL/__sim/oauth/consent" >/dev/null
 ALTER SERVER jwt OPTIONS (ADD scopes 'signature aow_manage');
-SELECT mt.try('SELECT * FROM maestro_workflows()');
+SELECT replace(mt.try('SELECT * FROM maestro_workflows()'), :'sim_url', '<sim_url>') AS try;
 \! curl -s -X POST -d "{\"user\": \"$MAESTRO_JWT_USER\", \"consented\": true}" "$MAESTRO_SIM_URL/__sim/oauth/consent" >/dev/null
 SELECT count(*) FROM maestro_workflows();
 -- the account server fails
@@ -95,5 +101,6 @@ ALTER SERVER tls OPTIONS (SET ca_file :'selfsigned_ca');
 SELECT mt.try('SELECT * FROM maestro_workflows()');
 
 RESET maestro.server;
+\! curl -s -X POST -d '{"seconds": null}' "$MAESTRO_SIM_URL/__sim/oauth/lifetime"; echo
 DROP SERVER jwt CASCADE;
 DROP SERVER tls CASCADE;

@@ -48,12 +48,15 @@ SELECT mt.fault('key=r0;status=503'); SELECT mt.state(:'list');
 RESET maestro.max_retries;
 SELECT mt.fault('key=r400;status=400'); SELECT mt.state(:'list');
 \! curl -s "$MAESTRO_SIM_URL/__sim/count?path_contains=key=r400"; echo
--- Retry-After is honoured: one second between the two requests
+-- Retry-After is honoured: one second between the two requests (at least
+-- that; the upper bound only tells it from the 30 s a wrong unit would give).
+-- In FROM, so that it runs once (BETWEEN would evaluate it twice)
 SELECT mt.fault('key=ra1;status=503;retry_after=1;times=1');
-SELECT mt.elapsed_ms(:'list') BETWEEN 1000 AND 4000 AS waited_retry_after;
--- a Retry-After beyond 30 s is not waited for
+SELECT ms BETWEEN 1000 AND 20000 AS waited_retry_after FROM mt.elapsed_ms(:'list') AS ms;
+\! curl -s "$MAESTRO_SIM_URL/__sim/count?path_contains=key=ra1"; echo
+-- a Retry-After beyond 30 s is not waited for (waiting would take an hour)
 SELECT mt.fault('key=ra3600;status=429;retry_after=3600');
-SELECT mt.elapsed_ms(:'list') < 1000 AS gave_up_at_once;
+SELECT mt.elapsed_ms(:'list') < 20000 AS gave_up_at_once;
 \! curl -s "$MAESTRO_SIM_URL/__sim/count?path_contains=key=ra3600"; echo
 
 -- transport failures: 08006; a GET is retried through them

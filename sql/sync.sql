@@ -5,6 +5,8 @@
 \! curl -s -X POST "$MAESTRO_SIM_URL/__sim/reset"; echo
 SET maestro.server = 'sim';
 SET timezone = 'UTC';
+-- what this test creates in the simulator is dated from now on
+SELECT now() - interval '1 hour' AS test_began \gset
 
 -- the first sync finds every instance: all are new, each is an event
 SELECT maestro_sync();
@@ -58,8 +60,15 @@ SELECT workflow_id, completed, mean_duration, median_duration, p95_duration
 FROM maestro_completion_times WHERE workflow_id <> 'a4490cd8-4a4f-4b4e-9a0c-1c5b0e6e0003' ORDER BY 1;
 SELECT count(*) AS stuck FROM maestro_stuck_instances('1 day');
 SELECT name, workflow_status FROM maestro_stuck_instances('0 seconds');
+-- the seeded instances, day by day
 SELECT day::date, workflow_id, started, completed, canceled, failed
-FROM maestro_daily_activity WHERE day < '2026-01-01' ORDER BY 1, 2;
+FROM maestro_daily_activity WHERE day < date_trunc('day', :'test_began'::timestamptz) ORDER BY 1, 2;
+-- and what this test did (one trigger, the 10,000, the status changes),
+-- summed over the days it ran on
+SELECT workflow_id, sum(started) AS started, sum(completed) AS completed,
+       sum(canceled) AS canceled, sum(failed) AS failed
+FROM maestro_daily_activity WHERE day >= date_trunc('day', :'test_began'::timestamptz)
+GROUP BY 1 ORDER BY 1;
 
 -- from a queued request to its instance's status
 INSERT INTO maestro_trigger_requests (server_id, requested_by, workflow_id, inputs, instance_name,

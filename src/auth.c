@@ -414,17 +414,25 @@ maestro_auth_prepare(MaestroConnection *conn)
 
 		if (token)
 		{
+			ConditionVariableCancelSleep();
 			conn->access_token = (char *) token;
 			return;
 		}
 		if (fetch || slot == NULL)
 			break;
 
-		/* another process is asking for this token: wait for it */
+		/*
+		 * Another process is asking for this token: wait for it. The first
+		 * sleep only puts us on the wait list and returns at once, so that
+		 * the check above is repeated before a broadcast can be missed; the
+		 * later ones sleep until the broadcast, or 100 ms for a fetcher that
+		 * died. Cancelling inside the loop would make every sleep a first
+		 * one, and the wait a busy loop on the cache lock.
+		 */
 		ConditionVariableTimedSleep(&cache->fetched, 100, PG_WAIT_EXTENSION);
-		ConditionVariableCancelSleep();
 		CHECK_FOR_INTERRUPTS();
 	}
+	ConditionVariableCancelSleep();
 
 	PG_TRY();
 	{

@@ -201,6 +201,7 @@ required_list(const cJSON *root, const char *wrapper_key, const char *what)
 Datum
 maestro_workflows(PG_FUNCTION_ARGS)
 {
+	MAESTRO_CHECK_VERSION;
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	char	   *status = PG_ARGISNULL(0) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(0));
 	MaestroConnection *conn;
@@ -232,6 +233,7 @@ maestro_workflows(PG_FUNCTION_ARGS)
 Datum
 maestro_trigger_requirements(PG_FUNCTION_ARGS)
 {
+	MAESTRO_CHECK_VERSION;
 	char	   *workflow_id = uuid_argument(fcinfo, 0, "workflow_id");
 	MaestroConnection *conn = maestro_connect();
 	cJSON	   *root = maestro_get_trigger_requirements(conn, workflow_id);
@@ -246,6 +248,7 @@ maestro_trigger_requirements(PG_FUNCTION_ARGS)
 Datum
 maestro_trigger_inputs(PG_FUNCTION_ARGS)
 {
+	MAESTRO_CHECK_VERSION;
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	char	   *workflow_id = uuid_argument(fcinfo, 0, "workflow_id");
 	MaestroConnection *conn;
@@ -327,6 +330,7 @@ maestro_check_trigger_args(FunctionCallInfo fcinfo, Jsonb **inputs, char **insta
 Datum
 maestro_trigger(PG_FUNCTION_ARGS)
 {
+	MAESTRO_CHECK_VERSION;
 	char	   *workflow_id = uuid_argument(fcinfo, 0, "workflow_id");
 	Jsonb	   *inputs;
 	char	   *instance_name;
@@ -391,6 +395,7 @@ rows_in_memory(ReturnSetInfo *rsinfo, size_t response_bytes)
 Datum
 maestro_instances(PG_FUNCTION_ARGS)
 {
+	MAESTRO_CHECK_VERSION;
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	char	   *workflow_id = uuid_argument(fcinfo, 0, "workflow_id");
 	Datum		workflow_datum = PG_GETARG_DATUM(0);
@@ -443,6 +448,7 @@ maestro_instances(PG_FUNCTION_ARGS)
 Datum
 maestro_instance(PG_FUNCTION_ARGS)
 {
+	MAESTRO_CHECK_VERSION;
 	char	   *workflow_id = uuid_argument(fcinfo, 0, "workflow_id");
 	char	   *instance_id = uuid_argument(fcinfo, 1, "instance_id");
 	MaestroConnection *conn;
@@ -484,6 +490,7 @@ action_result(const cJSON *root, const char *field)
 Datum
 maestro_pause(PG_FUNCTION_ARGS)
 {
+	MAESTRO_CHECK_VERSION;
 	char	   *workflow_id = uuid_argument(fcinfo, 0, "workflow_id");
 
 	PG_RETURN_DATUM(action_result(maestro_post_workflow_action(maestro_connect(), workflow_id,
@@ -494,6 +501,7 @@ maestro_pause(PG_FUNCTION_ARGS)
 Datum
 maestro_resume(PG_FUNCTION_ARGS)
 {
+	MAESTRO_CHECK_VERSION;
 	char	   *workflow_id = uuid_argument(fcinfo, 0, "workflow_id");
 
 	PG_RETURN_DATUM(action_result(maestro_post_workflow_action(maestro_connect(), workflow_id,
@@ -504,6 +512,7 @@ maestro_resume(PG_FUNCTION_ARGS)
 Datum
 maestro_cancel(PG_FUNCTION_ARGS)
 {
+	MAESTRO_CHECK_VERSION;
 	char	   *workflow_id = uuid_argument(fcinfo, 0, "workflow_id");
 	char	   *instance_id = uuid_argument(fcinfo, 1, "instance_id");
 

@@ -221,6 +221,17 @@ extern void maestro_stats_record(Oid server_id, MaestroEndpoint endpoint, long s
 extern void maestro_stats_worker(int sent, int done, int failed, int retried,
 								 int64 queue_depth);
 
+/*
+ * version.c: the SQL objects in this database against the library. Every
+ * SQL-callable function but the FDW validator starts with
+ * MAESTRO_CHECK_VERSION; as a declaration it comes before any initializer
+ * that reads an argument.
+ */
+extern bool maestro_check_version(void);
+extern bool maestro_worker_version_ok(void);
+#define MAESTRO_CHECK_VERSION \
+	bool		maestro_version_checked pg_attribute_unused() = maestro_check_version()
+
 /* worker.c: the worker that sends queued triggers */
 extern PGDLLEXPORT void maestro_launcher_main(Datum arg);
 extern PGDLLEXPORT void maestro_worker_main(Datum arg);

@@ -572,10 +572,13 @@ enqueue_server(void)
 	return server_id;
 }
 
+/* this database's name; a connected database cannot be renamed */
+static char *database_name = NULL;
+
 Datum
 maestro_trigger_async(PG_FUNCTION_ARGS)
 {
-	static char *database_name = NULL;
+	MAESTRO_CHECK_VERSION;
 	Jsonb	   *inputs;
 	char	   *name;
 	Oid			server_id;
@@ -586,7 +589,6 @@ maestro_trigger_async(PG_FUNCTION_ARGS)
 
 	maestro_check_trigger_args(fcinfo, &inputs, &name);
 
-	/* a connected database cannot be renamed */
 	if (database_name == NULL)
 		database_name = MemoryContextStrdup(TopMemoryContext, get_database_name(MyDatabaseId));
 	if (strcmp(database_name, maestro_database_name) != 0)
@@ -630,6 +632,7 @@ maestro_trigger_async(PG_FUNCTION_ARGS)
 Datum
 maestro_retry(PG_FUNCTION_ARGS)
 {
+	MAESTRO_CHECK_VERSION;
 	int64		id = PG_GETARG_INT64(0);
 	Oid			types[2] = {INT8OID, OIDOID};
 	Datum		values[2];
@@ -673,6 +676,7 @@ maestro_retry(PG_FUNCTION_ARGS)
 Datum
 maestro_wake(PG_FUNCTION_ARGS)
 {
+	MAESTRO_CHECK_VERSION;
 	if (!maestro_queue_available())
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),

@@ -240,6 +240,7 @@ percentile_ms(const StatsEntry *e, double p)
 Datum
 maestro_stats(PG_FUNCTION_ARGS)
 {
+	MAESTRO_CHECK_VERSION;
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	MaestroStats *s = stats();
 	StatsEntry *copy;
@@ -287,6 +288,7 @@ maestro_stats(PG_FUNCTION_ARGS)
 Datum
 maestro_worker_stats(PG_FUNCTION_ARGS)
 {
+	MAESTRO_CHECK_VERSION;
 	MaestroStats *s = stats();
 	MaestroStats copy;
 	TupleDesc	tupdesc;
@@ -321,6 +323,7 @@ maestro_worker_stats(PG_FUNCTION_ARGS)
 Datum
 maestro_stats_reset(PG_FUNCTION_ARGS)
 {
+	MAESTRO_CHECK_VERSION;
 	MaestroStats *s = stats();
 
 	lock(s, LW_EXCLUSIVE);

@@ -1259,6 +1259,8 @@ maestro_worker_main(Datum arg)
 	pgstat_report_appname("maestro worker");
 	/* the worker runs as a superuser: resolve nothing through user schemas */
 	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
+	if (!maestro_worker_version_ok())
+		proc_exit(0);
 
 	multi = curl_multi_init();
 	if (multi == NULL)

@@ -8,21 +8,15 @@
 # and CREATE EXTENSION maestro), node/npm, python3, psql, curl.
 # Optional: MAESTRO_SIM_URL (a running simulator started with --spec; if
 # unset, this script starts test/simulator/maestro_sim.py itself),
-# MAESTRO_SPEC (the OpenAPI file), CONTRACT_PRISM_PORT (default 57481),
+# MAESTRO_SPEC (the OpenAPI file; default spec/maestro.rest.swagger-v1.0.0.json), CONTRACT_PRISM_PORT (default 57481),
 # CONTRACT_DB (default maestro_contract).
 set -u -o pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 
-SPEC=${MAESTRO_SPEC:-}
-if [ -z "$SPEC" ]; then
-    for f in "$ROOT/../shared/maestro-api/maestro.rest.swagger-v1.0.0.json" \
-             "$ROOT/shared/maestro-api/maestro.rest.swagger-v1.0.0.json" \
-             /work/shared/maestro-api/maestro.rest.swagger-v1.0.0.json; do
-        if [ -f "$f" ]; then SPEC=$f; break; fi
-    done
-fi
+# DocuSign's OpenAPI file, vendored in spec/ (see spec/NOTICE)
+SPEC=${MAESTRO_SPEC:-$HERE/spec/maestro.rest.swagger-v1.0.0.json}
 DB=${CONTRACT_DB:-maestro_contract}
 PORT=${CONTRACT_PRISM_PORT:-57481}
 SIM_URL=${MAESTRO_SIM_URL:-}
@@ -82,7 +76,7 @@ free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
 }
 
-[ -n "$SPEC" ] && [ -f "$SPEC" ] || bail "the OpenAPI file is missing" "set MAESTRO_SPEC (looked in $ROOT/../shared/maestro-api)"
+[ -n "$SPEC" ] && [ -f "$SPEC" ] || bail "the OpenAPI file $SPEC is missing" "set MAESTRO_SPEC or restore test/contract/spec/"
 for tool in node npm python3 psql curl; do
     command -v "$tool" >/dev/null || bail "the tool $tool is not installed"
 done
@@ -116,7 +110,7 @@ if [ -z "$SIM_URL" ]; then
     SIM_PID=$!
     SIM_URL="http://127.0.0.1:$SIM_PORT"
     up=
-    for _ in $(seq 100); do
+    for _ in $(seq 600); do
         if curl -s -o /dev/null "$SIM_URL/__sim/examples"; then up=1; break; fi
         kill -0 "$SIM_PID" 2>/dev/null || break
         sleep 0.1

@@ -2,7 +2,8 @@
 # test/fuzz/run.sh: build the libFuzzer target over src/parse.c and run it for
 # FUZZ_SECONDS (default 60, the CI pass; "make fuzz-run" runs 300) on a copy
 # of test/fuzz/corpus. Ends with "fuzz: N passed, N failed": 1 passed when
-# libFuzzer exits 0 and left no crash, leak, timeout or OOM artifact; else 1
+# libFuzzer exits 0, executed at least one input (its final stats say how
+# many) and left no crash, leak, timeout or OOM artifact; else 1
 # failed, with the input in hex and the sanitizer's report. Everything it
 # writes goes to a temporary directory, kept (and named) only on failure.
 # FUZZ_FLAGS adds libFuzzer options, e.g. FUZZ_FLAGS='-jobs=4 -workers=4'.
@@ -36,12 +37,19 @@ status=$?
 # the run's figures: executions, speed, coverage
 grep -E '^#[0-9]+[[:space:]]+DONE' "$work/fuzz.log" | tail -n 1
 grep -E '^stat::(number_of_executed_units|average_exec_per_sec|peak_rss_mb)' "$work/fuzz.log"
+# a run that executed nothing proves nothing: require units from -print_final_stats
+units=$(sed -nE 's/^stat::number_of_executed_units:[[:space:]]*([0-9]+).*/\1/p' "$work/fuzz.log" | tail -n 1)
 
 shopt -s nullglob
 artifacts=("$work"/artifacts/*)
+if [ "$status" -eq 0 ] && [ ${#artifacts[@]} -eq 0 ] && [ "${units:-0}" -eq 0 ]; then
+	tail -n 20 "$work/fuzz.log"
+	echo "(kept in $work)"
+	fail "fuzz_parsers executed no input (stat::number_of_executed_units: ${units:-missing})"
+fi
 if [ "$status" -eq 0 ] && [ ${#artifacts[@]} -eq 0 ]; then
 	rm -rf "$work"
-	echo "ok - fuzz_parsers ran ${seconds}s: no crash, leak or undefined behaviour"
+	echo "ok - fuzz_parsers ran ${seconds}s, $units inputs: no crash, leak or undefined behaviour"
 	echo "fuzz: 1 passed, 0 failed"
 	exit 0
 fi

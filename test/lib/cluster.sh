@@ -10,13 +10,9 @@ MAESTRO_TEST_DIR=${MAESTRO_TEST_DIR:-/tmp/maestro-test}
 MAESTRO_PGPORT=${MAESTRO_PGPORT:-57432}
 MAESTRO_SIM_PORT=${MAESTRO_SIM_PORT:-57480}
 MAESTRO_PGBIN=${MAESTRO_PGBIN:-$(pg_config --bindir)}
-# DocuSign's official OpenAPI file: CI finds it in shared/ beside the clone.
-if [ -z "${MAESTRO_SPEC:-}" ] && [ -f "$MAESTRO_TOP/../shared/maestro-api/maestro.rest.swagger-v1.0.0.json" ]; then
-	MAESTRO_SPEC="$MAESTRO_TOP/../shared/maestro-api/maestro.rest.swagger-v1.0.0.json"
-fi
-if [ -n "${MAESTRO_SPEC:-}" ]; then
-	export MAESTRO_SPEC
-fi
+# DocuSign's official OpenAPI file, vendored in the repository (see
+# test/contract/spec/NOTICE); MAESTRO_SPEC may name another copy.
+export MAESTRO_SPEC=${MAESTRO_SPEC:-$MAESTRO_TOP/test/contract/spec/maestro.rest.swagger-v1.0.0.json}
 
 export PGHOST="$MAESTRO_TEST_DIR/socket"
 export PGPORT="$MAESTRO_PGPORT"
@@ -92,7 +88,7 @@ maestro_start_simulator() {
 		>"$MAESTRO_TEST_DIR/simulator-tls.log" 2>&1 &
 	echo $! >"$MAESTRO_TEST_DIR/simulator-tls.pid"
 	local i
-	for i in $(seq 1 100); do
+	for i in $(seq 1 600); do   # up to 60 s: a loaded machine starts Python slowly
 		if curl -fsS "$MAESTRO_SIM_URL/__sim/health" >/dev/null 2>&1 &&
 			curl -fsS --cacert "$MAESTRO_CERTS/ca.pem" "$MAESTRO_TLS_URL/__sim/health" >/dev/null 2>&1; then
 			return 0

@@ -10,6 +10,8 @@
 # secret: the static access tokens, each line of the private keys, every
 # access token the simulator minted and every instance_url secret (mtsec)
 # it handed out. Needs the simulators of test/lib/cluster.sh running.
+# Everything it writes goes under $MAESTRO_TEST_DIR/security (the
+# regression output too: the source tree's results/ is left alone).
 set -u -o pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 source "$HERE/../lib/cluster.sh"
@@ -30,7 +32,8 @@ check() {
 }
 
 rm -rf "$data" "$work"
-mkdir -p "$work"
+mkdir -p "$work/regress"
+chown postgres "$work/regress" 2>/dev/null || true
 maestro_as_postgres "$MAESTRO_PGBIN/initdb" -D "$data" -U postgres --auth=trust --no-sync \
 	-E UTF8 --locale=C.UTF-8 >/dev/null
 touch "$log"
@@ -47,9 +50,9 @@ stop() {
 
 # phase 1: the regression suite
 start "-c maestro.database_name=contrib_regression"
-(cd "$MAESTRO_TOP" && PGPORT=$port make -s installcheck >"$work/installcheck.out" 2>&1)
+(cd "$MAESTRO_TOP" && PGPORT=$port make -s installcheck EXTRA_REGRESS_OPTS="--outputdir=$work/regress" \
+	>"$work/installcheck.out" 2>&1)
 check $? "regression suite passes on a cluster that logs everything"
-cp -r "$MAESTRO_TOP/results" "$work/results"
 stop
 
 # phase 2: the worker, the JWT grant, failures and retries
@@ -73,7 +76,15 @@ FROM generate_series(1, 20) g;
 SELECT maestro_trigger_async('a4490cd8-4a4f-4b4e-9a0c-1c5b0e6e0001', '{"Name": "missing email"}', 'security bad');
 \! curl -s -X POST "$MAESTRO_SIM_URL/__sim/oauth/expire" >/dev/null
 SELECT maestro_trigger_async('a4490cd8-4a4f-4b4e-9a0c-1c5b0e6e0001', '{"Name": "T", "Email": "t@example.com"}', 'security after revoke');
-SELECT pg_sleep(5);
+-- wait (up to 180 s) until the worker has settled all 22
+DO $$
+BEGIN
+  FOR i IN 1..1800 LOOP
+    EXIT WHEN (SELECT count(*) FROM maestro_trigger_requests WHERE state IN ('done', 'failed')) = 22;
+    PERFORM pg_sleep(0.1);
+  END LOOP;
+END
+$$;
 SELECT state, count(*), count(instance_url) FROM maestro_trigger_requests GROUP BY 1 ORDER BY 1;
 SELECT id, state, last_error FROM maestro_trigger_requests WHERE state <> 'done';
 SELECT id, state, attempts, http_status, instance_id IS NOT NULL AS has_instance
@@ -106,7 +117,7 @@ check $? "the server log holds debug5 output"
 python3 "$HERE/scan_secrets.py" --secrets "$work/secrets.txt" "$log"
 check $? "no secret in the server log"
 python3 "$HERE/scan_secrets.py" --secrets "$work/secrets.txt" --sql-dir "$MAESTRO_TOP/sql" \
-	"$work"/results/*.out "$work/workload.out"
+	"$work"/regress/results/*.out "$work/workload.out"
 check $? "no secret in any error, detail, hint or NOTICE the clients saw"
 
 echo "security: $passed passed, $failed failed"

@@ -394,6 +394,8 @@ class SimState:
             self.oauth_tokens: dict[str, float] = {}
             self.oauth_issued = 0
             self.oauth_no_consent: set[str] = set()
+            # /__sim/oauth/lifetime: seconds new tokens live (None: --token-lifetime)
+            self.oauth_lifetime: int | None = None
             # /__sim/echo-auth: what the last request looked like (never the values)
             self.echo_auth: dict[str, Any] = {"count": 0, "authorization_present": False,
                                               "method": None, "body_present": False}
@@ -1361,11 +1363,12 @@ def serve_token(server: "SimServer", method: str, content_type: str, body: bytes
         entry["oauth"] = err.label()
         return err.response()
     now = time.time()
-    token = mint_access_token(claims, now, cfg.lifetime)
-    server.state.issue_token(token, cfg.lifetime)
+    lifetime = server.state.oauth_lifetime or cfg.lifetime
+    token = mint_access_token(claims, now, lifetime)
+    server.state.issue_token(token, lifetime)
     entry["oauth"] = "issued"
     return oauth_response(200, {"access_token": token, "token_type": "Bearer",
-                                "expires_in": cfg.lifetime})
+                                "expires_in": lifetime})
 
 
 def redact_query(path: str) -> str:
@@ -1464,6 +1467,18 @@ def control_consent(state: SimState, body: bytes) -> Response:
     return json_response(200, {"user": user, "consented": consented})
 
 
+def control_token_lifetime(state: SimState, body: bytes) -> Response:
+    """Set how long tokens issued from now on live (null: the --token-lifetime value)."""
+    req = _parse_json_object(body)
+    seconds = req.get("seconds", "missing") if req is not None else "missing"
+    if seconds is not None and (not isinstance(seconds, int) or isinstance(seconds, bool)
+                                or seconds < 1):
+        return text_response(400, 'body must be {"seconds": <positive integer> | null}')
+    with state.lock:
+        state.oauth_lifetime = seconds
+    return json_response(200, {"seconds": seconds})
+
+
 def control_echo_auth(state: SimState, method: str, headers: Any, body: bytes) -> Response:
     """Record whether credentials arrived (never their values)."""
     present = bool(headers is not None and headers.get("Authorization"))
@@ -1517,6 +1532,8 @@ def dispatch_control(server: "SimServer", method: str, path: str,
     if route == ("GET", ("secrets",)):
         with _ISSUED_SECRETS_LOCK:
             return json_response(200, {"secrets": list(_ISSUED_SECRETS)})
+    if route == ("POST", ("oauth", "lifetime")):
+        return control_token_lifetime(state, body)
     if route == ("POST", ("oauth", "expire")):
         return json_response(200, {"expired": state.expire_tokens()})
     if route == ("GET", ("echo-auth", "last")):

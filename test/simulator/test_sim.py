@@ -10,9 +10,10 @@ token endpoint (these are skipped, with a note, when `openssl` is missing).
 
     python3 test/simulator/test_sim.py [--spec maestro.rest.swagger-v1.0.0.json]
 
-Prints "N passed, N failed" and exits non-zero on any failure. Without
---spec (or $MAESTRO_SPEC, or the shared copy) it replays examples from a
-small synthetic spec instead.
+Prints "N passed, N failed" and exits non-zero on any failure. The spec is
+--spec, else $MAESTRO_SPEC, else the copy in test/contract/spec/; if that
+file is missing, that is one failure and the example replay falls back to a
+small synthetic spec.
 """
 
 from __future__ import annotations
@@ -43,7 +44,8 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 SIM = HERE / "maestro_sim.py"
 MAKE_CERTS = HERE / "make_test_certs.sh"
-SHARED_SPEC = Path("/work/shared/maestro-api/maestro.rest.swagger-v1.0.0.json")
+# DocuSign's OpenAPI file, vendored in the repository (see its NOTICE)
+REPO_SPEC = HERE.parent / "contract" / "spec" / "maestro.rest.swagger-v1.0.0.json"
 
 ACCOUNT = "7f09961a-42f9-4c2b-9d5e-3f1f0f6a2b10"
 WF1 = "a4490cd8-4a4f-4b4e-9a0c-1c5b0e6e0001"
@@ -108,7 +110,7 @@ class Sim:
             args += ["--spec", str(spec)]
         self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      text=True)
-        ready, _, _ = select.select([self.proc.stdout], [], [], 15)
+        ready, _, _ = select.select([self.proc.stdout], [], [], 120)
         line = self.proc.stdout.readline().strip() if ready else ""
         m = re.fullmatch(rf"maestro simulator listening on {scheme}://127\.0\.0\.1:(\d+)", line)
         if not m:
@@ -509,12 +511,14 @@ def test_faults(sim: Sim) -> None:
     check("fault truncate=1: IncompleteRead", outcome == "incomplete", outcome)
     t0 = time.time()
     drip_body = urllib.parse.quote('{"a":12345}', safe="")
-    r = raw_get(sim, f"/_fault/drip_ms=40;body={drip_body}{wf}")
+    # 11 bytes at 200 ms each: the body takes 2.2 s, the headers come at once
+    # (the bounds leave a busy machine room either side)
+    r = raw_get(sim, f"/_fault/drip_ms=200;body={drip_body}{wf}")
     t_headers = time.time() - t0
     body = r.read()
     t_body = time.time() - t0
-    check("fault drip_ms: headers immediately", t_headers < 0.3, t_headers)
-    check("fault drip_ms: body slow and intact", body == b'{"a":12345}' and t_body >= 0.35,
+    check("fault drip_ms: headers immediately", t_headers < 1.5, t_headers)
+    check("fault drip_ms: body slow and intact", body == b'{"a":12345}' and t_body >= 2.0,
           (body, t_body))
     t0 = time.time()
     conn = http.client.HTTPConnection("127.0.0.1", sim.port, timeout=10)
@@ -633,7 +637,10 @@ def test_throughput(sim: Sim) -> None:
     for t in threads:
         t.join()
     rate = conns * per / (time.time() - t0)
-    minimum = float(os.environ.get("MAESTRO_SIM_MIN_RPS", "2000"))
+    # Speed is for the benchmarks (test/bench/); this only catches a simulator
+    # gone pathologically slow (it serves about 1,500 req/s with both cores
+    # busy, 3,000 idle)
+    minimum = float(os.environ.get("MAESTRO_SIM_MIN_RPS", "300"))
     print(f"throughput: {rate:.0f} req/s over {conns} keep-alive connections", flush=True)
     check("throughput no errors", not errors, errors[:5])
     check(f"throughput >= {minimum:.0f} req/s", rate >= minimum, rate)
@@ -674,11 +681,24 @@ def test_no_secrets_logged(sim: Sim, log_file: Path) -> None:
                            "trigger_inputs": {"Name": "x", "Email": "y"}})
     mtsec = urllib.parse.parse_qs(urllib.parse.urlparse(body["instance_url"]).query)["mtsec"][0]
     sim.call("GET", f"{A}/workflows", token="wrong-secret-token")
-    time.sleep(0.1)
-    text = log_file.read_text()
-    check("log file written", "/actions/trigger" in text, text[-300:])
+    # the log has caught up once it holds the last request's line
+    text = wait_for_log(log_file, f"GET {A}/workflows -> 401")
+    check("log file written", "/actions/trigger" in text and f"GET {A}/workflows -> 401" in text,
+          text[-300:])
     for secret in (TOKEN, TOKEN2, "wrong-secret-token", mtsec):
         check("secret not in log file", secret not in text, secret[:4] + "...")
+
+
+def wait_for_log(log_file: Path, marker: str, timeout: float = 60) -> str:
+    """The log file's text once it holds `marker` (or after `timeout` s)."""
+    deadline = time.time() + timeout
+    text = ""
+    while time.time() < deadline:
+        text = log_file.read_text() if log_file.exists() else ""
+        if marker in text:
+            break
+        time.sleep(0.05)
+    return text
 
 
 def test_shutdown(sim: Sim) -> None:
@@ -766,7 +786,10 @@ USER2 = "6f7a8b9c-bbbb-4ccc-8ddd-eeeeffff0000"
 UNKNOWN_USER = "7a8b9c0d-cccc-4ddd-8eee-ffff00001111"
 JWT_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 FORM = "application/x-www-form-urlencoded"
-LIFETIME = 2
+# Tokens live long enough that one minted at the start of a step outlives the
+# step on a loaded machine; the natural-expiry check waits for it (a lower
+# bound), and /__sim/oauth/lifetime is tested with a 1 s lifetime.
+LIFETIME = 10
 
 
 def b64u(data: bytes) -> str:
@@ -948,8 +971,9 @@ def test_https(sim: Sim, certs: Path) -> None:
     with socket.create_connection(("127.0.0.1", sim.port), timeout=10):  # never says hello
         t0 = time.time()
         status, _, _ = sim.json("GET", "/__sim/health", token=None)
+        # blocked, it would wait out the 10 s handshake timeout
         check("https: a stalled handshake blocks nobody", status == 200
-              and time.time() - t0 < 2, (status, time.time() - t0))
+              and time.time() - t0 < 8, (status, time.time() - t0))
 
 
 def test_selfsigned(certs: Path, tmp: Path) -> None:
@@ -1148,11 +1172,20 @@ def test_oauth(sim: Sim, certs: Path, log_file: Path) -> None:
     check("fault latency on /oauth/token", status == 200 and time.time() - t0 >= 0.29,
           (status, time.time() - t0))
 
-    # Natural expiry of token3 (lifetime LIFETIME seconds).
-    time.sleep(max(0.0, t_issued + LIFETIME + 0.3 - time.time()))
-    status, _, body = sim.call("GET", f"{A}/workflows", token=token3)
+    # Natural expiry of token3 (lifetime LIFETIME seconds from when the
+    # simulator issued it, which is after t_issued): poll for the 401, which
+    # must not come before t_issued + LIFETIME
+    deadline = t_issued + LIFETIME + 60
+    time.sleep(max(0.0, t_issued + LIFETIME - 0.5 - time.time()))
+    while True:
+        status, _, body = sim.call("GET", f"{A}/workflows", token=token3)
+        t_answered = time.time()  # after the simulator judged the token
+        if status != 200 or t_answered > deadline:
+            break
+        time.sleep(0.05)
     check("oauth token expires after --token-lifetime", status == 401
-          and body == b"Unauthorized - Please provide a valid access token.", (status, body))
+          and body == b"Unauthorized - Please provide a valid access token."
+          and t_answered >= t_issued + LIFETIME, (status, body, t_answered - t_issued))
 
     # The log never holds an assertion or a token.
     _, _, log = sim.json("GET", "/__sim/requests?path_contains=/oauth/token", token=None)
@@ -1169,14 +1202,43 @@ def test_oauth(sim: Sim, certs: Path, log_file: Path) -> None:
     _, _, all_log = sim.call("GET", "/__sim/requests", token=None)
     check("oauth log: query values redacted", b"query-secret" not in all_log
           and b"/oauth/token?assertion=[redacted]&x=[redacted]" in all_log, status)
-    time.sleep(0.1)
-    text = log_file.read_text() + all_log.decode()
+    # the log file has caught up once it holds the last request's line
+    text = wait_for_log(log_file, "/oauth/token?assertion=[redacted]&x=[redacted]") + all_log.decode()
+    check("oauth log file holds the last request", "/oauth/token?assertion=[redacted]" in text)
     leaked = [x[:12] for x in secrets_seen + ["query-secret"] if x and x in text]
     check(f"no assertion/token in logs ({len(secrets_seen)} secrets)", not leaked, leaked)
     for part in {x.split(".")[2] for x in secrets_seen if x.count(".") == 2 and x.split(".")[2]}:
         if part in text:
             check("no JWT signature in logs", False, part[:12])
             break
+
+    # The token lifetime control
+    status, _, body = sim.json("POST", "/__sim/oauth/lifetime", {"seconds": 1}, token=None)
+    check("oauth lifetime control: set 1 s", status == 200 and body == {"seconds": 1}, body)
+    status, _, body = req(sign_jwt(key, jwt_claims()))
+    check("oauth lifetime control: expires_in 1", status == 200 and (body.get("expires_in") if isinstance(body, dict) else None) == 1, body)
+    short = body.get("access_token", "") if isinstance(body, dict) else ""
+    deadline = time.time() + 60
+    status = 0
+    while time.time() < deadline:
+        status = sim.call("GET", f"{A}/workflows", token=short)[0]
+        if status == 401:
+            break
+        time.sleep(0.1)
+    check("oauth lifetime control: the token expires", status == 401, status)
+    status, _, body = sim.json("POST", "/__sim/oauth/lifetime", {"seconds": None}, token=None)
+    check("oauth lifetime control: null", status == 200 and body == {"seconds": None}, body)
+    status, _, body = req(sign_jwt(key, jwt_claims()))
+    check("oauth lifetime control: back to --token-lifetime",
+          status == 200 and (body.get("expires_in") if isinstance(body, dict) else None) == LIFETIME, body)
+    for bad_body in ({"seconds": 0}, {"seconds": "5"}, {"seconds": True}, {}, []):
+        status = sim.call("POST", "/__sim/oauth/lifetime", bad_body, token=None)[0]
+        check(f"oauth lifetime control: bad body {bad_body!r} -> 400", status == 400, status)
+    sim.json("POST", "/__sim/oauth/lifetime", {"seconds": 7}, token=None)
+    sim.reset()
+    status, _, body = req(sign_jwt(key, jwt_claims()))
+    check("oauth lifetime control: reset restores --token-lifetime",
+          status == 200 and (body.get("expires_in") if isinstance(body, dict) else None) == LIFETIME, body)
 
     # Reset
     sim.reset()
@@ -1242,8 +1304,9 @@ def main() -> int:
     ap.add_argument("--spec", default=os.environ.get("MAESTRO_SPEC"))
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        spec = Path(args.spec) if args.spec else SHARED_SPEC
+        spec = Path(args.spec) if args.spec else REPO_SPEC
         real_spec = spec.is_file()
+        check("the OpenAPI file exists", real_spec, str(spec))
         if not real_spec:
             spec = Path(tmp) / "mini-spec.json"
             spec.write_text(json.dumps(MINI_SPEC))

@@ -50,6 +50,9 @@ WORK=$(mktemp -d /tmp/maestro-tap.XXXXXX)
 cp -r "$TOP/test/tap/t" "$TOP/test/tap/lib" "$WORK/"
 cp "$TOP/test/simulator/maestro_sim.py" "$TOP/test/simulator/make_test_certs.sh" \
 	"$TOP/test/bench/trigger_server.js" "$WORK/"
+# t/020_upgrade.pl compares the release metadata with the control file, and
+# looks for the version check in every SQL-callable C function
+cp -r "$TOP/META.json" "$TOP/maestro.control" "$TOP/src" "$WORK/"
 if [ "$(id -u)" = 0 ]; then
 	chown -R postgres:postgres "$WORK"
 fi

@@ -26,7 +26,8 @@ our @EXPORT = qw(
   sim_instances sim_max_seq
   maestro_node maestro_setup scalar_sql wait_for wait_for_worker_exit
   worker_pids log_offset log_since states_of median percentile
-  max_in_window max_overlap enqueue_batch check_exactly_once
+  max_in_window max_overlap enqueue_batch check_exactly_once send_marker
+  wait_for_log
 );
 
 our $ACCOUNT = '7f09961a-42f9-4c2b-9d5e-3f1f0f6a2b10';
@@ -51,7 +52,7 @@ sub start_simulator
 	my $err = "$PostgreSQL::Test::Utils::log_path/simulator_$$.err";
 	$sim = IPC::Run::start([ $python, $script, '--host', '127.0.0.1', '--port', '0', '--quiet', @_ ],
 		'<', '/dev/null', '>', $out, '2>', $err);
-	my $deadline = time + 30;
+	my $deadline = time + 120;
 	while (time < $deadline)
 	{
 		if (open my $fh, '<', $out)
@@ -178,11 +179,12 @@ sub scalar_sql
 }
 
 # Poll until $sql returns $expected; false after $timeout seconds. Failed
-# connections (say, during crash recovery) count as "not yet".
+# connections (say, during crash recovery) count as "not yet". Deadlines
+# are generous (a loaded 2-core machine is slow): passing costs no more.
 sub wait_for
 {
 	my ($node, $sql, $expected, $timeout, $db) = @_;
-	$timeout //= 60;
+	$timeout //= 180;
 	my $deadline = time + $timeout;
 	my $last = '';
 	while (time < $deadline)
@@ -194,6 +196,20 @@ sub wait_for
 	}
 	diag "timed out after ${timeout}s waiting for <$sql> = <$expected>; last: <$last>";
 	return 0;
+}
+
+# The positive marker of "nothing more was sent": queue one request named
+# $name in a transaction of its own and wait until it is done. The worker
+# claims the queue in order, so once the marker is done, whatever was queued
+# before it has had its turn. True if the marker got done in time.
+sub send_marker
+{
+	my ($node, $name, $db) = @_;
+	$node->safe_psql($db // 'postgres',
+		"SELECT maestro_trigger_async('$WF1', '{\"Name\": \"M\", \"Email\": \"m\@example.com\"}', '$name')");
+	return wait_for($node,
+		"SELECT count(*) FROM maestro_trigger_requests WHERE instance_name LIKE '$name [mq %' AND state = 'done'",
+		'1', 180, $db);
 }
 
 sub worker_pids
@@ -218,6 +234,21 @@ sub wait_for_worker_exit
 }
 
 sub log_offset { my ($node) = @_; return -s $node->logfile; }
+
+# Poll the server log (from $offset on) until it matches $re; true if it
+# did within $timeout seconds.
+sub wait_for_log
+{
+	my ($node, $re, $offset, $timeout) = @_;
+	my $deadline = time + ($timeout // 180);
+	while (time < $deadline)
+	{
+		return 1 if slurp_file($node->logfile, $offset // 0) =~ $re;
+		sleep 0.1;
+	}
+	diag "timed out after ${\($timeout // 180)}s waiting for $re in the server log";
+	return 0;
+}
 
 sub log_since
 {

@@ -43,16 +43,17 @@ COMMIT;
 }, on_error_stop => 0);
 like($err, qr/division by zero/, 'the transaction that failed did fail');
 
-ok(wait_for($node, "SELECT count(*) FROM maestro_trigger_requests WHERE state = 'done'", '6', 30),
+ok(wait_for($node, "SELECT count(*) FROM maestro_trigger_requests WHERE state = 'done'", '6'),
 	'the 6 committed requests are done');
-# the rolled-back ones had every chance to go out
-sleep 2;
+# the rolled-back ones had every chance to go out: a request queued after
+# them all is done
+ok(send_marker($node, 'marker 1'), 'a request queued after them all is done');
 
-is(scalar_sql($node, 'SELECT count(*) FROM maestro_trigger_requests'),
+is(scalar_sql($node, "SELECT count(*) FROM maestro_trigger_requests WHERE instance_name NOT LIKE 'marker %'"),
 	'6', 'only committed requests are in the queue table');
 
-my @posts = grep { $_->{seq} > $seq0 && $_->{path} =~ m{/actions/trigger$} }
-  @{ sim_log(method => 'POST') };
+my @posts = grep { $_->{seq} > $seq0 && $_->{path} =~ m{/actions/trigger$}
+	  && ($_->{instance_name} // '') !~ /^marker / } @{ sim_log(method => 'POST') };
 my @rolled = grep { ($_->{instance_name} // '') =~ /^(rolled back|aborted by error|savepoint rolled back)/ } @posts;
 is(scalar(@rolled), 0, 'nothing from a rolled-back transaction or subtransaction reached Maestro');
 
@@ -61,7 +62,7 @@ $posted{ $_->{instance_name} }++ for @posts;
 my $rows = scalar_sql($node, q{
 SELECT id, instance_name, state, http_status, attempts, instance_id, instance_url IS NOT NULL,
        instance_url LIKE 'http%mtsec=%', sent_at IS NOT NULL, done_at IS NOT NULL
-FROM maestro_trigger_requests ORDER BY id});
+FROM maestro_trigger_requests WHERE instance_name NOT LIKE 'marker %' ORDER BY id});
 my @rows = map { [ split /\|/ ] } split /\n/, $rows;
 is(scalar(@rows), 6, 'six rows');
 is(scalar(@posts), 6, 'the simulator received exactly 6 trigger POSTs');
@@ -96,12 +97,12 @@ INSERT INTO customers (full_name, email) VALUES ('Not Committed', 'nc\@example.c
 ROLLBACK;
 INSERT INTO orders VALUES (1001, 1250.50, 'ops\@example.com', true), (1002, 7, 'fin\@example.com', false);
 });
-ok(wait_for($node, "SELECT count(*) FROM maestro_trigger_requests WHERE state = 'done'", '10', 30),
+ok(wait_for($node, "SELECT count(*) FROM maestro_trigger_requests WHERE state = 'done'", '11'),
 	'the 4 rows inserted by committed statements are sent');
-sleep 1;
+ok(send_marker($node, 'marker 2'), 'a request queued after the rolled-back insert is done');
 
-@posts = grep { $_->{seq} > $seq0 && $_->{path} =~ m{/actions/trigger$} }
-  @{ sim_log(method => 'POST') };
+@posts = grep { $_->{seq} > $seq0 && $_->{path} =~ m{/actions/trigger$}
+	  && ($_->{instance_name} // '') !~ /^marker / } @{ sim_log(method => 'POST') };
 is(scalar(@posts), 4, 'four trigger POSTs, none for the rolled-back insert');
 my %by_prefix;
 for my $p (@posts)

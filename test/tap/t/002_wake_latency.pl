@@ -2,6 +2,8 @@
 # commit to the POST reaching Maestro is small, whether the worker is already
 # running (woken through its latch) or has to be started. An idle worker
 # exits after about 2 s and nothing starts it again until the next commit.
+# The bounds are generous, for a loaded machine; the latencies themselves
+# are measured by test/bench/trigger_queue.sh.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -36,21 +38,21 @@ SELECT pg_sleep(0.1);
 
 # warm up: the first worker start loads libcurl etc.
 one_request('true', 1);
-ok(wait_for($node, "SELECT count(*) FROM maestro_trigger_requests WHERE state <> 'done'", '0', 30),
+ok(wait_for($node, "SELECT count(*) FROM maestro_trigger_requests WHERE state <> 'done'", '0'),
 	'first request done');
 
 # 20 commits, 100 ms apart: the worker stays up between them
 one_request('false', 20);
-ok(wait_for($node, "SELECT count(*) FROM maestro_trigger_requests WHERE state <> 'done'", '0', 30),
+ok(wait_for($node, "SELECT count(*) FROM maestro_trigger_requests WHERE state <> 'done'", '0'),
 	'the 20 requests are done');
 
 # idle: the worker exits by itself
-my $gone = wait_for_worker_exit($node, 10);
+my $gone = wait_for_worker_exit($node, 60);
 ok(defined $gone, 'the worker exits once the queue is idle');
 my $last_done = scalar_sql($node,
 	'SELECT extract(epoch FROM clock_timestamp() - max(done_at)) FROM maestro_trigger_requests');
 note sprintf('worker gone %.2f s after the last request was done', $last_done);
-cmp_ok($last_done, '<', 4, 'the worker exits within ~2 s of idleness (not lingering)');
+cmp_ok($last_done, '<', 15, 'the worker exits within seconds of idleness (~2 s; not lingering)');
 
 # no polling: nothing runs and nothing is requested while the queue is idle
 my $seq = sim_max_seq();
@@ -66,7 +68,7 @@ is(scalar(grep { $_->{seq} > $seq } @{ sim_log() }), 0, 'and the simulator hears
 
 # a cold start: the commit has to start a worker
 one_request('true', 5);
-ok(wait_for($node, "SELECT count(*) FROM maestro_trigger_requests WHERE state <> 'done'", '0', 30),
+ok(wait_for($node, "SELECT count(*) FROM maestro_trigger_requests WHERE state <> 'done'", '0'),
 	'requests sent after a cold start are done');
 
 my %arrived;
@@ -88,6 +90,7 @@ for my $r (@rows)
 	else { push @warm_sim, $ms_sim; push @warm_sent, $ms_sent; }
 }
 is(scalar(@warm_sim), 20, 'all 20 warm requests reached the simulator');
+is(scalar(@cold_sim), 6, 'the warm-up and the 5 requests after the cold start reached the simulator');
 # the first request of the cold batch is the cold one; drop the warm-up
 my $cold_first = $cold_sim[1];
 my $med = median(@warm_sim);
@@ -97,8 +100,8 @@ note sprintf('commit -> sent_at (claimed), worker running (ms): median %.1f, max
 	median(@warm_sent), percentile(1, @warm_sent));
 note sprintf('commit -> simulator receive, worker started by the commit (ms): %.1f (warm-up start %.1f)',
 	$cold_first, $cold_sim[0]);
-cmp_ok($med, '<', 200, 'median commit-to-send latency with the worker running is < 200 ms');
-cmp_ok($cold_first, '<', 1000, 'commit-to-send latency when the commit starts the worker is < 1 s');
+cmp_ok($med, '<', 500, 'median commit-to-send latency with the worker running is < 500 ms');
+cmp_ok($cold_first // 1e9, '<', 5000, 'commit-to-send latency when the commit starts the worker is < 5 s');
 
 $node->stop;
 done_testing();

@@ -60,7 +60,7 @@ for my $s (@scenarios)
 {
 	my ($k, $server, $inputs, $name) = @$s;
 	$id{$k} = enqueue($server, $inputs, $name);
-	ok(wait_for($node, "SELECT state IN ('done', 'failed') FROM maestro_trigger_requests WHERE id = $id{$k}", 't', 10),
+	ok(wait_for($node, "SELECT state IN ('done', 'failed') FROM maestro_trigger_requests WHERE id = $id{$k}", 't'),
 		"$k: the request settles (done or failed)");
 }
 
@@ -150,13 +150,14 @@ my $rd = $row{rdown};
 }
 
 # --- NOTIFY ----------------------------------------------------------------
+# poll the listener until all five have been told (or 120 s have passed)
 my $notes = '';
-my $want = join '|', map { quotemeta } ("$id{r400} failed", "$id{rdown} failed");
-my $deadline = time + 5;
-until ((() = $notes =~ /payload "(?:$want)"/g) >= 2 || time > $deadline)
+my @want = ((map { "$id{$_} done" } qw(r429 r503 rtrunc)), "$id{r400} failed", "$id{rdown} failed");
+my $deadline = time + 120;
+until ((grep { $notes =~ /payload "\Q$_\E"/ } @want) == @want || time > $deadline)
 {
 	$notes .= $listener->query('SELECT 1');
-	sleep 0.3;
+	sleep 0.1;
 }
 for my $k (qw(r429 r503 rtrunc))
 {
@@ -177,17 +178,17 @@ ALTER SERVER sdown OPTIONS (SET base_url '$sim');
 SELECT maestro_retry($id{rdown});
 });
 is($rc, 0, 'maestro_retry of the failed request succeeds') or diag $err;
-ok(wait_for($node, "SELECT state || ' ' || attempts FROM maestro_trigger_requests WHERE id = $id{rdown}", 'done 1', 30),
+ok(wait_for($node, "SELECT state || ' ' || attempts FROM maestro_trigger_requests WHERE id = $id{rdown}", 'done 1'),
 	'after maestro_retry the request is sent again and done (attempts start over)');
 my @posts = grep { ($_->{instance_name} // '') eq $rd->{name} } @{ sim_log(method => 'POST') };
 is(scalar(@posts), 4, '... a fourth POST went out');
 is(scalar(@{ sim_named($rd->{name}) }), 1, '... one instance with that name exists');
 $notes = '';
-$deadline = time + 5;
+$deadline = time + 120;
 until ($notes =~ /payload "$id{rdown} done"/ || time > $deadline)
 {
 	$notes .= $listener->query('SELECT 1');
-	sleep 0.3;
+	sleep 0.1;
 }
 like($notes, qr/"maestro_trigger" with payload "$id{rdown} done"/, "NOTIFY maestro_trigger '$id{rdown} done' after the retry");
 

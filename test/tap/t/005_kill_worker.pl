@@ -23,7 +23,7 @@ my $off = log_offset($node);
 my $t0 = time;
 enqueue_batch($node, 'kill', 500);
 
-ok(wait_for($node, "SELECT count(*) >= 100 FROM maestro_trigger_requests WHERE state = 'done'", 't', 60),
+ok(wait_for($node, "SELECT count(*) >= 100 FROM maestro_trigger_requests WHERE state = 'done'", 't', 180),
 	'100 of 500 requests are done');
 my ($pid) = worker_pids($node);
 ok(defined $pid, 'the worker is running');

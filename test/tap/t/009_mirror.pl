@@ -14,7 +14,7 @@ my $node = maestro_node('mirror');
 my $gets_before = sim_get("/__sim/count?method=GET&path_contains=/instances");
 my $id = scalar_sql($node, qq{
 SELECT maestro_trigger_async('$WF1', '{"Name": "M", "Email": "m\@example.com"}', 'mirrored');});
-ok(wait_for($node, "SELECT state FROM maestro_trigger_requests WHERE id = $id", 'done', 30),
+ok(wait_for($node, "SELECT state FROM maestro_trigger_requests WHERE id = $id", 'done', 180),
 	'the request is done');
 
 is(scalar_sql($node, qq{

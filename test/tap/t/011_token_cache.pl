@@ -38,24 +38,35 @@ for my $i (1 .. 5)
 $node->safe_psql('postgres', qq{
 SELECT maestro_trigger_async('$WF1', format('{"Name": "T%s", "Email": "t%s\@example.com"}', g, g)::jsonb,
                              'token ' || g) FROM generate_series(1, 5) g;});
-ok(wait_for($node, "SELECT count(*) FROM maestro_trigger_requests WHERE state = 'done'", '5', 30),
+ok(wait_for($node, "SELECT count(*) FROM maestro_trigger_requests WHERE state = 'done'", '5', 180),
 	'the worker sent five triggers');
 is(issued(), 1, 'one token served five backends and the worker');
 
 # a changed option makes a new token; four backends wanting it at once ask
-# once: the account server answers after 500 ms, so they all overlap with
-# the first one's request
+# once: the account server answers after 10 s, and the test sees all four
+# waiting (wait event Extension) before any new token was issued
 $node->safe_psql('postgres',
-	"ALTER SERVER sim OPTIONS (SET auth_url '$url/_fault/latency_ms=500')");
-my @runs;
-for my $i (1 .. 4)
+	"ALTER SERVER sim OPTIONS (SET auth_url '$url/_fault/latency_ms=10000')");
+my (@runs, @out, @err);
+for my $i (0 .. 3)
 {
+	($out[$i], $err[$i]) = ('', '');
 	push @runs, IPC::Run::start(
 		[ 'psql', '-X', '-A', '-t', '-d', $node->connstr('postgres'), '-c',
-		  'SELECT count(*) FROM maestro_workflows()' ],
-		'>', \my $out, '2>', \my $err);
+		  'SELECT count(*) FROM maestro_workflows() /* token-race */' ],
+		'>', \$out[$i], '2>', \$err[$i]);
 }
+my $waiting = wait_for($node, q{
+SELECT count(*) FROM pg_stat_activity
+WHERE query LIKE '%token-race */' AND state = 'active' AND wait_event_type = 'Extension'}, '4', 60);
+my $issued_then = issued();
+ok($waiting && $issued_then == 1, 'the four backends waited for a token at the same time')
+  or diag "all four seen waiting: $waiting; tokens issued by then: $issued_then";
 $_->finish for @runs;
+for my $i (0 .. 3)
+{
+	is("$out[$i]|$err[$i]", "3\n|", 'backend ' . ($i + 1) . ' of the four got its answer');
+}
 is(issued(), 2, 'four backends starting at once asked for one new token');
 is(sim_get('/__sim/count?path_contains=/oauth/token'), '2', 'the account server saw two requests in all');
 
