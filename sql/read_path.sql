@@ -32,6 +32,16 @@ SELECT raw - 'n' = ($j${"name":"first","id":"b5500000-0000-4000-8000-0000000000a
   "t":true,"f":false,"z":null,"":"empty key"}$j$::jsonb) AS same_as_jsonb_in
 FROM maestro_instances(:wf);
 
+-- an object of more members than insertion sort is used for (40, some
+-- duplicated, out of order), nested too: still what jsonb_in makes of it
+SELECT format('{"data":[{%s,"inner":{%s}}]}', string_agg(m, ','), string_agg(m, ',')) AS big
+FROM (SELECT format('"k%s":%s', (g * 7) % 37, g) AS m FROM generate_series(1, 45) AS g) s \gset
+SELECT pg_temp.serve(:'big');
+SELECT raw = (:'big'::jsonb -> 'data' -> 0) AS same_as_jsonb_in,
+       (SELECT count(*) FROM jsonb_object_keys(raw -> 'inner')) AS keys,
+       raw -> 'inner' -> 'k7' AS last_of_k7
+FROM maestro_instances(:wf);
+
 -- nested columns: the first of duplicated keys, as before; scalars too
 SELECT pg_temp.serve($j$[{"trigger_inputs":{"a":1},"metadata":"m","trigger_inputs":{"b":2}},
   {"trigger_input":[1,{"k":"v"}],"metadata":{"v":2,"v":3}},
