@@ -14,6 +14,7 @@ OBJS = \
 	src/functions.o \
 	src/queue.o \
 	src/stats.o \
+	src/ratelimit.o \
 	src/version.o \
 	src/worker.o
 
@@ -33,7 +34,7 @@ DATA = maestro--0.1.sql $(UPGRADE_SCRIPTS)
 DATA_built = maestro--$(EXTVERSION).sql
 PGFILEDESC = "maestro - DocuSign Maestro workflows from SQL"
 
-REGRESS = setup config privileges workflows trigger instances actions errors interrupts bad_input queue auth sync stats read_path queue_plan
+REGRESS = setup config privileges workflows trigger instances actions errors interrupts bad_input queue auth security encoding sync stats rate_limits proxy account_instances optional_fields read_path queue_plan
 REGRESS_OPTS = --load-extension=maestro
 
 PG_CPPFLAGS = -I$(srcdir)/src -DMAESTRO_VERSION=\"$(EXTVERSION)\"

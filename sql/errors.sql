@@ -72,8 +72,10 @@ SELECT mt.state(:'list');
 SELECT mt.fault('malformed=1'); SELECT mt.try(:'list');
 SELECT mt.fault('empty=1'); SELECT mt.try(:'pause');
 SELECT mt.fault('status=200;html=1'); SELECT mt.try(:'list');
-SELECT mt.fault('status=200;body=%7B%22unexpected%22%3Atrue%7D'); SELECT mt.try(:'list');
-SELECT mt.fault('status=200;body=%7B%7D'); SELECT mt.try(:'pause');
+-- (a missing field is NULL, a list without its list no rows: optional_fields.sql;
+-- a list field that is no list, or an answer that is no object, is an error)
+SELECT mt.fault('status=200;body=%7B%22data%22%3A%22unexpected%22%7D'); SELECT mt.try(:'list');
+SELECT mt.fault('status=200;body=%22paused%22'); SELECT mt.try(:'pause');
 SELECT mt.fault('status=200;body=%5B1%2C2%5D'); SELECT mt.try($$SELECT maestro_instance('a4490cd8-4a4f-4b4e-9a0c-1c5b0e6e0001', 'b5500000-0000-4000-8000-000000000001')$$);
 -- not UTF-8
 SELECT mt.fault('status=200;body_hex=7b2264617461223a5b7b226e616d65223a22fffe227d5d7d'); SELECT mt.try(:'list');

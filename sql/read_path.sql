@@ -65,9 +65,18 @@ SELECT name FROM maestro_instances(:wf);
 SELECT pg_temp.serve('{"data":[]}');
 SELECT count(*) FROM maestro_instances(:wf);
 
--- no list, and bodies that are not JSON anywhere: before, in, or after the list
+-- no list: an object without one is an empty list, a list field of
+-- another kind an error (as for a whole-body parse)
+SELECT pg_temp.serve('{"data":null,"page":{"next":null}}');
+SELECT count(*) FROM maestro_instances(:wf);
+SELECT pg_temp.serve('{"data":{"instances":{}}}');
+SELECT count(*) FROM maestro_instances(:wf);
 SELECT pg_temp.serve('{"data":{"instances":{}},"instances":7}');
 SELECT mt.try($$SELECT * FROM maestro_instances('a4490cd8-4a4f-4b4e-9a0c-1c5b0e6e0001')$$);
+SELECT pg_temp.serve('"not a list response"');
+SELECT mt.try($$SELECT * FROM maestro_instances('a4490cd8-4a4f-4b4e-9a0c-1c5b0e6e0001')$$);
+
+-- bodies that are not JSON anywhere: before, in, or after the list
 SELECT pg_temp.serve('{"x":tru,"data":[{"name":"a"}]}');
 SELECT mt.try($$SELECT * FROM maestro_instances('a4490cd8-4a4f-4b4e-9a0c-1c5b0e6e0001')$$);
 SELECT pg_temp.serve('{"data":[{"name":"a"},{"name":"b",}]}');

@@ -44,3 +44,25 @@ SELECT mt.try($$SELECT * FROM maestro_trigger('a4490cd8-4a4f-4b4e-9a0c-1c5b0e6e0
 SELECT mt.fault('key=postreset;reset=1;method=POST');
 SELECT mt.state($$SELECT * FROM maestro_trigger('a4490cd8-4a4f-4b4e-9a0c-1c5b0e6e0001', '{"Name": "F", "Email": "f@example.com"}', 'F')$$);
 \! curl -s "$MAESTRO_SIM_URL/__sim/count?path_contains=key=postreset&method=POST"; echo
+-- The same holds for every POST, with a body or without (pause, resume,
+-- cancel), when the connection is one kept alive from the call before: the
+-- fault reads the request and resets the connection, and libcurl's silent
+-- re-send on a fresh connection would be the second request counted here.
+SELECT mt.fault('key=reusedtrigger;reset=1;method=POST');
+SELECT count(*) > 0 AS kept_alive FROM maestro_workflows();
+SELECT mt.state($$SELECT * FROM maestro_trigger('a4490cd8-4a4f-4b4e-9a0c-1c5b0e6e0001', '{"Name": "F", "Email": "f@example.com"}', 'F')$$);
+\! curl -s "$MAESTRO_SIM_URL/__sim/count?path_contains=key=reusedtrigger&method=POST"; echo
+SELECT mt.fault('key=reusedpause;reset=1;method=POST');
+SELECT count(*) > 0 AS kept_alive FROM maestro_workflows();
+SELECT mt.try($$SELECT maestro_pause('a4490cd8-4a4f-4b4e-9a0c-1c5b0e6e0001')$$);
+\! curl -s "$MAESTRO_SIM_URL/__sim/count?path_contains=key=reusedpause&method=POST"; echo
+SELECT mt.fault('key=reusedresume;reset=1;method=POST');
+SELECT count(*) > 0 AS kept_alive FROM maestro_workflows();
+SELECT mt.state($$SELECT maestro_resume('a4490cd8-4a4f-4b4e-9a0c-1c5b0e6e0001')$$);
+\! curl -s "$MAESTRO_SIM_URL/__sim/count?path_contains=key=reusedresume&method=POST"; echo
+SELECT mt.fault('key=reusedcancel;reset=1;method=POST');
+SELECT count(*) > 0 AS kept_alive FROM maestro_workflows();
+SELECT mt.state($$SELECT maestro_cancel('a4490cd8-4a4f-4b4e-9a0c-1c5b0e6e0001', '0b8c3a4e-5f60-4a71-8b92-a3b4c5d6e7f8')$$);
+\! curl -s "$MAESTRO_SIM_URL/__sim/count?path_contains=key=reusedcancel&method=POST"; echo
+-- the reset connection is gone: the next call works on a new one
+SELECT count(*) > 0 AS works FROM maestro_workflows();

@@ -17,6 +17,7 @@
 #include <curl/curl.h>
 
 #include "utils/json.h"
+#include "utils/memutils.h"
 
 static char *account_path(MaestroConnection *conn, const char *fmt,...) pg_attribute_printf(2, 3);
 
@@ -45,11 +46,13 @@ account_path(MaestroConnection *conn, const char *fmt,...)
 
 /*
  * Send one request and return its 2xx response, unparsed; req and resp
- * are filled in (req's strings must outlive it).
+ * are filled in (req's strings must outlive it). With missing_ok, a 404
+ * returns false instead of raising: for an endpoint this API version may
+ * lack.
  */
-static void
+static bool
 call_raw(MaestroConnection *conn, MaestroEndpoint endpoint, const char *method,
-		 const char *path, const char *query, const char *body,
+		 const char *path, const char *query, const char *body, bool missing_ok,
 		 MaestroRequest *req, MaestroResponse *resp)
 {
 	memset(req, 0, sizeof(*req));
@@ -74,19 +77,48 @@ call_raw(MaestroConnection *conn, MaestroEndpoint endpoint, const char *method,
 		maestro_auth_prepare(conn);
 		maestro_http_execute(conn, req, resp);
 	}
+	if (resp->status == 404 && missing_ok)
+		return false;
 	if (resp->status < 200 || resp->status > 299)
 		maestro_raise_http_error(conn, req, resp);
+	return true;
+}
+
+/*
+ * Send one request and parse its 2xx body. With missing_ok, a 404 returns
+ * NULL instead of raising.
+ */
+static cJSON *
+call_ex(MaestroConnection *conn, MaestroEndpoint endpoint, const char *method,
+		const char *path, const char *query, const char *body, bool missing_ok)
+{
+	MaestroRequest req;
+	MaestroResponse resp;
+
+	if (!call_raw(conn, endpoint, method, path, query, body, missing_ok, &req, &resp))
+		return NULL;
+	return maestro_json_parse(resp.body, resp.body_len, &req);
 }
 
 static cJSON *
 call(MaestroConnection *conn, MaestroEndpoint endpoint, const char *method,
 	 const char *path, const char *query, const char *body)
 {
-	MaestroRequest req;
-	MaestroResponse resp;
+	return call_ex(conn, endpoint, method, path, query, body, false);
+}
 
-	call_raw(conn, endpoint, method, path, query, body, &req, &resp);
-	return maestro_json_parse(resp.body, resp.body_len, &req);
+/* "&name=value" with the value URL-encoded */
+static void
+append_param(StringInfo query, const char *name, const char *value)
+{
+	char	   *escaped = curl_easy_escape(NULL, value, 0);
+
+	if (escaped == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("out of memory")));
+	appendStringInfo(query, "%s%s=%s", query->len > 0 ? "&" : "", name, escaped);
+	curl_free(escaped);
 }
 
 cJSON *
@@ -96,7 +128,7 @@ maestro_get_workflows(MaestroConnection *conn, const char *status)
 
 	if (status != NULL)
 	{
-		char	   *escaped = curl_easy_escape(NULL, status, 0);
+		char	   *escaped = curl_easy_escape(NULL, maestro_server_to_utf8(status), 0);
 
 		if (escaped == NULL)
 			ereport(ERROR,
@@ -135,7 +167,8 @@ maestro_trigger_request(MaestroConnection *conn, const char *workflow_id,
 	memset(req, 0, sizeof(*req));
 	req->method = "POST";
 	req->path = account_path(conn, "/workflows/%s/actions/trigger", workflow_id);
-	req->body = body.data;
+	/* built in the database's encoding; Maestro reads UTF-8 */
+	req->body = maestro_server_to_utf8(body.data);
 	req->idempotent = false;
 	req->endpoint = MAESTRO_EP_TRIGGER;
 }
@@ -159,6 +192,91 @@ maestro_get_instances(MaestroConnection *conn, const char *workflow_id)
 }
 
 /*
+ * One page of the account-wide instance list (GET /workflow-instances).
+ * The filters go to the API; ctoken is NULL for the first page. With
+ * missing_ok, NULL when the API answers 404 (an API without the endpoint).
+ */
+cJSON *
+maestro_get_account_instances(MaestroConnection *conn, const MaestroInstanceFilter *filter,
+							  const char *ctoken, bool missing_ok)
+{
+	StringInfoData query;
+	int			i;
+
+	initStringInfo(&query);
+	if (filter->status != NULL)
+		append_param(&query, "status", filter->status);
+	for (i = 0; i < filter->nworkflow_ids; i++)
+		append_param(&query, "workflow_definition_id", filter->workflow_ids[i]);
+	if (filter->started_by != NULL)
+		append_param(&query, "started_by_id", filter->started_by);
+	if (maestro_page_size > 0)
+		appendStringInfo(&query, "%spage_size=%d", query.len > 0 ? "&" : "", maestro_page_size);
+	if (ctoken != NULL)
+		append_param(&query, "ctoken", ctoken);
+
+	return call_ex(conn, MAESTRO_EP_ACCOUNT_INSTANCES, "GET",
+				   account_path(conn, "/workflow-instances"),
+				   query.len > 0 ? query.data : NULL, NULL, missing_ok);
+}
+
+/*
+ * The id of the instance of workflow_id named instance_name, found in the
+ * workflow's instance list: for a trigger whose 2xx answer did not say
+ * which instance it started. Never raises (the trigger queue's worker calls
+ * it between transfers): NULL when it is not found or the look-up failed,
+ * and *note says which, in the caller's memory context.
+ */
+char *
+maestro_find_instance_by_name(MaestroConnection *conn, const char *workflow_id,
+							  const char *instance_name, char **note)
+{
+	MemoryContext caller = CurrentMemoryContext;
+	MemoryContext cxt = AllocSetContextCreate(caller, "maestro look-up",
+											  ALLOCSET_DEFAULT_SIZES);
+	char	   *volatile found = NULL;
+
+	PG_TRY();
+	{
+		const cJSON *list;
+		const cJSON *inst;
+
+		MemoryContextSwitchTo(cxt);
+		list = maestro_json_list(maestro_get_instances(conn, workflow_id), "instances");
+		cJSON_ArrayForEach(inst, list)
+		{
+			const cJSON *name = maestro_json_member(inst, "name");
+			const cJSON *id = maestro_json_member(inst, "id");
+
+			if (cJSON_IsString(name) && strcmp(name->valuestring, instance_name) == 0 &&
+				cJSON_IsString(id) && maestro_is_uuid(id->valuestring))
+			{
+				found = MemoryContextStrdup(caller, id->valuestring);
+				break;
+			}
+		}
+		MemoryContextSwitchTo(caller);
+		*note = found
+			? pstrdup("Maestro's answer named no instance_id; the instance was found by its name (Maestro gives the instance_url only in that answer)")
+			: pstrdup("Maestro accepted the trigger but its answer named no instance_id, and no instance of that name was listed yet");
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(caller);
+		edata = CopyErrorData();
+		FlushErrorState();
+		*note = psprintf("Maestro accepted the trigger but its answer named no instance_id; looking the instance up by its name failed: %s",
+						 edata->message);
+		FreeErrorData(edata);
+	}
+	PG_END_TRY();
+	MemoryContextDelete(cxt);
+	return found;
+}
+
+/*
  * The same list unparsed, for reading it element by element
  * (maestro_json_list_begin): a long list never becomes one tree.
  */
@@ -166,9 +284,9 @@ void
 maestro_get_instances_response(MaestroConnection *conn, const char *workflow_id,
 							   MaestroRequest *req, MaestroResponse *resp)
 {
-	call_raw(conn, MAESTRO_EP_INSTANCES, "GET",
-			 account_path(conn, "/workflows/%s/instances", workflow_id),
-			 NULL, NULL, req, resp);
+	(void) call_raw(conn, MAESTRO_EP_INSTANCES, "GET",
+					account_path(conn, "/workflows/%s/instances", workflow_id),
+					NULL, NULL, false, req, resp);
 }
 
 cJSON *

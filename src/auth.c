@@ -23,7 +23,10 @@
  */
 #include "maestro.h"
 
+#include <math.h>
+
 #include <openssl/bio.h>
+#include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/rsa.h>
@@ -33,6 +36,7 @@
 #include "miscadmin.h"
 #include "storage/condition_variable.h"
 #include "storage/ipc.h"
+#include "storage/latch.h"
 #include "storage/lwlock.h"
 #include "storage/shmem.h"
 #include "utils/memutils.h"
@@ -42,6 +46,12 @@
 #define TOKEN_SLOTS			64
 #define MAX_TOKEN_LEN		4096
 #define ASSERTION_LIFETIME	3600	/* DocuSign allows at most an hour */
+/* bounds on a token's expires_in (token_lifetime()) */
+#define TOKEN_LIFETIME_DEFAULT	3600
+#define TOKEN_LIFETIME_MIN	60
+#define TOKEN_LIFETIME_MAX	(24 * 3600)
+/* a fetch running longer than a request can take is taken over */
+#define FETCH_TAKEOVER_MS	(maestro_request_timeout_ms + 1000L)
 
 typedef struct TokenSlot
 {
@@ -183,17 +193,50 @@ url_host(const char *url)
 	return result ? result : pstrdup("");
 }
 
+static void
+raise_encrypted_key_error(const char *server_name)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 server_name
+			 ? errmsg("private_key of the user mapping for maestro server \"%s\" is encrypted",
+					  server_name)
+			 : errmsg("private_key is encrypted"),
+			 errdetail("maestro has no passphrase to decrypt it with, and the server must never prompt for one."),
+			 errhint("Store the key unencrypted: openssl pkey -in encrypted.pem -out key.pem asks for the passphrase once and writes the plain key.")));
+}
+
+/*
+ * OpenSSL asks this for the passphrase of an encrypted key. Without it,
+ * OpenSSL's default callback would prompt on the server's terminal (and
+ * wait there when the postmaster has one). We never have a passphrase:
+ * note that one was wanted and fail the read.
+ */
+static int
+refuse_passphrase(char *buf, int size, int rwflag, void *userdata)
+{
+	*(bool *) userdata = true;
+	return -1;
+}
+
+/*
+ * The RSA key in pem, or NULL; *encrypted says whether it was refused for
+ * being encrypted. OpenSSL's error queue is left empty, so that a later
+ * TLS handshake in the same process never reports our failure as its own.
+ */
 static EVP_PKEY *
-read_private_key(const char *pem)
+read_private_key(const char *pem, bool *encrypted)
 {
 	BIO		   *bio = BIO_new_mem_buf(pem, -1);
 	EVP_PKEY   *key = NULL;
 
+	*encrypted = false;
 	if (bio == NULL)
 		return NULL;
-	key = PEM_read_bio_PrivateKey(bio, NULL, NULL, NULL);
+	key = PEM_read_bio_PrivateKey(bio, NULL, refuse_passphrase, encrypted);
 	BIO_free(bio);
-	if (key && EVP_PKEY_base_id(key) != EVP_PKEY_RSA)
+	ERR_clear_error();
+	if (key && (*encrypted || EVP_PKEY_base_id(key) != EVP_PKEY_RSA))
 	{
 		EVP_PKEY_free(key);
 		key = NULL;
@@ -201,12 +244,18 @@ read_private_key(const char *pem)
 	return key;
 }
 
-/* For the validator: does the text hold an RSA private key? */
+/*
+ * For the validator: does the text hold an RSA private key? An encrypted
+ * one is refused with its own error, here and at use.
+ */
 bool
 maestro_private_key_is_valid(const char *pem)
 {
-	EVP_PKEY   *key = read_private_key(pem);
+	bool		encrypted;
+	EVP_PKEY   *key = read_private_key(pem, &encrypted);
 
+	if (encrypted)
+		raise_encrypted_key_error(NULL);
 	if (key == NULL)
 		return false;
 	EVP_PKEY_free(key);
@@ -229,6 +278,7 @@ signed_assertion(const MaestroConnection *conn)
 	unsigned char *signature = NULL;
 	size_t		siglen = 0;
 	bool		ok = false;
+	bool		encrypted;
 	long		now = (long) time(NULL);
 
 	initStringInfo(&claims);
@@ -239,7 +289,9 @@ signed_assertion(const MaestroConnection *conn)
 	payload = base64url((const unsigned char *) claims.data, claims.len);
 	signing_input = psprintf("%s.%s", header, payload);
 
-	key = read_private_key(conn->private_key);
+	key = read_private_key(conn->private_key, &encrypted);
+	if (encrypted)
+		raise_encrypted_key_error(conn->server_name);
 	ctx = EVP_MD_CTX_new();
 	if (key && ctx &&
 		EVP_DigestSignInit(ctx, NULL, EVP_sha256(), NULL, key) == 1 &&
@@ -321,6 +373,28 @@ raise_grant_error(const MaestroConnection *conn, const MaestroResponse *resp)
 			 hint ? errhint("%s", hint) : 0));
 }
 
+/*
+ * How long to keep a token, from the answer's expires_in, clamped: a
+ * lifetime under a minute (0.5, 0, negative) would have every call mint a
+ * new token, and a huge one (or one beyond what a long can hold) would
+ * keep a token forever. DocuSign's tokens live an hour (8 hours for some
+ * grants); one the API refuses earlier is dropped on its 401.
+ */
+static long
+token_lifetime(const cJSON *expires_in)
+{
+	double		seconds;
+
+	if (!cJSON_IsNumber(expires_in) || isnan(expires_in->valuedouble))
+		return TOKEN_LIFETIME_DEFAULT;
+	seconds = expires_in->valuedouble;
+	if (seconds < TOKEN_LIFETIME_MIN)
+		return TOKEN_LIFETIME_MIN;
+	if (seconds > TOKEN_LIFETIME_MAX)
+		return TOKEN_LIFETIME_MAX;
+	return (long) seconds;
+}
+
 /* Mint a token; returns it and sets *lifetime_s. */
 static char *
 request_token(const MaestroConnection *conn, long *lifetime_s)
@@ -358,8 +432,7 @@ request_token(const MaestroConnection *conn, long *lifetime_s)
 		ereport(ERROR,
 				(errcode(ERRCODE_PROTOCOL_VIOLATION),
 				 errmsg("DocuSign's token response holds no usable access_token")));
-	*lifetime_s = cJSON_IsNumber(expires) && expires->valuedouble > 0
-		? (long) expires->valuedouble : 3600;
+	*lifetime_s = token_lifetime(expires);
 	return pstrdup(token->valuestring);
 }
 
@@ -386,17 +459,32 @@ maestro_auth_prepare(MaestroConnection *conn)
 	uint32		hash;
 	char	   *volatile token = NULL;
 	volatile long lifetime = 0;
+	bool		slept = false;
 
 	if (!conn->jwt)
 		return;
 
 	cache = token_cache();
 	hash = config_hash(conn);
+
+	/*
+	 * Wait while another process fetches this token. The condition
+	 * variable is prepared once, before the first check, so that a
+	 * broadcast between the check and the sleep is not lost; each sleep
+	 * then really sleeps until a broadcast or its timeout, and the check is
+	 * repeated. The wait is bounded: a fetch that started longer ago than a
+	 * request can take (its process died, or hangs) is taken over. Cancel
+	 * and shutdown end the sleep at once (ConditionVariableTimedSleep
+	 * checks for interrupts); on an error, the abort cancels the sleep.
+	 */
+	if (cache == shared_cache)
+		ConditionVariablePrepareToSleep(&cache->fetched);
 	for (;;)
 	{
 		TokenSlot  *slot;
 		bool		fetch = false;
 		TimestampTz now = GetCurrentTimestamp();
+		long		wait_ms = 0;
 
 		cache_lock(cache);
 		slot = find_slot(cache, conn, hash, true);
@@ -404,35 +492,42 @@ maestro_auth_prepare(MaestroConnection *conn)
 			token = pstrdup(slot->token);
 		else if (slot && (!slot->fetching ||
 						  TimestampDifferenceExceeds(slot->fetch_started, now,
-													 maestro_request_timeout_ms + 1000)))
+													 FETCH_TAKEOVER_MS)))
 		{
 			slot->fetching = true;
 			slot->fetch_started = now;
 			fetch = true;
 		}
+		else if (slot)
+			wait_ms = TimestampDifferenceMilliseconds(now,
+													  TimestampTzPlusMilliseconds(slot->fetch_started,
+																				  FETCH_TAKEOVER_MS));
 		cache_unlock(cache);
 
-		if (token)
-		{
-			ConditionVariableCancelSleep();
-			conn->access_token = (char *) token;
-			return;
-		}
-		if (fetch || slot == NULL)
+		if (token || fetch || slot == NULL || cache != shared_cache)
 			break;
 
-		/*
-		 * Another process is asking for this token: wait for it. The first
-		 * sleep only puts us on the wait list and returns at once, so that
-		 * the check above is repeated before a broadcast can be missed; the
-		 * later ones sleep until the broadcast, or 100 ms for a fetcher that
-		 * died. Cancelling inside the loop would make every sleep a first
-		 * one, and the wait a busy loop on the cache lock.
-		 */
-		ConditionVariableTimedSleep(&cache->fetched, 100, PG_WAIT_EXTENSION);
-		CHECK_FOR_INTERRUPTS();
+		/* another process is asking for this token: sleep until it is done */
+		(void) ConditionVariableTimedSleep(&cache->fetched, Max(wait_ms, 1) + 10,
+										   PG_WAIT_EXTENSION);
+		slept = true;
 	}
-	ConditionVariableCancelSleep();
+	if (cache == shared_cache)
+		ConditionVariableCancelSleep();
+
+	/*
+	 * The sleep resets the process latch whatever set it; a wake-up meant for
+	 * the caller (the worker's, when a backend queues a request) must not be
+	 * lost: set it again, at the cost of one extra look at most.
+	 */
+	if (slept)
+		SetLatch(MyLatch);
+
+	if (token)
+	{
+		conn->access_token = (char *) token;
+		return;
+	}
 
 	PG_TRY();
 	{

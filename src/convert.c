@@ -11,7 +11,8 @@
  * What a value means (a uuid, an RFC 3339 date-time, an int32, a list of
  * strings) is decided in parse.c, which the fuzzer also runs; this file
  * only builds the Datums. jsonb values are built straight from cJSON's
- * tree with pushJsonbValue, never printed and parsed again.
+ * tree (a JsonbValue tree, sorted as jsonb_in sorts), never printed and
+ * parsed again.
  *
  * src/convert.c
  *

@@ -97,7 +97,8 @@ maestro_error_message_from_body(const char *body, size_t len, const char *conten
 
 	text_begin(&message);
 	text_end(&message, maestro_error_text(body, len, content_type, root, &message));
-	redacted = maestro_redact(message.data);
+	/* parse.c's text is UTF-8 (anything else made '?'); ours may not be */
+	redacted = maestro_redact(maestro_utf8_to_server(message.data, strlen(message.data), false));
 	maestro_text_free(&message);
 	return redacted;
 }
@@ -126,6 +127,10 @@ maestro_raise_http_error(const MaestroConnection *conn, const MaestroRequest *re
 		message = "Maestro did not accept the access token";
 		hint = psprintf("Renew the access_token of the user mapping for server \"%s\"; DocuSign access tokens expire after about eight hours.",
 						conn->server_name);
+		/* some proxies (tinyproxy) answer a wrong password with 401 */
+		if (conn->proxy)
+			hint = psprintf("%s If the detail is the proxy's own page, check proxy_user and proxy_password instead (the request went through the proxy %s).",
+							hint, conn->proxy);
 	}
 	else if (status == 403)
 	{
@@ -150,6 +155,23 @@ maestro_raise_http_error(const MaestroConnection *conn, const MaestroRequest *re
 		sqlstate = ERRCODE_CONFIGURATION_LIMIT_EXCEEDED;
 		message = "Maestro rate limit exceeded";
 		hint = "DocuSign allows about 3,000 calls an hour per account; retry later, or read instances from a synchronised copy.";
+		{
+			TimestampTz until;
+
+			if (maestro_ratelimit_wait_ms(conn->server_id, &until) > 0)
+				hint = psprintf("The hourly quota is renewed at %s; retry then, or read instances from a synchronised copy.",
+								timestamptz_to_str(until));
+		}
+	}
+	else if (status == 407)
+	{
+		/* an http proxy's own answer: the request went no further */
+		sqlstate = ERRCODE_CONNECTION_FAILURE;
+		message = "the proxy refused the request";
+		hint = conn->proxy
+			? psprintf("The proxy %s (server option proxy) wants credentials it accepts: check proxy_user and proxy_password in the user mapping for server \"%s\".",
+					   conn->proxy, conn->server_name)
+			: "A proxy on the way to Maestro wants credentials: name it in the server option proxy, and give proxy_user and proxy_password in the user mapping.";
 	}
 	else if (status >= 500 && status <= 599)
 	{

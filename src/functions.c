@@ -8,6 +8,16 @@
  * returning; on error the caller's context reset releases it. So a
  * backend that makes a million calls holds no more than one call's worth.
  *
+ * The spec marks no response field as required: a missing field is NULL
+ * (a list without its list is no rows), never an error. What stays an
+ * error (08P01) is a 2xx body that is not JSON, or JSON of the wrong kind
+ * where the endpoint returns an object (or a list).
+ *
+ * The account-wide instance list is paged: maestro_account_instances and
+ * maestro_all_instances return it row by row (value-per-call), keeping
+ * one page in memory and asking for the next only when the rows of the
+ * current one are used up.
+ *
  * src/functions.c
  *
  *-------------------------------------------------------------------------
@@ -15,9 +25,11 @@
 #include "maestro.h"
 
 #include "access/htup_details.h"
+#include "catalog/pg_type.h"
 #include "commands/dbcommands.h"
 #include "funcapi.h"
 #include "miscadmin.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/jsonb.h"
@@ -34,6 +46,8 @@ PG_FUNCTION_INFO_V1(maestro_instance);
 PG_FUNCTION_INFO_V1(maestro_pause);
 PG_FUNCTION_INFO_V1(maestro_resume);
 PG_FUNCTION_INFO_V1(maestro_cancel);
+PG_FUNCTION_INFO_V1(maestro_account_instances);
+PG_FUNCTION_INFO_V1(maestro_all_instances);
 
 #define WORKFLOW_COLUMNS 9
 #define INPUT_COLUMNS 3
@@ -174,28 +188,39 @@ instance_row(Datum workflow_id, const cJSON *inst, Datum *values, bool *nulls)
 }
 
 /*
- * A list response must hold a list: an object without one is a change in
- * the API we would otherwise report as "no rows".
+ * The list in a list response. The spec requires no field, so an object
+ * without the list is an empty list (NULL iterates as one); but a body
+ * that is not an object or an array, or a list field of another kind, is
+ * not a list response at all.
  */
-static void raise_no_list(const char *what) pg_attribute_noreturn();
-
-static void
-raise_no_list(const char *what)
-{
-	ereport(ERROR,
-			(errcode(ERRCODE_PROTOCOL_VIOLATION),
-			 errmsg("Maestro response holds no list of %s", what),
-			 errdetail("Expected a \"data\" array in the response body.")));
-}
-
 static const cJSON *
 required_list(const cJSON *root, const char *wrapper_key, const char *what)
 {
 	const cJSON *list = maestro_json_list(root, wrapper_key);
+	const cJSON *data = maestro_json_member(root, "data");
+	const cJSON *wrapped = maestro_json_member(root, wrapper_key);
 
-	if (list == NULL)
-		raise_no_list(what);
-	return list;
+	if (list != NULL)
+		return list;
+	if (!cJSON_IsObject(root) ||
+		(data != NULL && !cJSON_IsNull(data) && !cJSON_IsObject(data)) ||
+		(wrapped != NULL && !cJSON_IsNull(wrapped)))
+		ereport(ERROR,
+				(errcode(ERRCODE_PROTOCOL_VIOLATION),
+				 errmsg("Maestro response holds no list of %s", what),
+				 errdetail("Expected a JSON object whose \"data\" (or \"%s\") is an array.",
+						   wrapper_key)));
+	return NULL;
+}
+
+/* An object answer, or 08P01: what an endpoint that returns one sent. */
+static void
+required_object(const cJSON *root, const char *what)
+{
+	if (!cJSON_IsObject(root))
+		ereport(ERROR,
+				(errcode(ERRCODE_PROTOCOL_VIOLATION),
+				 errmsg("Maestro response is not %s object", what)));
 }
 
 Datum
@@ -238,8 +263,10 @@ maestro_trigger_requirements(PG_FUNCTION_ARGS)
 	MaestroConnection *conn = maestro_connect();
 	cJSON	   *root = maestro_get_trigger_requirements(conn, workflow_id);
 	bool		isnull;
-	Datum		result = maestro_json_to_jsonb(root, &isnull);
+	Datum		result;
 
+	required_object(root, "a trigger requirements");
+	result = maestro_json_to_jsonb(root, &isnull);
 	if (isnull)
 		PG_RETURN_NULL();
 	PG_RETURN_DATUM(result);
@@ -253,6 +280,7 @@ maestro_trigger_inputs(PG_FUNCTION_ARGS)
 	char	   *workflow_id = uuid_argument(fcinfo, 0, "workflow_id");
 	MaestroConnection *conn;
 	MemoryContext oldcxt;
+	cJSON	   *root;
 	const cJSON *fields;
 	const cJSON *field;
 
@@ -260,12 +288,21 @@ maestro_trigger_inputs(PG_FUNCTION_ARGS)
 	conn = maestro_connect();
 
 	oldcxt = call_context_begin();
-	fields = maestro_json_member(maestro_get_trigger_requirements(conn, workflow_id),
-								 "trigger_input_schema");
+	root = maestro_get_trigger_requirements(conn, workflow_id);
+	required_object(root, "a trigger requirements");
+	fields = maestro_json_member(root, "trigger_input_schema");
+	if (fields != NULL && !cJSON_IsNull(fields) && !cJSON_IsArray(fields))
+		ereport(ERROR,
+				(errcode(ERRCODE_PROTOCOL_VIOLATION),
+				 errmsg("Maestro response holds no list of trigger inputs"),
+				 errdetail("Expected \"trigger_input_schema\" to be an array.")));
 	cJSON_ArrayForEach(field, fields)
 	{
 		Datum		values[INPUT_COLUMNS];
 		bool		nulls[INPUT_COLUMNS];
+
+		if (!cJSON_IsObject(field))
+			continue;
 
 		values[0] = maestro_json_to_text(maestro_json_member(field, "field_name"), &nulls[0]);
 		values[1] = maestro_json_to_text(maestro_json_member(field, "field_data_type"), &nulls[1]);
@@ -351,14 +388,26 @@ maestro_trigger(PG_FUNCTION_ARGS)
 	conn = maestro_connect();
 	root = maestro_post_trigger(conn, workflow_id, instance_name, inputs_json);
 
-	values[0] = maestro_json_to_uuid(maestro_json_member(root, "instance_id"), &nulls[0]);
-	values[1] = maestro_json_to_text(maestro_json_member(root, "instance_url"), &nulls[1]);
-	if (nulls[0])
+	if (!cJSON_IsObject(root))
 		ereport(ERROR,
 				(errcode(ERRCODE_PROTOCOL_VIOLATION),
-				 errmsg("Maestro accepted the trigger but returned no instance_id"),
+				 errmsg("Maestro response is not a trigger answer object"),
 				 errdetail("The workflow may have started; look for instance \"%s\" with maestro_instances().",
 						   instance_name)));
+	values[0] = maestro_json_to_uuid(maestro_json_member(root, "instance_id"), &nulls[0]);
+	values[1] = maestro_json_to_text(maestro_json_member(root, "instance_url"), &nulls[1]);
+
+	/*
+	 * The spec requires neither field. The workflow has most likely started:
+	 * an error would make callers retry and start it twice.
+	 */
+	if (nulls[0] || nulls[1])
+		ereport(WARNING,
+				(errmsg("Maestro accepted the trigger of instance \"%s\" but its answer has no %s",
+						instance_name,
+						nulls[0] && nulls[1] ? "instance_id and no instance_url" :
+						nulls[0] ? "instance_id" : "instance_url"),
+				 nulls[0] ? errhint("Look for the instance by its name with maestro_instances().") : 0));
 
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
 }
@@ -413,7 +462,13 @@ maestro_instances(PG_FUNCTION_ARGS)
 	oldcxt = call_context_begin();
 	maestro_get_instances_response(conn, workflow_id, &req, &resp);
 	if (!maestro_json_list_begin(&reader, resp.body, resp.body_len, "instances", &req))
-		raise_no_list("instances");
+	{
+		/* no list: an empty one or an error, as required_list decides */
+		(void) required_list(maestro_json_parse(resp.body, resp.body_len, &req),
+							 "instances", "instances");
+		call_context_end(oldcxt);
+		return (Datum) 0;
+	}
 	rows_in_memory(rsinfo, resp.body_len);
 	row_cxt = AllocSetContextCreate(CurrentMemoryContext, "maestro row",
 									ALLOCSET_DEFAULT_SIZES);
@@ -472,18 +527,20 @@ maestro_instance(PG_FUNCTION_ARGS)
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
 }
 
-/* The one text field an action's response carries, or an error. */
+/*
+ * The one text field an action's answer carries; NULL when it is missing
+ * (the action was accepted: HTTP 2xx). The answer must be an object.
+ */
 static Datum
-action_result(const cJSON *root, const char *field)
+action_result(FunctionCallInfo fcinfo, const cJSON *root, const char *field)
 {
 	bool		isnull;
-	Datum		result = maestro_json_to_text(maestro_json_member(root, field), &isnull);
+	Datum		result;
 
+	required_object(root, "an action answer");
+	result = maestro_json_to_text(maestro_json_member(root, field), &isnull);
 	if (isnull)
-		ereport(ERROR,
-				(errcode(ERRCODE_PROTOCOL_VIOLATION),
-				 errmsg("Maestro response has no \"%s\" field", field),
-				 errdetail("The action was accepted (HTTP 2xx).")));
+		PG_RETURN_NULL();
 	return result;
 }
 
@@ -493,9 +550,9 @@ maestro_pause(PG_FUNCTION_ARGS)
 	MAESTRO_CHECK_VERSION;
 	char	   *workflow_id = uuid_argument(fcinfo, 0, "workflow_id");
 
-	PG_RETURN_DATUM(action_result(maestro_post_workflow_action(maestro_connect(), workflow_id,
-															   "pause"),
-								  "status"));
+	return action_result(fcinfo, maestro_post_workflow_action(maestro_connect(), workflow_id,
+															  "pause"),
+						 "status");
 }
 
 Datum
@@ -504,9 +561,9 @@ maestro_resume(PG_FUNCTION_ARGS)
 	MAESTRO_CHECK_VERSION;
 	char	   *workflow_id = uuid_argument(fcinfo, 0, "workflow_id");
 
-	PG_RETURN_DATUM(action_result(maestro_post_workflow_action(maestro_connect(), workflow_id,
-															   "resume"),
-								  "status"));
+	return action_result(fcinfo, maestro_post_workflow_action(maestro_connect(), workflow_id,
+															  "resume"),
+						 "status");
 }
 
 Datum
@@ -516,7 +573,319 @@ maestro_cancel(PG_FUNCTION_ARGS)
 	char	   *workflow_id = uuid_argument(fcinfo, 0, "workflow_id");
 	char	   *instance_id = uuid_argument(fcinfo, 1, "instance_id");
 
-	PG_RETURN_DATUM(action_result(maestro_post_cancel(maestro_connect(), workflow_id,
-													  instance_id),
-								  "message"));
+	return action_result(fcinfo, maestro_post_cancel(maestro_connect(), workflow_id,
+													 instance_id),
+						 "message");
+}
+
+/*
+ * The account-wide instance list, walked page by page across calls of a
+ * value-per-call SRF. Only the current page's JSON is held (page_cxt,
+ * reset before the next page is fetched), so memory stays bounded however
+ * many instances the account has, and a caller that stops early (a LIMIT
+ * over the SRF in a select list) never asks for the pages it does not need.
+ * An error on any page is an ERROR: never a silently partial result.
+ *
+ * maestro_all_instances() walks the same list unfiltered, but falls back to
+ * one call per workflow (the workflow list, then each workflow's instances)
+ * when the account list cannot serve: the API answers its first page with
+ * 404 (a version without the endpoint), or its elements do not say which
+ * workflow they belong to. Both are known before the first row is returned.
+ */
+typedef struct InstanceWalk
+{
+	MaestroConnection *conn;
+	MemoryContext page_cxt;		/* the current page */
+	MaestroInstanceFilter filter;
+	Datum		filter_workflow;	/* the one workflow the filter names */
+	bool		has_filter_workflow;
+	bool		fallback;		/* maestro_all_instances() */
+	bool		per_workflow;	/* falling back: one workflow at a time */
+	bool		started;
+	bool		done;
+	char	   *ctoken;			/* of the next page; NULL: first or none */
+	const cJSON *next;			/* next element of the current page */
+	Datum		page_workflow;	/* per workflow: whose instances the page holds */
+	Datum	   *workflows;		/* per workflow: every workflow's id */
+	int			nworkflows;
+	int			next_workflow;
+} InstanceWalk;
+
+/* The workflow an account-list element names, as a uuid Datum. */
+static bool
+element_workflow(const cJSON *inst, Datum *workflow_id)
+{
+	static const char *const keys[] = {"workflow_id", "workflow_definition_id"};
+	int			k;
+
+	for (k = 0; k < (int) lengthof(keys); k++)
+	{
+		bool		isnull;
+		Datum		d = maestro_json_to_uuid(maestro_json_member(inst, keys[k]), &isnull);
+
+		if (!isnull)
+		{
+			*workflow_id = d;
+			return true;
+		}
+	}
+	return false;
+}
+
+/*
+ * Fetch the next page of the account list into walk->next. Returns false
+ * when the first page answered 404 and the walk may fall back.
+ */
+static bool
+walk_account_page(InstanceWalk *walk, MemoryContext multi_cxt)
+{
+	MemoryContext old;
+	cJSON	   *root;
+	const cJSON *list;
+	const cJSON *ctoken;
+	char	   *next_ctoken = NULL;
+
+	MemoryContextReset(walk->page_cxt);
+	old = MemoryContextSwitchTo(walk->page_cxt);
+	root = maestro_get_account_instances(walk->conn, &walk->filter, walk->ctoken,
+										 walk->fallback && !walk->started);
+	walk->started = true;
+	if (root == NULL)
+	{
+		MemoryContextSwitchTo(old);
+		return false;
+	}
+	list = required_list(root, "instances", "instances");
+	ctoken = maestro_json_member(root, "ctoken");
+	MemoryContextSwitchTo(old);
+
+	/* "absent or empty on the last page"; null and other kinds end it too */
+	if (cJSON_IsString(ctoken) && ctoken->valuestring[0] != '\0')
+	{
+		if (walk->ctoken != NULL && strcmp(walk->ctoken, ctoken->valuestring) == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_PROTOCOL_VIOLATION),
+					 errmsg("Maestro returned the same ctoken for two pages of the instance list"),
+					 errdetail("Following it would ask for the same page forever.")));
+		next_ctoken = MemoryContextStrdup(multi_cxt, ctoken->valuestring);
+	}
+	if (walk->ctoken != NULL)
+		pfree(walk->ctoken);
+	walk->ctoken = next_ctoken;
+	walk->done = (next_ctoken == NULL);
+	walk->next = list ? list->child : NULL;
+	return true;
+}
+
+/* Falling back: the workflow list, kept for the whole walk. */
+static void
+walk_start_per_workflow(InstanceWalk *walk, MemoryContext multi_cxt)
+{
+	MemoryContext old;
+	const cJSON *list;
+	const cJSON *wf;
+
+	walk->per_workflow = true;
+	walk->done = false;
+	walk->next = NULL;
+	MemoryContextReset(walk->page_cxt);
+	old = MemoryContextSwitchTo(walk->page_cxt);
+	list = required_list(maestro_get_workflows(walk->conn, NULL), "workflows", "workflows");
+	MemoryContextSwitchTo(multi_cxt);
+	walk->workflows = palloc(sizeof(Datum) * Max(cJSON_GetArraySize(list), 1));
+	cJSON_ArrayForEach(wf, list)
+	{
+		bool		isnull;
+		Datum		id = maestro_json_to_uuid(maestro_json_member(wf, "id"), &isnull);
+
+		if (!isnull)
+			walk->workflows[walk->nworkflows++] = id;
+	}
+	MemoryContextSwitchTo(old);
+}
+
+/* Falling back: the next workflow's instances as the current page. */
+static void
+walk_workflow_page(InstanceWalk *walk)
+{
+	MemoryContext old;
+	const cJSON *list;
+	char	   *workflow_id;
+
+	if (walk->next_workflow >= walk->nworkflows)
+	{
+		walk->done = true;
+		return;
+	}
+	walk->page_workflow = walk->workflows[walk->next_workflow++];
+	MemoryContextReset(walk->page_cxt);
+	old = MemoryContextSwitchTo(walk->page_cxt);
+	workflow_id = DatumGetCString(DirectFunctionCall1(uuid_out, walk->page_workflow));
+	list = required_list(maestro_get_instances(walk->conn, workflow_id), "instances", "instances");
+	MemoryContextSwitchTo(old);
+	walk->next = list ? list->child : NULL;
+}
+
+/*
+ * In maestro_all_instances(), rows must say their workflow. Checked on the
+ * first page, before any row is returned: elements that do not say it make
+ * the walk fall back; on a later page it is too late for that.
+ */
+static bool
+walk_page_names_workflows(InstanceWalk *walk)
+{
+	const cJSON *inst;
+	Datum		ignored;
+
+	for (inst = walk->next; inst != NULL; inst = inst->next)
+		if (cJSON_IsObject(inst) && !element_workflow(inst, &ignored))
+			return false;
+	return true;
+}
+
+/* The next row of the walk; false at the end. Rows go to the caller's context. */
+static bool
+walk_next_row(InstanceWalk *walk, MemoryContext multi_cxt, Datum *values, bool *nulls)
+{
+	for (;;)
+	{
+		const cJSON *inst = walk->next;
+		Datum		workflow_id;
+		bool		named;
+
+		if (inst == NULL)
+		{
+			bool		first = !walk->started;
+
+			if (walk->done)
+				return false;
+			if (walk->per_workflow)
+			{
+				walk_workflow_page(walk);
+				continue;
+			}
+			if (!walk_account_page(walk, multi_cxt))
+			{
+				walk_start_per_workflow(walk, multi_cxt);
+				continue;
+			}
+			if (walk->fallback && !walk_page_names_workflows(walk))
+			{
+				if (first)
+				{
+					walk_start_per_workflow(walk, multi_cxt);
+					continue;
+				}
+				ereport(ERROR,
+						(errcode(ERRCODE_PROTOCOL_VIOLATION),
+						 errmsg("Maestro's account-wide instance list does not say which workflow an instance belongs to"),
+						 errdetail("Its first page did; a later one did not.")));
+			}
+			continue;
+		}
+		walk->next = inst->next;
+		if (!cJSON_IsObject(inst))
+			continue;
+
+		if (walk->per_workflow)
+		{
+			workflow_id = walk->page_workflow;
+			named = true;
+		}
+		else if (!(named = element_workflow(inst, &workflow_id)) && walk->has_filter_workflow)
+		{
+			workflow_id = walk->filter_workflow;
+			named = true;
+		}
+		instance_row(named ? workflow_id : (Datum) 0, inst, values, nulls);
+		nulls[0] = !named;
+		return true;
+	}
+}
+
+static Datum
+instance_walk(FunctionCallInfo fcinfo, bool fallback)
+{
+	FuncCallContext *funcctx;
+	InstanceWalk *walk;
+	Datum		values[INSTANCE_COLUMNS];
+	bool		nulls[INSTANCE_COLUMNS];
+
+	if (SRF_IS_FIRSTCALL())
+	{
+		MemoryContext old;
+		TupleDesc	tupdesc;
+
+		funcctx = SRF_FIRSTCALL_INIT();
+		old = MemoryContextSwitchTo(funcctx->multi_call_memory_ctx);
+		if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
+			elog(ERROR, "return type must be a row type");
+		funcctx->tuple_desc = BlessTupleDesc(tupdesc);
+
+		walk = palloc0(sizeof(InstanceWalk));
+		walk->fallback = fallback;
+		if (!fallback)
+		{
+			if (!PG_ARGISNULL(0))
+				walk->filter.status = text_to_cstring(PG_GETARG_TEXT_PP(0));
+			if (!PG_ARGISNULL(1))
+			{
+				ArrayType  *ids = PG_GETARG_ARRAYTYPE_P(1);
+				Datum	   *elems;
+				bool	   *elem_nulls;
+				int			n;
+				int			i;
+
+				deconstruct_array(ids, UUIDOID, UUID_LEN, false, TYPALIGN_CHAR,
+								  &elems, &elem_nulls, &n);
+				walk->filter.workflow_ids = palloc(sizeof(char *) * Max(n, 1));
+				for (i = 0; i < n; i++)
+				{
+					if (elem_nulls[i])
+						ereport(ERROR,
+								(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+								 errmsg("workflow_ids must not contain null")));
+					walk->filter.workflow_ids[i] =
+						DatumGetCString(DirectFunctionCall1(uuid_out, elems[i]));
+				}
+				walk->filter.nworkflow_ids = n;
+				if (n == 1)
+				{
+					walk->filter_workflow = elems[0];
+					walk->has_filter_workflow = true;
+				}
+				/* no workflow at all: no instance, and no call to find that out */
+				if (n == 0)
+					walk->done = true;
+			}
+			if (!PG_ARGISNULL(2))
+				walk->filter.started_by = text_to_cstring(PG_GETARG_TEXT_PP(2));
+		}
+		walk->page_cxt = AllocSetContextCreate(funcctx->multi_call_memory_ctx,
+											   "maestro instance page",
+											   ALLOCSET_DEFAULT_SIZES);
+		if (!walk->done)
+			walk->conn = maestro_connect();
+		funcctx->user_fctx = walk;
+		MemoryContextSwitchTo(old);
+	}
+
+	funcctx = SRF_PERCALL_SETUP();
+	walk = (InstanceWalk *) funcctx->user_fctx;
+	if (walk_next_row(walk, funcctx->multi_call_memory_ctx, values, nulls))
+		SRF_RETURN_NEXT(funcctx,
+						HeapTupleGetDatum(heap_form_tuple(funcctx->tuple_desc, values, nulls)));
+	SRF_RETURN_DONE(funcctx);
+}
+
+Datum
+maestro_account_instances(PG_FUNCTION_ARGS)
+{
+	return instance_walk(fcinfo, false);
+}
+
+Datum
+maestro_all_instances(PG_FUNCTION_ARGS)
+{
+	return instance_walk(fcinfo, true);
 }

@@ -77,32 +77,33 @@ write_callback(char *ptr, size_t size, size_t nmemb, void *userdata)
 	return n;
 }
 
-static size_t
-read_callback(char *ptr, size_t size, size_t nmemb, void *userdata)
-{
-	MaestroBuffer *buf = (MaestroBuffer *) userdata;
-	size_t		n = Min(size * nmemb, buf->upload_len - buf->upload_pos);
-
-	memcpy(ptr, buf->upload + buf->upload_pos, n);
-	buf->upload_pos += n;
-	return n;
-}
-
 /*
- * libcurl re-sends a request on its own when a reused connection turns out
- * dead before any response byte arrived, and must rewind the body to do so.
- * For a request that must not be repeated we refuse the rewind: the
- * transfer then fails with CURLE_SEND_FAIL_REWIND, an error the caller
- * sees and handles, instead of a second copy the server may act on.
+ * libcurl sends a request again on its own when a reused (kept-alive)
+ * connection turns out dead before any byte of the answer arrived. A
+ * request that must not be repeated, such as a trigger or a pause, could
+ * then reach Maestro twice: the first copy may have been acted on before
+ * the connection died. libcurl asks for a rewind before such a re-send
+ * only when body bytes went out through a read callback, never for an
+ * empty body (pause, resume, cancel) nor for CURLOPT_POSTFIELDS, so a
+ * refused rewind cannot stop it in general. This callback can: libcurl
+ * calls it each time it is about to send the request on a connection,
+ * the first send and any re-send alike. The second call is refused; the
+ * transfer then fails with CURLE_ABORTED_BY_CALLBACK, an error the caller
+ * sees and handles (the worker looks the request up before sending it
+ * again), instead of a second copy. The same refusal would meet any other
+ * repeat by libcurl, e.g. an authentication round with a proxy that does
+ * not tunnel, which maestro does not use for these requests.
  */
 static int
-refuse_rewind(void *userdata, curl_off_t offset, int origin)
+refuse_resend(void *userdata, char *primary_ip, char *local_ip,
+			  int primary_port, int local_port)
 {
 	MaestroBuffer *buf = (MaestroBuffer *) userdata;
 
-	if (offset == 0 && origin == SEEK_SET && buf->upload_pos == 0)
-		return CURL_SEEKFUNC_OK;	/* nothing was sent yet */
-	return CURL_SEEKFUNC_FAIL;
+	if (buf->sends++ == 0)
+		return CURL_PREREQFUNC_OK;
+	buf->resend_refused = true;
+	return CURL_PREREQFUNC_ABORT;
 }
 
 static bool
@@ -328,6 +329,21 @@ maestro_http_configure(CURL *easy, const MaestroConnection *conn, const char *ur
 	/* certificates are always verified; ca_file only says against what */
 	if (conn->ca_file)
 		curl_easy_setopt(easy, CURLOPT_CAINFO, conn->ca_file);
+	/*
+	 * The server's proxy, or none: an empty string also overrides the
+	 * environment's http_proxy, HTTPS_PROXY, ALL_PROXY and NO_PROXY, so that
+	 * where calls go does not depend on how the postmaster was started.
+	 */
+	curl_easy_setopt(easy, CURLOPT_PROXY, conn->proxy ? conn->proxy : "");
+	curl_easy_setopt(easy, CURLOPT_NOPROXY, "");
+	if (conn->proxy && conn->proxy_user)
+	{
+		curl_easy_setopt(easy, CURLOPT_PROXYUSERNAME, conn->proxy_user);
+		curl_easy_setopt(easy, CURLOPT_PROXYPASSWORD,
+						 conn->proxy_password ? conn->proxy_password : "");
+	}
+	if (conn->proxy && conn->ca_file)
+		curl_easy_setopt(easy, CURLOPT_PROXY_CAINFO, conn->ca_file);
 	curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
 	curl_easy_setopt(easy, CURLOPT_FOLLOWLOCATION, 0L);
@@ -343,27 +359,33 @@ maestro_http_configure(CURL *easy, const MaestroConnection *conn, const char *ur
 	curl_easy_setopt(easy, CURLOPT_WRITEDATA, buf);
 	curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, errbuf);
 
+	buf->sends = 0;
+	buf->resend_refused = false;
 	if (strcmp(req->method, "POST") == 0)
 	{
+		/*
+		 * The body as CURLOPT_POSTFIELDS: libcurl puts a body under 64 kB in
+		 * the same buffer as the headers ("Expect:" is off), so a request
+		 * leaves in one send() and costs one trip, where a read callback
+		 * sends the body in a second one. That POSTFIELDS is re-sent
+		 * without a rewind is what refuse_resend() is for. (Opening a new
+		 * connection for every such POST would also prevent re-sends, at
+		 * the price of a TCP and TLS handshake per request.)
+		 */
 		buf->upload = req->body ? req->body : "";
 		buf->upload_len = strlen(buf->upload);
-		buf->upload_pos = 0;
-		curl_easy_setopt(easy, CURLOPT_POST, 1L);
 		curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE, (long) buf->upload_len);
-		curl_easy_setopt(easy, CURLOPT_READFUNCTION, read_callback);
-		curl_easy_setopt(easy, CURLOPT_READDATA, buf);
-		if (!req->idempotent)
-		{
-			curl_easy_setopt(easy, CURLOPT_SEEKFUNCTION, refuse_rewind);
-			curl_easy_setopt(easy, CURLOPT_SEEKDATA, buf);
-		}
+		curl_easy_setopt(easy, CURLOPT_POSTFIELDS, buf->upload);
 	}
 	else
 		curl_easy_setopt(easy, CURLOPT_HTTPGET, 1L);
+	/* set or cleared: a handle may be configured again without a reset */
+	curl_easy_setopt(easy, CURLOPT_PREREQFUNCTION, req->idempotent ? NULL : refuse_resend);
+	curl_easy_setopt(easy, CURLOPT_PREREQDATA, buf);
 }
 
 static void
-raise_transport_error(const MaestroRequest *req, CURLcode rc,
+raise_transport_error(const MaestroConnection *conn, const MaestroRequest *req, CURLcode rc,
 					  const char *curl_message, const MaestroBuffer *buf,
 					  int retries)
 {
@@ -381,6 +403,13 @@ raise_transport_error(const MaestroRequest *req, CURLcode rc,
 				(errcode(ERRCODE_OUT_OF_MEMORY),
 				 errmsg("out of memory while receiving a Maestro response"),
 				 errdetail("%s %s", req->method, req->path)));
+	if (rc == CURLE_ABORTED_BY_CALLBACK && buf->resend_refused)
+		ereport(ERROR,
+				(errcode(ERRCODE_CONNECTION_FAILURE),
+				 errmsg("could not complete the Maestro request"),
+				 errdetail("%s %s: the connection was lost after the request was sent; it was not sent again, since Maestro may have acted on it.",
+						   req->method, req->path),
+				 errhint("Check whether the request took effect before repeating it.")));
 	if (rc == CURLE_OPERATION_TIMEDOUT)
 		ereport(ERROR,
 				(errcode(ERRCODE_CONNECTION_FAILURE),
@@ -389,6 +418,21 @@ raise_transport_error(const MaestroRequest *req, CURLcode rc,
 						   retries > 0 ? psprintf(" (after %d retries)", retries) : ""),
 				 errhint("maestro.connect_timeout is %d ms and maestro.request_timeout is %d ms.",
 						 maestro_connect_timeout_ms, maestro_request_timeout_ms)));
+	if ((rc == CURLE_PEER_FAILED_VERIFICATION || rc == CURLE_SSL_CACERT_BADFILE) &&
+		conn->proxy && maestro_easy != NULL)
+	{
+		long		proxy_verify = 0;
+
+		curl_easy_getinfo(maestro_easy, CURLINFO_PROXY_SSL_VERIFYRESULT, &proxy_verify);
+		if (proxy_verify != 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_CONNECTION_FAILURE),
+					 errmsg("could not verify the TLS certificate of the proxy"),
+					 errdetail("%s %s: %s (curl error %d).", req->method, req->path,
+							   maestro_redact(what), (int) rc),
+					 errhint("The proxy %s (server option proxy) uses a certificate the system does not trust; if it comes from a private CA, name that CA's certificate in the server option ca_file.",
+							 conn->proxy)));
+	}
 	if (rc == CURLE_PEER_FAILED_VERIFICATION || rc == CURLE_SSL_CACERT_BADFILE)
 		ereport(ERROR,
 				(errcode(ERRCODE_CONNECTION_FAILURE),
@@ -396,13 +440,30 @@ raise_transport_error(const MaestroRequest *req, CURLcode rc,
 				 errdetail("%s %s: %s (curl error %d).", req->method, req->path,
 						   maestro_redact(what), (int) rc),
 				 errhint("If the host uses a private CA, name its certificate in the server option ca_file.")));
+	if (conn->proxy && maestro_easy != NULL)
+	{
+		long		connect_code = 0;
+
+		curl_easy_getinfo(maestro_easy, CURLINFO_HTTP_CONNECTCODE, &connect_code);
+		if (connect_code == 401 || connect_code == 407)
+			ereport(ERROR,
+					(errcode(ERRCODE_CONNECTION_FAILURE),
+					 errmsg("the proxy refused the request"),
+					 errdetail("%s %s: %s (curl error %d).", req->method, req->path,
+							   maestro_redact(what), (int) rc),
+					 errhint("The proxy %s (server option proxy) wants credentials it accepts: check proxy_user and proxy_password in the user mapping for server \"%s\".",
+							 conn->proxy, conn->server_name)));
+	}
 	ereport(ERROR,
 			(errcode(ERRCODE_CONNECTION_FAILURE),
 			 errmsg("could not complete the Maestro request"),
 			 errdetail("%s %s: %s (curl error %d)%s.", req->method, req->path,
 					   maestro_redact(what), (int) rc,
 					   retries > 0 ? psprintf(", after %d retries", retries) : ""),
-			 errhint("Check the base_url option of the server and that the host is reachable.")));
+			 conn->proxy
+			 ? errhint("The request went through the proxy %s (server option proxy): check that it is running and lets the request through to the host.",
+					   conn->proxy)
+			 : errhint("Check the base_url option of the server and that the host is reachable.")));
 }
 
 /*
@@ -429,6 +490,10 @@ maestro_http_execute(const MaestroConnection *conn, const MaestroRequest *req,
 
 	buf->limit = (size_t) maestro_max_response_kb * 1024;
 	memset(resp, 0, sizeof(*resp));
+
+	/* the token endpoint is the account server's, outside the API's quota */
+	if (req->endpoint != MAESTRO_EP_TOKEN)
+		maestro_ratelimit_check(conn);
 
 	url = maestro_http_url(conn, req);
 
@@ -459,8 +524,23 @@ maestro_http_execute(const MaestroConnection *conn, const MaestroRequest *req,
 			resp->status = 0;
 			if (rc == CURLE_OK)
 				curl_easy_getinfo(maestro_easy, CURLINFO_RESPONSE_CODE, &resp->status);
+			if (rc == CURLE_OK && req->endpoint != MAESTRO_EP_TOKEN)
+				maestro_ratelimit_observe(conn->server_id, maestro_easy);
 
 			if (!req->idempotent || attempt >= maestro_max_retries)
+				break;
+			/* a proxy that refused the tunnel will refuse it again */
+			if (rc != CURLE_OK && conn->proxy)
+			{
+				long		connect_code = 0;
+
+				curl_easy_getinfo(maestro_easy, CURLINFO_HTTP_CONNECTCODE, &connect_code);
+				if (connect_code >= 300)
+					break;
+			}
+			/* a retry could only be refused too */
+			if (req->endpoint != MAESTRO_EP_TOKEN &&
+				maestro_ratelimit_wait_ms(conn->server_id, NULL) > 0)
 				break;
 			if (rc == CURLE_OK ? !maestro_http_status_retryable(resp->status)
 				: (!maestro_http_transport_retryable(rc) || buf->too_large))
@@ -496,7 +576,7 @@ maestro_http_execute(const MaestroConnection *conn, const MaestroRequest *req,
 					 errmsg("canceling Maestro request due to an interrupt")));
 		}
 		if (rc != CURLE_OK)
-			raise_transport_error(req, (CURLcode) rc, curl_message, (MaestroBuffer *) buf, resp->retries);
+			raise_transport_error(conn, req, (CURLcode) rc, curl_message, (MaestroBuffer *) buf, resp->retries);
 
 		{
 			char	   *ctype = NULL;

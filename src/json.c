@@ -1,8 +1,8 @@
 /*-------------------------------------------------------------------------
  *
  * json.c
- *		Parsing Maestro's JSON bodies with cJSON, and printing cJSON values
- *		back to text.
+ *		Parsing Maestro's JSON bodies with cJSON (whole, or a list response
+ *		element by element), and printing cJSON values back to text.
  *
  * cJSON's allocation hooks are process-wide, and another library in the
  * backend may use cJSON with plain malloc. So the palloc hooks are
@@ -20,7 +20,11 @@
 #include "maestro.h"
 #include "parse.h"
 
+#include "access/xact.h"
+#include "catalog/namespace.h"
+#include "common/string.h"
 #include "mb/pg_wchar.h"
+#include "miscadmin.h"
 #include "utils/memutils.h"
 
 /*
@@ -42,9 +46,158 @@ json_pfree(void *ptr)
 
 static cJSON_Hooks palloc_hooks = {json_palloc, json_pfree};
 
-/* NULL when the text is not valid UTF-8 JSON; never raises by itself. */
-cJSON *
-maestro_json_try_parse(const char *body, size_t len)
+/*
+ * Maestro speaks UTF-8; a database may use another encoding. Every string
+ * of a parsed response (keys and values) is converted to the database's
+ * encoding by maestro_json_parse, once, so that whatever is built from
+ * the tree (text, jsonb) holds text in the encoding PostgreSQL expects;
+ * request bodies and query strings are converted to UTF-8. In a UTF-8 (or
+ * SQL_ASCII) database nothing is copied. A character the database's
+ * encoding cannot hold is an error (22P05, as for a client whose encoding
+ * cannot hold it) in a success body; in an error message (strict =
+ * false), where the error being reported matters more, it becomes '?'.
+ *
+ * The conversion functions are looked up once, in a transaction (the
+ * catalog is read), by maestro_encoding_prepare(), which every path to the
+ * API passes through when it resolves its server; they are then usable
+ * outside a transaction too, as the worker needs.
+ */
+static FmgrInfo *utf8_to_server_proc = NULL;
+static FmgrInfo *server_to_utf8_proc = NULL;
+
+static bool
+conversion_needed(void)
+{
+	int			encoding = GetDatabaseEncoding();
+
+	return encoding != PG_UTF8 && encoding != PG_SQL_ASCII;
+}
+
+static FmgrInfo *
+conversion_proc(int from, int to)
+{
+	Oid			proc = FindDefaultConversionProc(from, to);
+	FmgrInfo   *info;
+
+	if (!OidIsValid(proc))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_FUNCTION),
+				 errmsg("default conversion function for encoding \"%s\" to \"%s\" does not exist",
+						pg_encoding_to_char(from), pg_encoding_to_char(to))));
+	info = MemoryContextAlloc(TopMemoryContext, sizeof(FmgrInfo));
+	fmgr_info_cxt(proc, info, TopMemoryContext);
+	return info;
+}
+
+void
+maestro_encoding_prepare(void)
+{
+	if (!conversion_needed() || server_to_utf8_proc != NULL || !IsTransactionState())
+		return;
+	utf8_to_server_proc = conversion_proc(PG_UTF8, GetDatabaseEncoding());
+	server_to_utf8_proc = conversion_proc(GetDatabaseEncoding(), PG_UTF8);
+}
+
+static FmgrInfo *
+ready_proc(FmgrInfo **proc)
+{
+	maestro_encoding_prepare();
+	if (*proc == NULL)
+		elog(ERROR, "maestro: encoding conversion used before it was prepared");
+	return *proc;
+}
+
+/*
+ * Convert len bytes; returns how many were converted (all, unless noerror
+ * and a character the target cannot hold stopped it). The result is always
+ * terminated.
+ */
+static int
+convert(FmgrInfo *proc, int from, int to, const char *s, int len, char *out, bool noerror)
+{
+	return DatumGetInt32(FunctionCall6(proc, Int32GetDatum(from), Int32GetDatum(to),
+									   CStringGetDatum(s), CStringGetDatum(out),
+									   Int32GetDatum(len), BoolGetDatum(noerror)));
+}
+
+char *
+maestro_utf8_to_server(const char *s, size_t len, bool strict)
+{
+	FmgrInfo   *proc;
+	int			to = GetDatabaseEncoding();
+	char	   *result;
+	char	   *out;
+	size_t		in = 0;
+
+	if (len == 0 || !conversion_needed() || pg_is_ascii(s))
+		return unconstify(char *, s);
+	if (len >= MaxAllocSize / (MAX_CONVERSION_GROWTH + 1))
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("out of memory"),
+				 errdetail("A string of %zu bytes is too long for encoding conversion.", len)));
+	proc = ready_proc(&utf8_to_server_proc);
+	/* room for every character converted, or replaced by '?' */
+	result = palloc(len * MAX_CONVERSION_GROWTH + 1);
+	out = result;
+	while (in < len)
+	{
+		int			done = convert(proc, PG_UTF8, to, s + in, (int) (len - in), out, !strict);
+
+		in += done;
+		out += strlen(out);
+		if (in < len)
+		{
+			/* a character the database cannot hold: skip it */
+			*out++ = '?';
+			*out = '\0';
+			in += Max(pg_utf_mblen((const unsigned char *) s + in), 1);
+		}
+	}
+	return result;
+}
+
+/* Text in the database's encoding, as UTF-8 for a request. */
+char *
+maestro_server_to_utf8(const char *s)
+{
+	size_t		len;
+	char	   *result;
+
+	if (s == NULL || !conversion_needed() || pg_is_ascii(s))
+		return unconstify(char *, s);
+	len = strlen(s);
+	if (len >= MaxAllocSize / (MAX_CONVERSION_GROWTH + 1))
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("out of memory"),
+				 errdetail("A string of %zu bytes is too long for encoding conversion.", len)));
+	result = palloc(len * MAX_CONVERSION_GROWTH + 1);
+	/* every server encoding maps into Unicode: nothing is lost */
+	(void) convert(ready_proc(&server_to_utf8_proc), GetDatabaseEncoding(), PG_UTF8,
+				   s, (int) len, result, false);
+	return result;
+}
+
+static void
+tree_to_server(cJSON *item, bool strict)
+{
+	check_stack_depth();
+	for (; item != NULL; item = item->next)
+	{
+		if (item->string != NULL)
+			item->string = maestro_utf8_to_server(item->string, strlen(item->string), strict);
+		if (cJSON_IsString(item) && item->valuestring != NULL)
+			item->valuestring = maestro_utf8_to_server(item->valuestring,
+													   strlen(item->valuestring), strict);
+		if (item->child != NULL)
+			tree_to_server(item->child, strict);
+	}
+}
+
+/* NULL when the text is not valid UTF-8 JSON. */
+static cJSON *
+parse_utf8(const char *body, size_t len)
 {
 	cJSON	   *root;
 
@@ -58,6 +211,18 @@ maestro_json_try_parse(const char *body, size_t len)
 	cJSON_InitHooks(NULL);
 
 	return root;
+}
+
+/*
+ * For bodies read for what they say about an error, or for ASCII fields
+ * only: NULL when the text is not valid UTF-8 JSON; never raises by
+ * itself. The tree's strings stay UTF-8 (parse.c's error texts expect it);
+ * errors.c converts the message it builds from them.
+ */
+cJSON *
+maestro_json_try_parse(const char *body, size_t len)
+{
+	return parse_utf8(body, len);
 }
 
 static void raise_not_json(const MaestroRequest *req, size_t len) pg_attribute_noreturn();
@@ -77,10 +242,12 @@ raise_not_json(const MaestroRequest *req, size_t len)
 cJSON *
 maestro_json_parse(const char *body, size_t len, const MaestroRequest *req)
 {
-	cJSON	   *root = maestro_json_try_parse(body, len);
+	cJSON	   *root = parse_utf8(body, len);
 
 	if (root == NULL)
 		raise_not_json(req, len);
+	if (GetDatabaseEncoding() != PG_UTF8)
+		tree_to_server(root, true);
 	return root;
 }
 
@@ -112,7 +279,11 @@ maestro_json_list_begin(MaestroListReader *reader, const char *body, size_t len,
 	return rc == MAESTRO_LIST_FOUND;
 }
 
-/* The next element, parsed in the current memory context; NULL at the end. */
+/*
+ * The next element, parsed in the current memory context, its strings in
+ * the database's encoding as maestro_json_parse leaves them; NULL at the
+ * end.
+ */
 cJSON *
 maestro_json_list_next(MaestroListReader *reader)
 {
@@ -125,7 +296,11 @@ maestro_json_list_next(MaestroListReader *reader)
 
 	if (rc < 0)
 		raise_not_json(reader->req, reader->len);
-	return rc == 0 ? NULL : element;
+	if (rc == 0)
+		return NULL;
+	if (GetDatabaseEncoding() != PG_UTF8)
+		tree_to_server(element, true);
+	return element;
 }
 
 char *

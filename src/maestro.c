@@ -29,6 +29,7 @@ int			maestro_connect_timeout_ms = 5000;
 int			maestro_request_timeout_ms = 30000;
 int			maestro_max_response_kb = 10240;
 int			maestro_max_retries = 3;
+int			maestro_page_size = 0;
 char	   *maestro_database_name = NULL;
 int			maestro_max_concurrency = 16;
 int			maestro_rate_limit = 15;
@@ -42,8 +43,8 @@ static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 
 /*
- * The shared state of the token cache, the statistics and the trigger
- * queue, requested and set up in one place.
+ * The shared state of the token cache, the statistics, the rate limits
+ * and the trigger queue, requested and set up in one place.
  */
 static void
 maestro_shmem_request(void)
@@ -52,6 +53,7 @@ maestro_shmem_request(void)
 		prev_shmem_request_hook();
 	maestro_auth_shmem_request();
 	maestro_stats_shmem_request();
+	maestro_ratelimit_shmem_request();
 	maestro_queue_shmem_request();
 }
 
@@ -63,6 +65,7 @@ maestro_shmem_startup(void)
 	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
 	maestro_auth_shmem_startup();
 	maestro_stats_shmem_startup();
+	maestro_ratelimit_shmem_startup();
 	maestro_queue_shmem_startup();
 	LWLockRelease(AddinShmemInitLock);
 }
@@ -120,6 +123,15 @@ _PG_init(void)
 							"Only GETs are retried, on 429, 502, 503, 504 and transport errors.",
 							&maestro_max_retries,
 							3, 0, 10,
+							PGC_USERSET,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("maestro.page_size",
+							"Instances asked for per page of the account-wide instance list.",
+							"0 sends no page_size: Maestro's own default applies.",
+							&maestro_page_size,
+							0, 0, 100000,
 							PGC_USERSET,
 							0,
 							NULL, NULL, NULL);

@@ -47,6 +47,7 @@ extern int	maestro_connect_timeout_ms;
 extern int	maestro_request_timeout_ms;
 extern int	maestro_max_response_kb;
 extern int	maestro_max_retries;
+extern int	maestro_page_size;
 
 /*
  * Everything needed to talk to one Maestro account as one role: built from
@@ -61,6 +62,9 @@ typedef struct MaestroConnection
 	char	   *base_url;		/* no trailing slash */
 	char	   *account_id;		/* canonical uuid text */
 	char	   *ca_file;		/* CA bundle for TLS; NULL: the system's */
+	char	   *proxy;			/* proxy URL without credentials; NULL: none */
+	char	   *proxy_user;		/* from the user mapping */
+	char	   *proxy_password;
 	char	   *access_token;	/* static, or minted by auth.c */
 	/* the JWT grant, when the user mapping asks for it */
 	bool		jwt;
@@ -83,6 +87,7 @@ typedef enum MaestroEndpoint
 	MAESTRO_EP_RESUME,
 	MAESTRO_EP_CANCEL,
 	MAESTRO_EP_TOKEN,
+	MAESTRO_EP_ACCOUNT_INSTANCES,
 	MAESTRO_ENDPOINTS
 } MaestroEndpoint;
 
@@ -121,10 +126,20 @@ typedef struct MaestroBuffer
 	size_t		limit;
 	bool		too_large;
 	bool		out_of_memory;
-	const char *upload;
+	const char *upload;			/* a POST's body, sent as POSTFIELDS */
 	size_t		upload_len;
-	size_t		upload_pos;
+	int			sends;			/* times libcurl was about to send it */
+	bool		resend_refused; /* and was stopped from sending it again */
 } MaestroBuffer;
+
+/* The filters of the account-wide instance list; NULL/0: not filtered. */
+typedef struct MaestroInstanceFilter
+{
+	const char *status;
+	char	  **workflow_ids;	/* canonical uuid text */
+	int			nworkflow_ids;
+	const char *started_by;
+} MaestroInstanceFilter;
 
 /* options.c */
 extern MaestroConnection *maestro_connect(void);
@@ -176,6 +191,10 @@ extern char *maestro_json_print(const cJSON *item);
 extern bool maestro_json_list_begin(MaestroListReader *reader, const char *body, size_t len,
 									const char *wrapper_key, const MaestroRequest *req);
 extern cJSON *maestro_json_list_next(MaestroListReader *reader);
+/* Maestro speaks UTF-8: the two conversions at the database's boundary */
+extern char *maestro_utf8_to_server(const char *s, size_t len, bool strict);
+extern char *maestro_server_to_utf8(const char *s);
+extern void maestro_encoding_prepare(void);
 
 /* api.c: one function per endpoint; each returns the parsed 2xx body */
 extern cJSON *maestro_get_workflows(MaestroConnection *conn, const char *status);
@@ -195,6 +214,11 @@ extern cJSON *maestro_post_workflow_action(MaestroConnection *conn,
 										   const char *workflow_id, const char *action);
 extern cJSON *maestro_post_cancel(MaestroConnection *conn, const char *workflow_id,
 								  const char *instance_id);
+extern cJSON *maestro_get_account_instances(MaestroConnection *conn,
+											const MaestroInstanceFilter *filter,
+											const char *ctoken, bool missing_ok);
+extern char *maestro_find_instance_by_name(MaestroConnection *conn, const char *workflow_id,
+										   const char *instance_name, char **note);
 
 /* functions.c */
 extern void maestro_check_trigger_args(FunctionCallInfo fcinfo, Jsonb **inputs,
@@ -220,6 +244,13 @@ extern void maestro_stats_record(Oid server_id, MaestroEndpoint endpoint, long s
 								 size_t bytes);
 extern void maestro_stats_worker(int sent, int done, int failed, int retried,
 								 int64 queue_depth);
+
+/* ratelimit.c: DocuSign's X-RateLimit-* headers, and the quota rule */
+extern void maestro_ratelimit_shmem_request(void);
+extern void maestro_ratelimit_shmem_startup(void);
+extern void maestro_ratelimit_observe(Oid server_id, CURL *easy);
+extern long maestro_ratelimit_wait_ms(Oid server_id, TimestampTz *until);
+extern void maestro_ratelimit_check(const MaestroConnection *conn);
 
 /*
  * version.c: the SQL objects in this database against the library. Every

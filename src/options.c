@@ -50,10 +50,13 @@ static const MaestroOption maestro_options[] = {
 	{"auth_url", ForeignServerRelationId},
 	{"scopes", ForeignServerRelationId},
 	{"ca_file", ForeignServerRelationId},
+	{"proxy", ForeignServerRelationId},
 	{"access_token", UserMappingRelationId},
 	{"integration_key", UserMappingRelationId},
 	{"user_id", UserMappingRelationId},
 	{"private_key", UserMappingRelationId},
+	{"proxy_user", UserMappingRelationId},
+	{"proxy_password", UserMappingRelationId},
 	{NULL, InvalidOid}
 };
 
@@ -151,6 +154,82 @@ validate_url_option(const char *option, const char *value)
 }
 
 /*
+ * A proxy is an http, https or socks5h URL naming a host and port and
+ * nothing more. Server options are world-readable, so credentials are
+ * refused here (they belong in the user mapping as proxy_user and
+ * proxy_password) and a value carrying some is never echoed. socks5h, not
+ * socks5: the proxy resolves the API's host name, as an http proxy does.
+ */
+static void
+validate_proxy_option(const char *value)
+{
+	CURLU	   *url = curl_url();
+	char	   *scheme = NULL;
+	char	   *host = NULL;
+	char	   *user = NULL;
+	char	   *password = NULL;
+	char	   *path = NULL;
+	char	   *query = NULL;
+	char	   *fragment = NULL;
+	const char *problem = NULL;
+	/* whatever is wrong, a value that may hold credentials is not echoed */
+	bool		secret = strchr(value, '@') != NULL;
+
+	if (url == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("out of memory")));
+
+	if (strstr(value, "://") == NULL)
+		problem = "it must start with http://, https:// or socks5h://";
+	else if (curl_url_set(url, CURLUPART_URL, value, CURLU_NON_SUPPORT_SCHEME) != CURLUE_OK)
+		problem = "it is not a valid URL";
+	else
+	{
+		curl_url_get(url, CURLUPART_SCHEME, &scheme, 0);
+		curl_url_get(url, CURLUPART_HOST, &host, 0);
+		curl_url_get(url, CURLUPART_USER, &user, 0);
+		curl_url_get(url, CURLUPART_PASSWORD, &password, 0);
+		curl_url_get(url, CURLUPART_PATH, &path, 0);
+		curl_url_get(url, CURLUPART_QUERY, &query, 0);
+		curl_url_get(url, CURLUPART_FRAGMENT, &fragment, 0);
+
+		if (user != NULL || password != NULL)
+			problem = "it must not carry credentials; give them as proxy_user and proxy_password in the user mapping";
+		else if (scheme == NULL ||
+				 (pg_strcasecmp(scheme, "http") != 0 && pg_strcasecmp(scheme, "https") != 0 &&
+				  pg_strcasecmp(scheme, "socks5h") != 0))
+			problem = "the scheme must be http, https or socks5h";
+		else if (host == NULL || host[0] == '\0')
+			problem = "it names no host";
+		else if ((path != NULL && strcmp(path, "/") != 0) || query != NULL || fragment != NULL)
+			problem = "it must not have a path, query string or fragment";
+	}
+
+	curl_free(scheme);
+	curl_free(host);
+	curl_free(user);
+	curl_free(password);
+	curl_free(path);
+	curl_free(query);
+	curl_free(fragment);
+	curl_url_cleanup(url);
+
+	if (problem != NULL && secret)
+		ereport(ERROR,
+				(errcode(ERRCODE_FDW_INVALID_OPTION_NAME),
+				 errmsg("invalid value for option \"proxy\""),
+				 errdetail("The URL is not usable: %s.", problem),
+				 errhint("Use the proxy's URL alone, e.g. 'http://proxy.example.com:3128'.")));
+	if (problem != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_FDW_INVALID_OPTION_NAME),
+				 errmsg("invalid value for option \"proxy\": \"%s\"", value),
+				 errdetail("The URL is not usable: %s.", problem),
+				 errhint("Use the proxy's URL alone, e.g. 'http://proxy.example.com:3128'.")));
+}
+
+/*
  * The token becomes an HTTP header: anything but visible ASCII could split
  * it into further headers. The value is never echoed.
  */
@@ -175,6 +254,46 @@ validate_access_token(const char *value)
 	}
 }
 
+/*
+ * Is path already the ca_file of a server of this wrapper (the validator
+ * identifies it)? Then a superuser chose it, and keeping it names no new
+ * file.
+ */
+static bool
+ca_file_in_use(Oid validator, const char *path)
+{
+	Relation	rel = table_open(ForeignServerRelationId, AccessShareLock);
+	SysScanDesc scan = systable_beginscan(rel, InvalidOid, false, NULL, 0, NULL);
+	HeapTuple	tuple;
+	bool		found = false;
+
+	while (!found && HeapTupleIsValid(tuple = systable_getnext(scan)))
+	{
+		Form_pg_foreign_server server = (Form_pg_foreign_server) GETSTRUCT(tuple);
+		Datum		datum;
+		bool		isnull;
+		ListCell   *cell;
+
+		if (GetForeignDataWrapper(server->srvfdw)->fdwvalidator != validator)
+			continue;
+		datum = heap_getattr(tuple, Anum_pg_foreign_server_srvoptions,
+							 RelationGetDescr(rel), &isnull);
+		if (isnull)
+			continue;
+		foreach(cell, untransformRelOptions(datum))
+		{
+			DefElem    *def = (DefElem *) lfirst(cell);
+
+			if (strcmp(def->defname, "ca_file") == 0 &&
+				strcmp(defGetString(def), path) == 0)
+				found = true;
+		}
+	}
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
+	return found;
+}
+
 Datum
 maestro_fdw_validator(PG_FUNCTION_ARGS)
 {
@@ -183,6 +302,8 @@ maestro_fdw_validator(PG_FUNCTION_ARGS)
 	bool		have_account = false;
 	bool		have_token = false;
 	int			jwt_options = 0;
+	bool		have_proxy_user = false;
+	bool		have_proxy_password = false;
 	ListCell   *cell;
 
 	foreach(cell, options)
@@ -255,15 +376,49 @@ maestro_fdw_validator(PG_FUNCTION_ARGS)
 		{
 			const char *path = defGetString(def);
 
+			/*
+			 * The server process reads this file, and the access() probe
+			 * below would tell anyone with USAGE on the wrapper whether a
+			 * file exists and is readable by it. So only a superuser names
+			 * one; the owner may keep (or drop) what a superuser set, since
+			 * the validator sees the whole option list on every ALTER.
+			 */
+			if (!superuser() && !ca_file_in_use(fcinfo->flinfo->fn_oid, path))
+				ereport(ERROR,
+						(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+						 errmsg("permission denied to set option \"ca_file\""),
+						 errdetail("Only a superuser may name a file on the database server."),
+						 errhint("Ask a superuser to run ALTER SERVER ... OPTIONS (ADD ca_file '...').")));
 			if (!is_absolute_path(path))
 				ereport(ERROR,
 						(errcode(ERRCODE_FDW_INVALID_OPTION_NAME),
 						 errmsg("option \"ca_file\" must be an absolute path")));
-			if (access(path, R_OK) != 0)
+			if (superuser() && access(path, R_OK) != 0)
 				ereport(ERROR,
 						(errcode_for_file_access(),
 						 errmsg("could not read the file named by option \"ca_file\": \"%s\": %m", path)));
 		}
+		else if (strcmp(def->defname, "proxy") == 0)
+			validate_proxy_option(defGetString(def));
+		else if (strcmp(def->defname, "proxy_user") == 0)
+		{
+			const char *p;
+
+			/* Basic authentication joins user and password with a colon */
+			for (p = defGetString(def); *p; p++)
+				if ((unsigned char) *p < ' ' || *p == 127 || *p == ':')
+					ereport(ERROR,
+							(errcode(ERRCODE_FDW_INVALID_OPTION_NAME),
+							 errmsg("invalid value for option \"proxy_user\""),
+							 errdetail("The user name contains a colon or a control character.")));
+			if (defGetString(def)[0] == '\0')
+				ereport(ERROR,
+						(errcode(ERRCODE_FDW_INVALID_OPTION_NAME),
+						 errmsg("option \"proxy_user\" must not be empty")));
+			have_proxy_user = true;
+		}
+		else if (strcmp(def->defname, "proxy_password") == 0)
+			have_proxy_password = true;	/* any text; never echoed */
 		else if (strcmp(def->defname, "access_token") == 0)
 			have_token = true;
 		else if (strcmp(def->defname, "account_id") == 0)
@@ -291,6 +446,11 @@ maestro_fdw_validator(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_FDW_INVALID_OPTION_NAME),
 				 errmsg("a user mapping takes either access_token or the JWT grant options, not both")));
+
+	if (catalog == UserMappingRelationId && have_proxy_password && !have_proxy_user)
+		ereport(ERROR,
+				(errcode(ERRCODE_FDW_OPTION_NAME_NOT_FOUND),
+				 errmsg("option \"proxy_password\" needs \"proxy_user\"")));
 
 	if (catalog == ForeignServerRelationId && !have_account)
 		ereport(ERROR,
@@ -455,6 +615,9 @@ build_connection(ForeignServer *server, List *mapping, Oid mapping_id)
 	conn->server_name = pstrdup(server->servername);
 	conn->account_id = option_value(server->options, "account_id");
 	conn->ca_file = option_value(server->options, "ca_file");
+	conn->proxy = option_value(server->options, "proxy");
+	conn->proxy_user = option_value(mapping, "proxy_user");
+	conn->proxy_password = option_value(mapping, "proxy_password");
 	conn->base_url = without_trailing_slashes(base_url ? base_url : MAESTRO_DEFAULT_BASE_URL);
 	conn->access_token = option_value(mapping, "access_token");
 
@@ -501,6 +664,7 @@ maestro_connect(void)
 						 quote_identifier(server->servername))));
 
 	conn = build_connection(server, mapping, mapping_id);
+	maestro_encoding_prepare();
 
 	/* Catalog rows written before the validator existed could lack these. */
 	if (conn->account_id == NULL || !maestro_is_uuid(conn->account_id))
@@ -556,6 +720,7 @@ maestro_connection_for(Oid serverid, Oid userid, char **problem)
 		return NULL;
 
 	conn = build_connection(server, mapping, mapping_id);
+	maestro_encoding_prepare();
 	if (conn->account_id == NULL || !maestro_is_uuid(conn->account_id))
 		*problem = psprintf("maestro server \"%s\" has no valid account_id", server->servername);
 	else if (conn->access_token == NULL && !conn->jwt)
@@ -579,6 +744,9 @@ maestro_connection_copy(const MaestroConnection *conn)
 	COPY_STRING(base_url);
 	COPY_STRING(account_id);
 	COPY_STRING(ca_file);
+	COPY_STRING(proxy);
+	COPY_STRING(proxy_user);
+	COPY_STRING(proxy_password);
 	COPY_STRING(access_token);
 	COPY_STRING(auth_url);
 	COPY_STRING(scopes);

@@ -308,22 +308,22 @@ maestro_uuid_is_canonical(const char *text)
 }
 
 /*
- * Canonical uuid text, optionally in braces as the spec's pattern allows.
- * One pass: every instance row decodes three.
+ * Canonical uuid text, with the braces the spec's pattern allows: its
+ * ^[{]?...[}]?$ makes each one optional on its own, and schema-valid
+ * answers (Prism's, for one) do carry a lone "{" or "}". One pass: every
+ * instance row decodes three.
  */
 bool
 maestro_uuid_decode(const char *text, unsigned char uuid[16])
 {
 	unsigned char bytes[16];
 	const char *p = text;
-	bool		braces;
 	int			i,
 				j;
 
 	if (text == NULL)
 		return false;
-	braces = (p[0] == '{');
-	if (braces)
+	if (p[0] == '{')
 		p++;
 	for (i = 0, j = 0; i < 36; i++)
 	{
@@ -344,7 +344,8 @@ maestro_uuid_decode(const char *text, unsigned char uuid[16])
 			bytes[j / 2] |= (unsigned char) nibble;
 		j++;
 	}
-	if (braces ? (p[36] != '}' || p[37] != '\0') : p[36] != '\0')
+	/* a closing brace, or none, whether or not one opened */
+	if (p[36] == '}' ? p[37] != '\0' : p[36] != '\0')
 		return false;
 	memcpy(uuid, bytes, 16);
 	return true;

@@ -71,7 +71,7 @@ extern bool maestro_utf8_is_valid(const char *bytes, size_t len);
 
 /* uuid text: 8-4-4-4-12 hex digits, either case */
 extern bool maestro_uuid_is_canonical(const char *text);
-/* canonical uuid text, or the same in braces; false leaves uuid untouched */
+/* canonical uuid text, each brace of {...} optional as in the spec; false leaves uuid untouched */
 extern bool maestro_uuid_decode(const char *text, unsigned char uuid[16]);
 
 /*

@@ -39,7 +39,7 @@ PG_FUNCTION_INFO_V1(maestro_stats_reset);
 
 static const char *const endpoint_names[MAESTRO_ENDPOINTS] = {
 	"workflows", "trigger_requirements", "trigger", "instances", "instance",
-	"pause", "resume", "cancel", "token"
+	"pause", "resume", "cancel", "token", "account_instances"
 };
 
 typedef struct StatsEntry

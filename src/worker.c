@@ -87,6 +87,8 @@ typedef struct InFlight
 	char	   *url;
 	MaestroRequest req;
 	MaestroConnection *conn;	/* a copy, to drop a refused token */
+	char	   *workflow_id;	/* to find the instance by its name */
+	char	   *instance_name;
 	TimestampTz started_at;		/* when the POST left */
 	long		rate_remaining; /* X-RateLimit-Remaining, -1 if absent */
 	long		rate_reset;		/* X-RateLimit-Reset (epoch s), -1 if absent */
@@ -217,7 +219,8 @@ pace_next_slot(ServerPace *pace, TimestampTz now)
 	if (pace->capacity > 0 && pace->count > 0)
 		slot = Max(slot, pace->sent[(pace->head + pace->count - 1) % pace->capacity] +
 				   (TimestampTz) (1050000.0 / pace->capacity));
-	return Max(slot, pace->paused_until);
+	return Max(Max(slot, pace->paused_until),
+			   now + (TimestampTz) maestro_ratelimit_wait_ms(pace->server_id, NULL) * 1000);
 }
 
 /* How many more requests the server may get in the current window. */
@@ -227,7 +230,7 @@ pace_allowance(ServerPace *pace, TimestampTz now)
 	int			used = 0;
 	int			i;
 
-	if (pace->paused_until > now)
+	if (pace->paused_until > now || maestro_ratelimit_wait_ms(pace->server_id, NULL) > 0)
 		return 0;
 	if (pace->capacity <= 0)
 		return INT_MAX;
@@ -669,8 +672,9 @@ outcome_of(InFlight *f, CURLcode rc)
 		o->http_status = (int) status;
 		if (cJSON_IsString(id) && maestro_is_uuid(id->valuestring))
 			o->instance_id = pstrdup(id->valuestring);
-		else
-			o->error = pstrdup("Maestro accepted the trigger but returned no instance_id");
+		else					/* the spec requires no field: still done */
+			o->instance_id = maestro_find_instance_by_name(f->conn, f->workflow_id,
+														   f->instance_name, &o->error);
 		if (cJSON_IsString(url))
 			o->instance_url = pstrdup(url->valuestring);
 		return o;
@@ -825,6 +829,8 @@ start_send(Claimed *c)
 	f->rate_reset = -1;
 	/* the claimed request's memory goes before the transfer ends */
 	f->conn = maestro_connection_copy(c->conn);
+	f->workflow_id = pstrdup(c->workflow_id);
+	f->instance_name = pstrdup(c->instance_name);
 	maestro_trigger_request(c->conn, c->workflow_id, c->instance_name, c->inputs, &f->req);
 	f->url = maestro_http_url(c->conn, &f->req);
 	f->headers = maestro_http_headers(c->conn, &f->req);
@@ -915,14 +921,8 @@ collect(void)
 								 f->buf.len);
 		}
 
-		/* DocuSign's hourly quota is used up: wait for its reset */
-		if (f->rate_remaining == 0 && f->rate_reset > 0)
-		{
-			long		wait_s = f->rate_reset - (long) time(NULL);
-
-			if (wait_s > 0)
-				pace_pause(f->server_id, wait_s * 1000);
-		}
+		/* a spent hourly quota holds the server's sends (pace_allowance) */
+		maestro_ratelimit_observe(f->server_id, f->easy);
 		finish_send(f);
 	}
 	return outcomes;

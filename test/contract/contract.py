@@ -10,7 +10,11 @@ Called by run.sh once Prism (mock mode, --errors) is up. It
    - the request went to the right operation (method, path, query),
    - Prism found no request violation (`sl-violations` header) and answered 2xx,
    - the function succeeded and its rows equal the spec's example;
-3. example replay: for every example the simulator lists (GET
+3. dynamic rounds: a second Prism in dynamic mode (`prism mock -d`) answers
+   every call with a random schema-valid body; every function must succeed
+   (no ERROR) on each of CONTRACT_DYNAMIC_ROUNDS (20) calls, since the spec
+   requires no response field;
+4. example replay: for every example the simulator lists (GET
    $MAESTRO_SIM_URL/__sim/examples), points a server at
    $MAESTRO_SIM_URL/_example/<status>/<name> and calls the SQL function of
    that operation: 2xx examples must parse into the example's rows, 4xx/5xx
@@ -978,6 +982,136 @@ def check_replay(t, db, spec, sim_url, wf, inst):
 
 
 # --------------------------------------------------------------------------
+# dynamic rounds: Prism answers with random schema-valid bodies (mock -d)
+# --------------------------------------------------------------------------
+DYNAMIC_ROUNDS = int(os.environ.get("CONTRACT_DYNAMIC_ROUNDS", "20"))
+PRISM_BIN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "node_modules", ".bin", "prism")
+
+
+def dynamic_calls(wf, inst):
+    """(label, query) for every function the spec's operations back."""
+    w, i = sql_lit(wf), sql_lit(inst)
+    inputs = sql_lit(json.dumps(TRIGGER_INPUTS)) + "::jsonb"
+    return [
+        ("maestro_workflows()", "SELECT * FROM maestro_workflows()"),
+        ("maestro_trigger_requirements(workflow_id)",
+         "SELECT maestro_trigger_requirements(%s::uuid) AS v" % w),
+        ("maestro_trigger_inputs(workflow_id)", "SELECT * FROM maestro_trigger_inputs(%s::uuid)" % w),
+        ("maestro_trigger(workflow_id, inputs, instance_name)",
+         "SELECT * FROM maestro_trigger(%s::uuid, %s, %s)" % (w, inputs, sql_lit(TRIGGER_NAME))),
+        ("maestro_instances(workflow_id)", "SELECT * FROM maestro_instances(%s::uuid)" % w),
+        ("maestro_instance(workflow_id, instance_id)",
+         "SELECT * FROM maestro_instance(%s::uuid, %s::uuid)" % (w, i)),
+        ("maestro_pause(workflow_id)", "SELECT maestro_pause(%s::uuid) AS v" % w),
+        ("maestro_resume(workflow_id)", "SELECT maestro_resume(%s::uuid) AS v" % w),
+        ("maestro_cancel(workflow_id, instance_id)",
+         "SELECT maestro_cancel(%s::uuid, %s::uuid) AS v" % (w, i)),
+        # the spec has no account-wide list: Prism's 404 makes the view fall
+        # back to the workflow list and each workflow's instances
+        ("maestro_all_instances (view)", "SELECT * FROM maestro_all_instances"),
+    ]
+
+
+def start_dynamic_prism(spec_path):
+    """Prism in dynamic mode on a free port; (process, url, log path) or raises."""
+    import socket
+    import tempfile
+    import time
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    log = tempfile.NamedTemporaryFile(prefix="prism-dynamic.", suffix=".log", delete=False)
+    proc = subprocess.Popen([PRISM_BIN, "mock", "-d", "-h", "127.0.0.1", "-p", str(port),
+                             spec_path], stdout=log, stderr=subprocess.STDOUT)
+    url = "http://127.0.0.1:%d" % port
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            break
+        try:
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            c.request("GET", "/")
+            c.getresponse().read()
+            c.close()
+            return proc, url, log.name
+        except OSError:
+            time.sleep(0.2)
+    proc.kill()
+    proc.wait()
+    with open(log.name, errors="replace") as f:
+        tail = f.read()[-2000:]
+    os.unlink(log.name)
+    raise RuntimeError("prism mock -d did not start on %s: %s" % (url, tail))
+
+
+def check_dynamic(t, db, spec_path, wf, inst):
+    """Every function succeeds, over DYNAMIC_ROUNDS random schema-valid answers
+    each: the spec requires no response field, so none may be an error."""
+    import signal
+    try:
+        proc, url, log = start_dynamic_prism(spec_path)
+    except Exception as e:   # noqa: BLE001 - a failure to start is a failed check
+        t.check(False, "dynamic rounds: prism mock -d starts", [str(e)])
+        return
+    # run.sh stops this driver with SIGTERM: stop Prism with it
+    old_term = signal.signal(signal.SIGTERM, lambda *a: sys.exit(143))
+    try:
+        rc, out, err = db.run(
+            "DROP SERVER IF EXISTS prism_dynamic CASCADE;\n"
+            "CREATE SERVER prism_dynamic FOREIGN DATA WRAPPER maestro "
+            "OPTIONS (base_url %s, account_id %s);\n"
+            "CREATE USER MAPPING FOR CURRENT_USER SERVER prism_dynamic OPTIONS (access_token %s);\n"
+            % (sql_lit(url), sql_lit(ACCOUNT_ID), sql_lit(PRISM_TOKEN)))
+        if not t.check(rc == 0, "dynamic rounds: server prism_dynamic (prism mock -d)", [err.strip()]):
+            return
+        for label, query in dynamic_calls(wf, inst):
+            tag = "$dq$"
+            sql = ("SET TimeZone = 'UTC';\nSET statement_timeout = '300s';\n"
+                   "SET maestro.server = 'prism_dynamic';\n"
+                   "SELECT contract_try(%s%s%s) FROM generate_series(1, %d);\n"
+                   % (tag, query, tag, DYNAMIC_ROUNDS))
+            rc, out, err = db.run(sql, timeout=600)
+            results = []
+            for line in out.strip().splitlines():
+                try:
+                    results.append(json.loads(line))
+                except ValueError:
+                    pass
+            failures = [r for r in results if not r.get("ok")]
+            diag = ["psql exit %d: %s" % (rc, err.strip())] if rc != 0 else []
+            if len(results) != DYNAMIC_ROUNDS:
+                diag.append("%d result(s), expected %d" % (len(results), DYNAMIC_ROUNDS))
+            for r in failures[:3]:
+                diag += describe_error(r)
+            if failures:
+                diag.append("%d of %d calls raised an error" % (len(failures), len(results)))
+            t.check(not diag, "dynamic: %s succeeds on %d random schema-valid answers"
+                    % (label, DYNAMIC_ROUNDS), diag + ["SQL: " + query])
+            distinct = len({json.dumps(r.get("rows"), sort_keys=True) for r in results if r.get("ok")})
+            if label.startswith(("maestro_workflows", "maestro_trigger(")):
+                # proof that Prism answered at random, not with the spec's one example
+                t.check(distinct > 1, "dynamic: %s got different answers (%d distinct of %d)"
+                        % (label, distinct, len(results)))
+            warnings = err.count("WARNING:")
+            if warnings:
+                t.note("%s: %d of %d answers lacked a field the spec does not require (WARNING)"
+                       % (label, warnings, len(results)))
+    finally:
+        signal.signal(signal.SIGTERM, old_term)
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if not os.environ.get("CONTRACT_KEEP_LOGS"):
+            os.unlink(log)
+        else:
+            t.note("dynamic prism log kept in %s" % log)
+
+
+# --------------------------------------------------------------------------
 def workflow_and_instance(spec):
     wl = list_data(named_value(spec, "WorkflowListExample") or {})
     inst = named_value(spec, "WorkflowInstanceExample") or {}
@@ -1030,6 +1164,7 @@ def main():
                        [err.strip()]):
             return t.summary()
         check_against_prism(t, db, rec, spec, wf, inst)
+        check_dynamic(t, db, args.spec, wf, inst)
         if args.sim_url:
             check_replay(t, db, spec, args.sim_url, wf, inst)
         else:

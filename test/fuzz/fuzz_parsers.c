@@ -128,9 +128,10 @@ check_uuid(const char *text)
 
 	if (!maestro_uuid_decode(text, uuid))
 		return;
+	/* each brace is optional on its own */
 	s = (text[0] == '{') ? text + 1 : text;
-	CHECK(strlen(s) == ((text[0] == '{') ? 37u : 36u));
-	CHECK(maestro_uuid_is_canonical(text) == (text[0] != '{'));
+	CHECK(strlen(s) == 36u || (strlen(s) == 37u && s[36] == '}'));
+	CHECK(maestro_uuid_is_canonical(text) == (text[0] != '{' && strlen(text) == 36u));
 	for (i = 0, j = 0; i < 36; i++)
 	{
 		if (i == 8 || i == 13 || i == 18 || i == 23)

@@ -99,6 +99,7 @@ stop
 	echo sim-token
 	echo wrong-token
 	echo contract-token
+	echo pr0xy-s3cret-pw	# sql/proxy.sql's proxy_password
 	grep -hv -- '-----' "$MAESTRO_CERTS"/jwt_private.pem "$MAESTRO_CERTS"/jwt_private_pkcs1.pem \
 		"$MAESTRO_CERTS"/jwt_other_private.pem
 	curl -s "$MAESTRO_SIM_URL/__sim/secrets" |

@@ -6,7 +6,9 @@ Python 3.11+:
 
 * the deterministic seed data (one account, three workflows, four instances);
 * the eight public v1 endpoints under /v1/accounts/{accountId}/..., with the
-  wire schemas of maestro.rest.swagger-v1.0.0.json (snake_case), the legacy
+  wire schemas of maestro.rest.swagger-v1.0.0.json (snake_case), plus the
+  account-wide, paged GET /workflow-instances of the live reference (its
+  element schema is unpublished: the simulator's choice), the legacy
   {error, code, timestamp} body for unknown workflows/accounts, RFC 9457
   problem details (application/problem+json) for every other error, and the
   text/plain 401;
@@ -76,6 +78,10 @@ WORKFLOW_STATUS_ENUM = ("active", "inactive", "publishing", "unpublishing",
 TERMINAL_INSTANCE_STATUSES = ("Completed", "Canceled", "Failed")
 
 RATE_LIMIT = 3000
+# the account-wide instance list: page sizes are the simulator's choice
+ACCOUNT_PAGE_SIZE_DEFAULT = 100
+ACCOUNT_PAGE_SIZE_MAX = 1000
+ACCOUNT_LAST_CTOKEN = ("absent", "empty", "null")
 REQUEST_LOG_MAX = 100_000
 BULK_MAX = 1_000_000
 
@@ -369,9 +375,12 @@ class SimState:
     snapshot list taken under the lock can be serialised outside it.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, account_instances: bool = True) -> None:
         self.lock = threading.Lock()
         self.seq = 0  # request-log sequence; monotonic for the process lifetime
+        # the command line's choice, which reset() restores
+        self.account_instances_default = account_instances
+        self.ctoken_key = secrets.token_bytes(16)
         self.reset()
 
     # -- seed / reset ------------------------------------------------------
@@ -388,6 +397,9 @@ class SimState:
             self.rate_limit = RATE_LIMIT
             self.rate_remaining = RATE_LIMIT
             self.rate_enforce = False
+            self.rate_reset: int | None = None  # None: the next top of the hour
+            self.burst_limit: int | None = None  # None: no X-BurstLimit-* headers
+            self.burst_remaining = 0
             self.fault_counts: dict[str, int] = {}
             self.request_log: collections.deque = collections.deque(maxlen=REQUEST_LOG_MAX)
             # OAuth: access token -> expiry (epoch seconds); users who withdrew consent
@@ -399,6 +411,11 @@ class SimState:
             # /__sim/echo-auth: what the last request looked like (never the values)
             self.echo_auth: dict[str, Any] = {"count": 0, "authorization_present": False,
                                               "method": None, "body_present": False}
+            # GET /workflow-instances: served at all, how its last page ends,
+            # and under which key an element names its workflow (None: not at all)
+            self.account_instances = {"enabled": self.account_instances_default,
+                                      "last_ctoken": "absent",
+                                      "workflow_id_field": "workflow_id"}
 
     def _add_instance_locked(self, inst: dict[str, Any]) -> None:
         self.instances[inst["id"]] = inst
@@ -411,22 +428,29 @@ class SimState:
             exhausted = self.rate_remaining <= 0
             if self.rate_remaining > 0:
                 self.rate_remaining -= 1
+            if self.burst_limit is not None and self.burst_remaining > 0:
+                self.burst_remaining -= 1
             return self.rate_remaining, exhausted and self.rate_enforce
 
     def rate_headers(self, remaining: int | None = None) -> list[tuple[str, str]]:
         if remaining is None:
             remaining = self.rate_remaining
-        return [("X-RateLimit-Limit", str(self.rate_limit)),
-                ("X-RateLimit-Remaining", str(max(0, remaining))),
-                ("X-RateLimit-Reset", str(next_top_of_hour()))]
+        headers = [("X-RateLimit-Limit", str(self.rate_limit)),
+                   ("X-RateLimit-Remaining", str(max(0, remaining))),
+                   ("X-RateLimit-Reset", str(self.rate_reset if self.rate_reset is not None
+                                             else next_top_of_hour()))]
+        if self.burst_limit is not None:
+            headers += [("X-BurstLimit-Limit", str(self.burst_limit)),
+                        ("X-BurstLimit-Remaining", str(self.burst_remaining))]
+        return headers
 
     # -- faults --------------------------------------------------------------
-    def fault_fires(self, key: str, times: int | None) -> bool:
-        """Count one matching request for `key`; True while within `times`."""
+    def fault_fires(self, key: str, times: int | None, after: int = 0) -> bool:
+        """Count one matching request for `key`; True once past `after`, while within `times`."""
         with self.lock:
             n = self.fault_counts.get(key, 0) + 1
             self.fault_counts[key] = n
-        return times is None or n <= times
+        return n > after and (times is None or n <= after + times)
 
     # -- request log ---------------------------------------------------------
     def record(self, entry: dict[str, Any]) -> None:
@@ -461,6 +485,11 @@ class SimState:
     def list_instances(self, wid: str) -> list[dict[str, Any]]:
         with self.lock:
             return [self.instances[i] for i in self.workflow_instances.get(wid, [])]
+
+    def all_instances(self) -> list[dict[str, Any]]:
+        """Every instance of the account, in creation order."""
+        with self.lock:
+            return list(self.instances.values())
 
     def get_instance(self, wid: str, iid: str) -> dict[str, Any] | None:
         inst = self.instances.get(iid)
@@ -625,12 +654,14 @@ class FaultSpec:
     body_hex: str | None = None
     content_type: str | None = None
     redirect: str | None = None
+    after: int = 0
+    strip: str | None = None
 
 
-_FAULT_INT_KEYS = {"times", "latency_ms", "status", "oversize", "drip_ms"}
+_FAULT_INT_KEYS = {"times", "latency_ms", "status", "oversize", "drip_ms", "after"}
 _FAULT_FLAG_KEYS = {"reset", "truncate", "malformed", "html", "empty"}
 _FAULT_STR_KEYS = {"key", "method", "format", "retry_after", "body", "body_hex", "content_type",
-                   "redirect"}
+                   "redirect", "strip"}
 _FAULT_FORMATS = ("rfc", "legacy", "text", "html")
 
 
@@ -743,6 +774,28 @@ def fault_response(fault: FaultSpec, instance_path: str) -> Response | None:
     if fault.status is not None:
         return status_fault_body(fault.status, fault.format, instance_path)
     return None
+
+
+def strip_fields(value: Any, names: set[str]) -> Any:
+    """`value` without any object member named in `names`, at any depth."""
+    if isinstance(value, dict):
+        return {k: strip_fields(v, names) for k, v in value.items() if k not in names}
+    if isinstance(value, list):
+        return [strip_fields(v, names) for v in value]
+    return value
+
+
+def apply_strip(resp: Response, strip: str) -> Response:
+    """The `strip=a,b` fault: the normal answer without those members (a JSON body only)."""
+    if resp.chunks is not None or not resp.body:
+        return resp
+    try:
+        value = json.loads(resp.body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return resp
+    names = {n.strip() for n in strip.split(",") if n.strip()}
+    resp.body = json_bytes(strip_fields(value, names))
+    return resp
 
 
 def status_fault_body(status: int, fmt: str, instance_path: str) -> Response:
@@ -967,6 +1020,102 @@ def list_instances(req: ApiRequest) -> Response:
     return json_response(200, {"data": data, "response_metadata": req.response_metadata()})
 
 
+def _ctoken_sign(state: SimState, payload: bytes) -> str:
+    return hmac.new(state.ctoken_key, payload, hashlib.sha256).hexdigest()[:16]
+
+
+def make_ctoken(state: SimState, offset: int, total: int, fingerprint: str) -> str:
+    """An opaque continuation token: where the next page starts, signed."""
+    payload = json_bytes({"o": offset, "t": total, "f": fingerprint})
+    return b64url_encode(payload) + "." + _ctoken_sign(state, payload)
+
+
+def read_ctoken(state: SimState, token: str, fingerprint: str) -> tuple[int, int] | None:
+    """(offset, total) from a token this simulator made for the same filters, else None."""
+    data, _, sig = token.partition(".")
+    try:
+        payload = b64url_decode(data)
+        if not hmac.compare_digest(sig, _ctoken_sign(state, payload)):
+            return None
+        value = json.loads(payload)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(value, dict) or value.get("f") != fingerprint:
+        return None
+    offset, total = value.get("o"), value.get("t")
+    if not isinstance(offset, int) or not isinstance(total, int) or offset < 0:
+        return None
+    return offset, total
+
+
+def list_account_instances(req: ApiRequest) -> Response:
+    """GET /workflow-instances: every workflow's instances, filtered and paged.
+
+    The live reference names the parameters and the top-level fields but not
+    the element schema: elements are the per-workflow WorkflowInstance plus
+    the workflow's id under the configured key.
+    """
+    conf = dict(req.state.account_instances)
+    if not conf["enabled"]:
+        return legacy_error(404, "Resource not found")
+    errors = []
+    status = _first(req.query, "status")
+    wanted_wf = set()
+    for raw in req.query.get("workflow_definition_id", []):
+        norm = normalize_uuid(raw)
+        if norm is None:
+            errors.append(field_error("INVALID_FORMAT", "workflow_definition_id must be a valid UUID",
+                                      "workflow_definition_id"))
+        else:
+            wanted_wf.add(norm)
+    started_by = _first(req.query, "started_by_id")
+    if started_by is not None:
+        started_by = normalize_uuid(started_by)
+        if started_by is None:
+            errors.append(field_error("INVALID_FORMAT", "started_by_id must be a valid UUID",
+                                      "started_by_id"))
+    page_size = ACCOUNT_PAGE_SIZE_DEFAULT
+    raw_size = _first(req.query, "page_size")
+    if raw_size is not None:
+        try:
+            page_size = int(raw_size)
+        except ValueError:
+            page_size = 0
+        if not 1 <= page_size <= ACCOUNT_PAGE_SIZE_MAX:
+            errors.append(field_error("INVALID_VALUE", f"page_size must be an integer "
+                                      f"1..{ACCOUNT_PAGE_SIZE_MAX}", "page_size"))
+    if errors:
+        return problem(400, "One or more query parameters are invalid.", req.path, errors)
+
+    matching = [i for i in req.state.all_instances()
+                if (status is None or i["workflow_status"].lower() == status.lower())
+                and (not wanted_wf or i["template_id"] in wanted_wf)
+                and (started_by is None or str(i.get("started_by", "")).lower() == started_by)]
+    fingerprint = hashlib.sha256(json_bytes(
+        [status, sorted(wanted_wf), started_by])).hexdigest()[:16]
+    offset, total = 0, len(matching)
+    ctoken = _first(req.query, "ctoken")
+    if ctoken:
+        read = read_ctoken(req.state, ctoken, fingerprint)
+        if read is None:
+            return problem(400, "The ctoken is invalid or belongs to other filters.", req.path,
+                           [field_error("INVALID_VALUE", "ctoken is not valid", "ctoken")])
+        offset, total = read  # the total is evaluated once, at the first page
+    page = matching[offset:offset + page_size]
+    key = conf["workflow_id_field"]
+    elements = [{**i, key: i["template_id"]} if key else dict(i) for i in page]
+    body: dict[str, Any] = {"instances": elements, "total_set_size": total,
+                            "result_set_size": len(elements)}
+    if offset + page_size < len(matching):
+        body["ctoken"] = make_ctoken(req.state, offset + page_size, total, fingerprint)
+    elif conf["last_ctoken"] == "empty":
+        body["ctoken"] = ""
+    elif conf["last_ctoken"] == "null":
+        body["ctoken"] = None
+    body["response_metadata"] = req.response_metadata()
+    return json_response(200, body)
+
+
 def get_instance(req: ApiRequest) -> Response:
     inst = req.state.get_instance(req.params["workflowId"], req.params["instanceId"])
     if inst is None:
@@ -1016,6 +1165,7 @@ ROUTES: list[tuple[str, tuple[str, ...], Callable[[ApiRequest], Response]]] = [
     ("POST", ("workflows", "{workflowId}", "actions", "resume"), resume_workflow),
     ("POST", ("workflows", "{workflowId}", "instances", "{instanceId}", "actions", "cancel"),
      cancel_instance),
+    ("GET", ("workflow-instances",), list_account_instances),
 ]
 
 
@@ -1452,8 +1602,35 @@ def control_ratelimit(state: SimState, body: bytes) -> Response:
             state.rate_remaining = max(0, req["remaining"])
         if "enforce" in req:
             state.rate_enforce = bool(req["enforce"])
+        if "reset" in req and (req["reset"] is None or isinstance(req["reset"], int)):
+            state.rate_reset = req["reset"]
+        if "burst_limit" in req and (req["burst_limit"] is None or isinstance(req["burst_limit"], int)):
+            state.burst_limit = None if req["burst_limit"] is None else max(0, req["burst_limit"])
+            state.burst_remaining = state.burst_limit or 0
+        if isinstance(req.get("burst_remaining"), int):
+            state.burst_remaining = max(0, req["burst_remaining"])
         out = {"limit": state.rate_limit, "remaining": state.rate_remaining,
-               "enforce": state.rate_enforce}
+               "enforce": state.rate_enforce, "reset": state.rate_reset,
+               "burst_limit": state.burst_limit,
+               "burst_remaining": state.burst_remaining if state.burst_limit is not None else None}
+    return json_response(200, out)
+
+
+def control_account_instances(state: SimState, body: bytes) -> Response:
+    """Turn GET /workflow-instances on or off, and shape its answers."""
+    req = _parse_json_object(body)
+    usage = ('body must be {"enabled"?: bool, "last_ctoken"?: "absent"|"empty"|"null", '
+             '"workflow_id_field"?: string|null}')
+    if req is None or set(req) - {"enabled", "last_ctoken", "workflow_id_field"}:
+        return text_response(400, usage)
+    if ("enabled" in req and not isinstance(req["enabled"], bool)
+            or "last_ctoken" in req and req["last_ctoken"] not in ACCOUNT_LAST_CTOKEN
+            or "workflow_id_field" in req and not (req["workflow_id_field"] is None or (
+                isinstance(req["workflow_id_field"], str) and req["workflow_id_field"]))):
+        return text_response(400, usage)
+    with state.lock:
+        state.account_instances.update(req)
+        out = dict(state.account_instances)
     return json_response(200, out)
 
 
@@ -1527,6 +1704,11 @@ def dispatch_control(server: "SimServer", method: str, path: str,
         return control_ratelimit(state, body)
     if route == ("POST", ("oauth", "consent")):
         return control_consent(state, body)
+    if route == ("POST", ("account-instances",)):
+        return control_account_instances(state, body)
+    if route == ("GET", ("account-instances",)):
+        with state.lock:
+            return json_response(200, dict(state.account_instances))
     if route == ("GET", ("oauth", "tokens")):
         return json_response(200, state.token_counts())
     if route == ("GET", ("secrets",)):
@@ -1744,6 +1926,7 @@ class SimHandler(BaseHTTPRequestHandler):
             "seq": 0, "time": time.time(), "method": self.command, "path": self.path,
             "status": 0, "auth": auth, "body": _parse_log_body(body),
             "instance_name": None, "fault": None, "oauth": None,
+            "via": self.headers.get("Via"),
         }
         api_path = path
         fault: FaultSpec | None = None
@@ -1759,7 +1942,7 @@ class SimHandler(BaseHTTPRequestHandler):
             if fault is not None:
                 if fault.method and fault.method != self.command:
                     fault = None
-                elif not state.fault_fires(fault.key, fault.times):
+                elif not state.fault_fires(fault.key, fault.times, fault.after):
                     fault = None
         rate_remaining: int | None = None
         rate_exhausted = False
@@ -1784,6 +1967,8 @@ class SimHandler(BaseHTTPRequestHandler):
             resp = fault_response(fault, api_path)
         if resp is None:
             resp = self._serve(api_path, query, body, auth, started, rate_exhausted, entry)
+            if fault is not None and fault.strip:
+                resp = apply_strip(resp, fault.strip)
         if fault is not None and fault.retry_after is not None:
             resp.headers.append(("Retry-After", fault.retry_after))
 
@@ -1851,10 +2036,11 @@ class SimServer(ThreadingHTTPServer):
     def __init__(self, address: tuple[str, int], tokens: list[str], catalog: ExampleCatalog,
                  spec_path: str | None, quiet: bool, log_file: str | None,
                  oauth: OAuthConfig | None = None,
-                 ssl_context: ssl.SSLContext | None = None) -> None:
+                 ssl_context: ssl.SSLContext | None = None,
+                 account_instances: bool = True) -> None:
         self._log_fh = None
         super().__init__(address, SimHandler)
-        self.state = SimState()
+        self.state = SimState(account_instances)
         self.tokens = frozenset(tokens)
         self.oauth = oauth or OAuthConfig()
         self.ssl_context = ssl_context
@@ -1920,6 +2106,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--spec", help="OpenAPI JSON file for /_example/ replay")
     ap.add_argument("--log-file", help="append one line per API request to this file")
     ap.add_argument("--quiet", action="store_true", help="no per-request log on stderr")
+    ap.add_argument("--no-account-instances", action="store_true",
+                    help="answer GET /v1/accounts/{a}/workflow-instances with 404, as an API "
+                         "without that endpoint would (POST /__sim/account-instances turns it on)")
     oa = ap.add_argument_group("OAuth JWT Grant (POST /oauth/token)")
     oa.add_argument("--oauth-public-key", action="append", default=[], metavar="FILE",
                     help="PEM RSA public key ('BEGIN PUBLIC KEY' or 'BEGIN RSA PUBLIC KEY') "
@@ -1994,7 +2183,8 @@ def main(argv: list[str] | None = None) -> int:
     threading.stack_size(512 * 1024)
     try:
         server = SimServer((args.host, args.port), [DEFAULT_TOKEN, *args.token], catalog,
-                           args.spec, args.quiet, args.log_file, oauth, ssl_context)
+                           args.spec, args.quiet, args.log_file, oauth, ssl_context,
+                           account_instances=not args.no_account_instances)
     except OSError as e:
         print(f"maestro simulator: cannot start on {args.host}:{args.port}: {e}",
               file=sys.stderr)

@@ -2,7 +2,8 @@
 """Self-test for maestro_sim.py (standard library only).
 
 Starts the simulator on a random port and checks every feature: seed data,
-the eight endpoints and their errors, auth, rate-limit headers, each fault
+the nine endpoints (the account-wide list with its filters and paging) and
+their errors, auth, rate-limit headers, each fault
 key, example replay, the control endpoints, throughput/concurrency, log
 hygiene (no secrets) and clean shutdown on SIGTERM. Then, with keys and
 certificates from make_test_certs.sh, HTTPS serving and the OAuth JWT Grant
@@ -419,6 +420,36 @@ def test_rate_limit(sim: Sim) -> None:
     sim.reset()
     _, headers, _ = sim.call("GET", f"{A}/workflows")
     check("rate: reset restores", headers["x-ratelimit-remaining"] == "2999", headers)
+    check("rate: no X-BurstLimit-* unless asked for",
+          not any(k.startswith("x-burstlimit") for k in headers), headers)
+    _, _, out = sim.json("POST", "/__sim/ratelimit",
+                         {"reset": 1700000000, "burst_limit": 500, "remaining": 0}, token=None)
+    check("rate: control answer", out == {"limit": 3000, "remaining": 0, "enforce": False,
+                                          "reset": 1700000000, "burst_limit": 500,
+                                          "burst_remaining": 500}, out)
+    _, h1, _ = sim.call("GET", f"{A}/workflows")
+    check("rate: reset as set", h1.get("x-ratelimit-reset") == "1700000000", h1)
+    check("rate: burst headers count down",
+          (h1.get("x-burstlimit-limit"), h1.get("x-burstlimit-remaining")) == ("500", "499"), h1)
+    sim.call("POST", "/__sim/ratelimit", {"burst_remaining": 0, "reset": None}, token=None)
+    _, h2, _ = sim.call("GET", f"{A}/workflows")
+    check("rate: burst never below 0", h2.get("x-burstlimit-remaining") == "0", h2)
+    check("rate: reset null is the next top of the hour",
+          int(h2["x-ratelimit-reset"]) % 3600 == 0, h2)
+    sim.call("POST", "/__sim/ratelimit", {"burst_limit": None}, token=None)
+    _, h3, _ = sim.call("GET", f"{A}/workflows")
+    check("rate: burst_limit null stops the headers", "x-burstlimit-limit" not in h3, h3)
+    sim.call("DELETE", "/__sim/requests", token=None)
+    sim.call("GET", f"{A}/workflows", headers={"Via": "1.1 tinyproxy (tinyproxy/1.11.1)"})
+    sim.call("GET", f"{A}/workflows")
+    _, _, log = sim.json("GET", "/__sim/requests", token=None)
+    check("rate: the log records the Via header",
+          [e.get("via") for e in log] == ["1.1 tinyproxy (tinyproxy/1.11.1)", None], log)
+    sim.reset()
+    _, headers, _ = sim.call("GET", f"{A}/workflows")
+    check("rate: reset forgets reset and burst",
+          int(headers["x-ratelimit-reset"]) % 3600 == 0
+          and not any(k.startswith("x-burstlimit") for k in headers), headers)
 
 
 def raw_get(sim: Sim, path: str, timeout: float = 10) -> http.client.HTTPResponse:
@@ -529,11 +560,147 @@ def test_faults(sim: Sim) -> None:
     check("fault drip_ms on normal response", status == 200 and body == b'{"status":"paused"}'
           and time.time() - t0 >= 0.3, (status, body, time.time() - t0))
 
+    # after=N: the first N matching requests are served normally
+    seq = [sim.call("GET", f"/_fault/key=aft;after=2;times=1;status=500{wf}")[0] for _ in range(4)]
+    check("fault after=2;times=1", seq == [200, 200, 500, 200], seq)
+    seq = [sim.call("GET", f"/_fault/key=aft2;after=1;status=503{wf}")[0] for _ in range(3)]
+    check("fault after=1 without times: always after", seq == [200, 503, 503], seq)
+    # strip=a,b: the normal answer (the request processed) without those members
+    status, _, body = sim.json("GET", f"/_fault/strip=name,created_at{wf}")
+    check("fault strip: members gone at any depth", status == 200 and body["data"]
+          and all("name" not in w and "created_at" not in w["metadata"]
+                  and "modified_at" in w["metadata"] and "id" in w for w in body["data"]), body)
+    status, _, body = sim.json("POST", f"/_fault/strip=instance_id,instance_url{wf}/{WF2}/actions/trigger",
+                               {"instance_name": "stripped", "trigger_inputs": {"Amount": 1,
+                                                                                "Approver": "a@x"}})
+    check("fault strip on a trigger: 201 without the ids", status == 201 and isinstance(body, dict)
+          and "instance_id" not in body and "instance_url" not in body and "request_id" in body,
+          (status, body))
+    _, _, listed = sim.json("GET", f"{wf}/{WF2}/instances")
+    check("fault strip: the trigger was processed",
+          any(i["name"] == "stripped" for i in listed["data"]), listed)
+    status, _, body = sim.call("GET", f"/_fault/strip=x;status=418;body=%7B%22x%22%3A1%7D{wf}")
+    check("fault strip leaves a faulted body alone", status == 418 and body == b'{"x":1}', body)
+
     _, _, log = sim.json("GET", "/__sim/requests?path_contains=/_fault/", token=None)
     check("faulted requests logged", len(log) >= 25 and all(e["fault"] for e in log), len(log))
     reset_entries = [e for e in log if "reset=1" in e["path"]]
     check("reset fault logged with status 0", reset_entries and reset_entries[0]["status"] == 0,
           reset_entries)
+
+
+def test_account_instances(sim: Sim) -> None:
+    path = f"{A}/workflow-instances"
+    status, headers, body = sim.json("GET", path)
+    check("account instances: 200 json", status == 200
+          and headers["content-type"] == "application/json", (status, headers))
+    check("account instances: top-level fields", {"instances", "total_set_size",
+                                                  "result_set_size"} <= body.keys(), body)
+    check("account instances: every seed instance, in creation order",
+          [i["id"] for i in body["instances"]] == [I1, I2, I3, I4], body)
+    check("account instances: sizes", body["total_set_size"] == 4
+          and body["result_set_size"] == 4, body)
+    check("account instances: one page, no ctoken", "ctoken" not in body, body)
+    check("account instances: the element names its workflow",
+          [i["workflow_id"] for i in body["instances"]] == [WF1, WF1, WF1, WF2], body)
+    check("account instances: elements are WorkflowInstance objects",
+          INSTANCE_FIELDS <= body["instances"][0].keys() and body["instances"][1]["priority"] == "high",
+          body["instances"][0])
+    status, _, _ = sim.json("GET", path, token="nope")
+    check("account instances: needs auth", status == 401, status)
+
+    # filters
+    def ids(query: str) -> list[str]:
+        status, _, body = sim.json("GET", f"{path}?{query}")
+        return [i["id"] for i in body["instances"]] if status == 200 else [f"HTTP {status}"]
+    check("filter status (any case)", ids("status=in%20progress") == [I2, I4], ids("status=in%20progress"))
+    check("filter one workflow", ids(f"workflow_definition_id={WF2}") == [I4])
+    check("filter workflows repeated", ids(f"workflow_definition_id={WF2}&workflow_definition_id={WF1}")
+          == [I1, I2, I3, I4])
+    check("filter started_by_id", ids("started_by_id=0ccdbb0b-a72e-452f-95f0-9f19654cb620")
+          == [I1, I2, I3, I4] and ids("started_by_id=11111111-2222-4333-8444-555555555555") == [])
+    check("filters combine", ids(f"status=Completed&workflow_definition_id={WF1}") == [I1])
+    for bad, target in (("workflow_definition_id=xyz", "workflow_definition_id"),
+                        ("started_by_id=Jane", "started_by_id"), ("page_size=0", "page_size"),
+                        ("page_size=1001", "page_size"), ("page_size=x", "page_size"),
+                        ("ctoken=forged", "ctoken")):
+        status, headers, body = sim.json("GET", f"{path}?{bad}")
+        is_problem(f"account instances ?{bad}", status, headers, body, 400)
+        check(f"account instances ?{bad}: target", body.get("errors", [{}])[0].get("target") == target,
+              body)
+
+    # paging: 24 instances, 5 a page, an opaque ctoken, a stable total
+    sim.json("POST", "/__sim/instances", {"workflow_id": WF3, "count": 20, "status": "Completed"},
+             token=None)
+    seen, pages, token, totals = [], 0, None, set()
+    while pages < 10:
+        q = "page_size=5" + (f"&ctoken={urllib.parse.quote(token)}" if token else "")
+        status, _, body = sim.json("GET", f"{path}?{q}")
+        if status != 200:
+            check("paging: each page 200", False, (status, body))
+            break
+        pages += 1
+        seen += [i["id"] for i in body["instances"]]
+        totals.add(body["total_set_size"])
+        check(f"paging: page {pages} result_set_size", body["result_set_size"] == len(body["instances"]),
+              body["result_set_size"])
+        if pages == 1:
+            # an instance created during the walk does not change the total
+            sim.json("POST", "/__sim/instances", {"workflow_id": WF3, "count": 1}, token=None)
+        token = body.get("ctoken")
+        if not token:
+            break
+    check("paging: 5 pages, the instance created meanwhile included", pages == 5 and len(seen) == 25,
+          (pages, len(seen)))
+    check("paging: no duplicates", len(set(seen)) == len(seen), seen)
+    check("paging: total evaluated at the first page", totals == {24}, totals)
+    status, _, body = sim.json("GET", f"{path}?page_size=5")
+    first = body["ctoken"]
+    status, _, body = sim.json("GET", f"{path}?status=Completed&page_size=5&ctoken={urllib.parse.quote(first)}")
+    check("paging: a ctoken of other filters is refused", status == 400, status)
+
+    # how the last page ends, and what names the workflow
+    for mode, expect in (("empty", ""), ("null", None)):
+        status, _, conf = sim.json("POST", "/__sim/account-instances", {"last_ctoken": mode}, token=None)
+        status, _, body = sim.json("GET", f"{path}?workflow_definition_id={WF1}")
+        check(f"last page ctoken {mode}", "ctoken" in body and body["ctoken"] == expect, body.get("ctoken"))
+    sim.json("POST", "/__sim/account-instances", {"workflow_id_field": None}, token=None)
+    _, _, body = sim.json("GET", path)
+    check("workflow_id_field null: elements do not name their workflow",
+          all("workflow_id" not in i for i in body["instances"]), body["instances"][0])
+    sim.json("POST", "/__sim/account-instances", {"workflow_id_field": "workflow_definition_id"},
+             token=None)
+    _, _, body = sim.json("GET", path)
+    check("workflow_id_field renamed", body["instances"][0].get("workflow_definition_id") == WF1,
+          body["instances"][0])
+    status, _, body = sim.call("POST", "/__sim/account-instances", raw=b'{"enabled": "yes"}',
+                               token=None)
+    check("control account-instances: bad body 400", status == 400, (status, body))
+    _, _, conf = sim.json("POST", "/__sim/account-instances", {"enabled": False}, token=None)
+    check("control account-instances: returns the settings", conf == {
+        "enabled": False, "last_ctoken": "null", "workflow_id_field": "workflow_definition_id"}, conf)
+    status, _, body = sim.json("GET", path)
+    is_legacy("account instances off", status, body, "Resource not found")
+    sim.reset()
+    _, _, conf = sim.json("GET", "/__sim/account-instances", token=None)
+    check("reset restores the endpoint", conf == {"enabled": True, "last_ctoken": "absent",
+                                                  "workflow_id_field": "workflow_id"}, conf)
+
+
+def test_no_account_instances_flag(tmp: Path) -> None:
+    sim = Sim(None, tmp / "noacct.log", ["--no-account-instances"])
+    try:
+        status, _, body = sim.json("GET", f"{A}/workflow-instances")
+        is_legacy("--no-account-instances", status, body, "Resource not found")
+        sim.json("POST", "/__sim/account-instances", {"enabled": True}, token=None)
+        status, _, _ = sim.json("GET", f"{A}/workflow-instances")
+        check("--no-account-instances: the control turns it on", status == 200, status)
+        sim.reset()
+        status, _, _ = sim.json("GET", f"{A}/workflow-instances")
+        check("--no-account-instances: reset turns it off again", status == 404, status)
+    finally:
+        sim.proc.kill()
+        sim.proc.wait()
 
 
 def test_examples(sim: Sim, real_spec: bool) -> None:
@@ -1317,7 +1484,8 @@ def main() -> int:
             tests = [
                 lambda: test_health_and_auth(sim), lambda: test_workflows(sim),
                 lambda: test_account_and_ids(sim), lambda: test_trigger_requirements(sim),
-                lambda: test_seed_instances(sim), lambda: test_trigger(sim),
+                lambda: test_seed_instances(sim), lambda: test_account_instances(sim),
+                lambda: test_trigger(sim),
                 lambda: test_pause_resume(sim), lambda: test_cancel(sim),
                 lambda: test_rate_limit(sim), lambda: test_faults(sim),
                 lambda: test_examples(sim, real_spec), lambda: test_control(sim),
@@ -1332,6 +1500,7 @@ def main() -> int:
                     import traceback
                     traceback.print_exc()
                     check("test crashed", False, repr(e))
+            test_no_account_instances_flag(Path(tmp))
             test_shutdown(sim)
         finally:
             if sim.proc.poll() is None:

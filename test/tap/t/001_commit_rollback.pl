@@ -127,12 +127,12 @@ is($json->encode($by_prefix{'PO-1002 for fin@example.com'}{body}{trigger_inputs}
 # --- bad trigger arguments ------------------------------------------------
 
 my @bad = (
-	[ 'bad_uuid', q{'not-a-uuid', '{"Email": "email"}'}, qr/trigger "bad_uuid" on table bad_uuid_t: the workflow id 'not-a-uuid' is not a uuid/ ],
-	[ 'bad_map', qq{'$WF1', '["email"]'}, qr/trigger "bad_map" on table bad_map_t: the input mapping must be a JSON object/ ],
-	[ 'bad_json', qq{'$WF1', 'email'}, qr/trigger "bad_json" on table bad_json_t: the input mapping must be a JSON object/ ],
-	[ 'bad_col', qq{'$WF1', '{"Email": "e_mail"}'}, qr/trigger "bad_col" on table bad_col_t: input "Email" maps to "e_mail", which is not a column/ ],
-	[ 'bad_name', qq{'$WF1', '{"Email": "email"}', 'Hi {nobody}'}, qr/trigger "bad_name" on table bad_name_t: the instance name refers to \{nobody\}/ ],
-	[ 'bad_nargs', qq{'$WF1'}, qr/trigger "bad_nargs" on table bad_nargs_t: maestro_enqueue_trigger\(\) takes 2 or 3 arguments/ ],
+	[ 'bad_uuid', q{'not-a-uuid', '{"Email": "email"}'}, qr/trigger "bad_uuid" on table public\.bad_uuid_t: the workflow id 'not-a-uuid' is not a uuid/ ],
+	[ 'bad_map', qq{'$WF1', '["email"]'}, qr/trigger "bad_map" on table public\.bad_map_t: the input mapping must be a JSON object/ ],
+	[ 'bad_json', qq{'$WF1', 'email'}, qr/trigger "bad_json" on table public\.bad_json_t: the input mapping must be a JSON object/ ],
+	[ 'bad_col', qq{'$WF1', '{"Email": "e_mail"}'}, qr/trigger "bad_col" on table public\.bad_col_t: input "Email" maps to "e_mail", which is not a column/ ],
+	[ 'bad_name', qq{'$WF1', '{"Email": "email"}', 'Hi {nobody}'}, qr/trigger "bad_name" on table public\.bad_name_t: the instance name refers to \{nobody\}/ ],
+	[ 'bad_nargs', qq{'$WF1'}, qr/trigger "bad_nargs" on table public\.bad_nargs_t: maestro_enqueue_trigger\(\) takes 2 or 3 arguments/ ],
 );
 my $before = scalar_sql($node, 'SELECT count(*) FROM maestro_trigger_requests');
 for my $b (@bad)

@@ -1,0 +1,127 @@
+# Backends that need the token another backend is fetching sleep until it
+# is there: they use no CPU meanwhile, all get their answer, and the account
+# server is asked once. (Before: each waiter spun at up to 100% CPU for as
+# long as the token endpoint took.)
+use strict;
+use warnings;
+use IPC::Run;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use Time::HiRes qw(time sleep);
+use MaestroTAP;
+
+my $ik = '11111111-2222-4333-8444-555555555555';
+my $user = '0ccdbb0b-a72e-452f-95f0-9f19654cb620';
+my $waiters = 3;
+my $latency_ms = 10000;	# the account server's answer takes this long
+
+my $certs = PostgreSQL::Test::Utils::tempdir();
+my $script = -f 'make_test_certs.sh' ? 'make_test_certs.sh' : "$ENV{MAESTRO_TOP}/test/simulator/make_test_certs.sh";
+is(system('bash', $script, $certs), 0, 'test keys made');
+my $key = slurp_file("$certs/jwt_private.pem");
+
+start_simulator('--oauth-public-key', "$certs/jwt_public.pem", '--integration-key', $ik,
+	'--oauth-user', $user, '--oauth-aud', '127.0.0.1', '--token-lifetime', '3600');
+my $node = maestro_node('tokenwait', no_setup => 1);
+my $url = sim_url();
+$node->safe_psql('postgres', qq{
+CREATE EXTENSION maestro;
+CREATE SERVER sim FOREIGN DATA WRAPPER maestro
+  OPTIONS (base_url '$url', auth_url '$url/_fault/key=slowtoken;latency_ms=$latency_ms',
+           account_id '$ACCOUNT');
+CREATE USER MAPPING FOR CURRENT_USER SERVER sim
+  OPTIONS (integration_key '$ik', user_id '$user', private_key '$key');});
+
+my $clk_tck = `getconf CLK_TCK`;
+chomp $clk_tck;
+$clk_tck ||= 100;
+
+# user + system CPU seconds of a process so far
+sub cpu_seconds
+{
+	my ($pid) = @_;
+	open(my $fh, '<', "/proc/$pid/stat") or return undef;
+	my $stat = <$fh>;
+	close $fh;
+	$stat =~ s/^.*\)\s+//;		# after "pid (comm) "
+	my @f = split /\s+/, $stat;
+	return ($f[11] + $f[12]) / $clk_tck;	# utime and stime (fields 14, 15)
+}
+
+sub start_call
+{
+	my ($name, $out) = @_;
+	return IPC::Run::start(
+		[ 'psql', '-X', '-A', '-t', '-d', $node->connstr('postgres') . " application_name=$name",
+		  '-c', 'SELECT count(*) FROM maestro_workflows()' ],
+		'>', $out, '2>', \my $err);
+}
+
+sub pid_of
+{
+	my ($name) = @_;
+	return $node->safe_psql('postgres',
+		"SELECT pid FROM pg_stat_activity WHERE application_name = '$name' AND state = 'active'");
+}
+
+# the first backend starts the fetch and waits on the account server
+my %out;
+my @runs = (start_call('fetcher', \$out{fetcher}));
+ok(wait_for($node, "SELECT wait_event_type FROM pg_stat_activity WHERE application_name = 'fetcher'",
+		'Extension', 60),
+	'the first backend is waiting for the account server');
+
+# the others need the same token meanwhile
+push @runs, start_call("waiter$_", \$out{"waiter$_"}) for 1 .. $waiters;
+ok(wait_for($node, "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'waiter%' AND state = 'active'",
+		"$waiters", 30),
+	"$waiters more backends want the token");
+my @pids = map { pid_of("waiter$_") } 1 .. $waiters;
+
+# their CPU time over a window inside the fetch
+sleep 0.5;
+my $t0 = time;
+my @cpu0 = map { cpu_seconds($_) } @pids;
+sleep 2.5;
+my @cpu1 = map { cpu_seconds($_) } @pids;
+my $wall = time - $t0;
+
+# A spinning waiter takes whatever CPU the machine gives it (one waiter
+# 99%, four ~40% each on two idle cores); a sleeping one close to nothing.
+# Judged on the sum, so that a busy machine starving the spinners cannot
+# hide them: all waiters together under a fifth of one core.
+my $total = 0;
+for my $i (0 .. $#pids)
+{
+	my $used = defined $cpu1[$i] && defined $cpu0[$i] ? $cpu1[$i] - $cpu0[$i] : $wall;
+	note sprintf('waiter %d (pid %d): %.2f s CPU in %.2f s of waiting (%.0f%%)',
+		$i + 1, $pids[$i], $used, $wall, 100 * $used / $wall);
+	$total += $used;
+}
+cmp_ok($total / $wall, '<', 0.20,
+	"the $waiters waiters sleep while the token is fetched (together < 20% of one core)");
+
+# a waiter can be cancelled: it ends at once, not when the fetch does
+my $cancel_err = '';
+my $cancelled = IPC::Run::start(
+	[ 'psql', '-X', '-A', '-t', '-d', $node->connstr('postgres') . " application_name=cancelme",
+	  '-c', 'SELECT count(*) FROM maestro_workflows()' ],
+	'>', \my $cancel_out, '2>', \$cancel_err);
+ok(wait_for($node, "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'cancelme' AND state = 'active'",
+		'1', 30),
+	'one more waiter');
+$node->safe_psql('postgres',
+	"SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE application_name = 'cancelme'");
+$cancelled->finish;
+like($cancel_err, qr/canceling statement due to user request/, 'the cancelled waiter ends with 57014');
+is($node->safe_psql('postgres', "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'fetcher' AND state = 'active'"),
+	'1', 'while the fetch is still running');
+
+$_->finish for @runs;
+is($out{$_}, "3\n", "$_ got its answer") for sort keys %out;
+is(sim_get('/__sim/count?path_contains=key=slowtoken'), '1', 'the account server was asked once');
+is(sim_json('/__sim/oauth/tokens')->{issued}, 1, 'one token was issued');
+
+$node->stop;
+done_testing();
