@@ -881,11 +881,15 @@ instance_walk(FunctionCallInfo fcinfo, bool fallback)
 Datum
 maestro_account_instances(PG_FUNCTION_ARGS)
 {
+	MAESTRO_CHECK_VERSION;
+
 	return instance_walk(fcinfo, false);
 }
 
 Datum
 maestro_all_instances(PG_FUNCTION_ARGS)
 {
+	MAESTRO_CHECK_VERSION;
+
 	return instance_walk(fcinfo, true);
 }
