@@ -91,8 +91,10 @@ write_callback(char *ptr, size_t size, size_t nmemb, void *userdata)
  * transfer then fails with CURLE_ABORTED_BY_CALLBACK, an error the caller
  * sees and handles (the worker looks the request up before sending it
  * again), instead of a second copy. The same refusal would meet any other
- * repeat by libcurl, e.g. an authentication round with a proxy that does
- * not tunnel, which maestro does not use for these requests.
+ * repeat by libcurl, such as a 407 round with a proxy that does not
+ * tunnel; there is none, since the proxy's credentials (Basic, libcurl's
+ * default) go with the first request, and a tunnel authenticates before
+ * the request is sent.
  */
 static int
 refuse_resend(void *userdata, char *primary_ip, char *local_ip,
