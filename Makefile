@@ -11,11 +11,18 @@ OBJS = \
 	src/api.o \
 	src/convert.o \
 	src/parse.o \
+	src/arguments.o \
 	src/functions.o \
 	src/queue.o \
 	src/stats.o \
 	src/ratelimit.o \
 	src/version.o \
+	src/launcher.o \
+	src/pacing.o \
+	src/transfer.o \
+	src/delivery.o \
+	src/queue_sql.o \
+	src/sync_loop.o \
 	src/worker.o
 
 EXTENSION = maestro
@@ -60,6 +67,10 @@ maestro--$(EXTVERSION).sql: maestro--0.1.sql $(UPGRADE_SCRIPTS) maestro.control
 # reaches them all through maestro.h), and depends on the private header,
 # which PGXS does not track; so does the LLVM bitcode of each.
 $(OBJS) $(if $(filter yes,$(with_llvm)),$(OBJS:.o=.bc)): src/maestro.h maestro.control
+
+# the worker's files share a header of their own
+WORKER_OBJS = src/worker.o src/pacing.o src/transfer.o src/delivery.o src/queue_sql.o src/sync_loop.o
+$(WORKER_OBJS) $(if $(filter yes,$(with_llvm)),$(WORKER_OBJS:.o=.bc)): src/worker.h
 
 # Release. META.json (PGXN) must carry the control file's version (as a
 # semantic version); "make dist" packs the committed tree as PGXN expects

@@ -191,6 +191,18 @@ maestro_get_instances(MaestroConnection *conn, const char *workflow_id)
 				NULL, NULL);
 }
 
+/* The instances list request, for the worker, which sends it itself. */
+void
+maestro_instances_request(MaestroConnection *conn, const char *workflow_id,
+						  MaestroRequest *req)
+{
+	memset(req, 0, sizeof(*req));
+	req->method = "GET";
+	req->path = account_path(conn, "/workflows/%s/instances", workflow_id);
+	req->idempotent = true;
+	req->endpoint = MAESTRO_EP_INSTANCES;
+}
+
 /*
  * One page of the account-wide instance list (GET /workflow-instances).
  * The filters go to the API; ctoken is NULL for the first page. With
@@ -218,62 +230,6 @@ maestro_get_account_instances(MaestroConnection *conn, const MaestroInstanceFilt
 	return call_ex(conn, MAESTRO_EP_ACCOUNT_INSTANCES, "GET",
 				   account_path(conn, "/workflow-instances"),
 				   query.len > 0 ? query.data : NULL, NULL, missing_ok);
-}
-
-/*
- * The id of the instance of workflow_id named instance_name, found in the
- * workflow's instance list: for a trigger whose 2xx answer did not say
- * which instance it started. Never raises (the trigger queue's worker calls
- * it between transfers): NULL when it is not found or the look-up failed,
- * and *note says which, in the caller's memory context.
- */
-char *
-maestro_find_instance_by_name(MaestroConnection *conn, const char *workflow_id,
-							  const char *instance_name, char **note)
-{
-	MemoryContext caller = CurrentMemoryContext;
-	MemoryContext cxt = AllocSetContextCreate(caller, "maestro look-up",
-											  ALLOCSET_DEFAULT_SIZES);
-	char	   *volatile found = NULL;
-
-	PG_TRY();
-	{
-		const cJSON *list;
-		const cJSON *inst;
-
-		MemoryContextSwitchTo(cxt);
-		list = maestro_json_list(maestro_get_instances(conn, workflow_id), "instances");
-		cJSON_ArrayForEach(inst, list)
-		{
-			const cJSON *name = maestro_json_member(inst, "name");
-			const cJSON *id = maestro_json_member(inst, "id");
-
-			if (cJSON_IsString(name) && strcmp(name->valuestring, instance_name) == 0 &&
-				cJSON_IsString(id) && maestro_is_uuid(id->valuestring))
-			{
-				found = MemoryContextStrdup(caller, id->valuestring);
-				break;
-			}
-		}
-		MemoryContextSwitchTo(caller);
-		*note = found
-			? pstrdup("Maestro's answer named no instance_id; the instance was found by its name (Maestro gives the instance_url only in that answer)")
-			: pstrdup("Maestro accepted the trigger but its answer named no instance_id, and no instance of that name was listed yet");
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(caller);
-		edata = CopyErrorData();
-		FlushErrorState();
-		*note = psprintf("Maestro accepted the trigger but its answer named no instance_id; looking the instance up by its name failed: %s",
-						 edata->message);
-		FreeErrorData(edata);
-	}
-	PG_END_TRY();
-	MemoryContextDelete(cxt);
-	return found;
 }
 
 /*

@@ -76,20 +76,15 @@ static TokenCache *local_cache = NULL;
 void
 maestro_auth_shmem_request(void)
 {
-	RequestAddinShmemSpace(MAXALIGN(sizeof(TokenCache)));
-	RequestNamedLWLockTranche("maestro tokens", 1);
+	maestro_shmem_reserve("maestro tokens", sizeof(TokenCache), true);
 }
 
 void
 maestro_auth_shmem_startup(void)
 {
-	bool		found;
-
-	shared_cache = ShmemInitStruct("maestro tokens", sizeof(TokenCache), &found);
-	if (!found)
+	if (maestro_shmem_attach("maestro tokens", sizeof(TokenCache), (void **) &shared_cache))
 	{
-		memset(shared_cache, 0, sizeof(TokenCache));
-		shared_cache->lock = &(GetNamedLWLockTranche("maestro tokens"))->lock;
+		shared_cache->lock = maestro_shmem_lock("maestro tokens");
 		ConditionVariableInit(&shared_cache->fetched);
 	}
 }

@@ -1,8 +1,8 @@
 /*-------------------------------------------------------------------------
  *
  * functions.c
- *		The SQL-callable functions: argument checks, one call into api.c,
- *		and the parsed body turned into rows or a value.
+ *		The SQL-callable functions: argument checks (arguments.c), one call
+ *		into api.c, and the parsed body turned into rows or a value.
  *
  * Each call parses into a private memory context that is deleted before
  * returning; on error the caller's context reset releases it. So a
@@ -52,17 +52,6 @@ PG_FUNCTION_INFO_V1(maestro_all_instances);
 #define WORKFLOW_COLUMNS 9
 #define INPUT_COLUMNS 3
 #define INSTANCE_COLUMNS 22
-
-/* Arguments are declared non-strict so that a NULL is an error, not a no-op. */
-static char *
-uuid_argument(FunctionCallInfo fcinfo, int argno, const char *name)
-{
-	if (PG_ARGISNULL(argno))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("%s must not be null", name)));
-	return DatumGetCString(DirectFunctionCall1(uuid_out, PG_GETARG_DATUM(argno)));
-}
 
 /* A context for one call's JSON trees and intermediate values. */
 static MemoryContext
@@ -259,7 +248,7 @@ Datum
 maestro_trigger_requirements(PG_FUNCTION_ARGS)
 {
 	MAESTRO_CHECK_VERSION;
-	char	   *workflow_id = uuid_argument(fcinfo, 0, "workflow_id");
+	char	   *workflow_id = maestro_uuid_argument(fcinfo, 0, "workflow_id");
 	MaestroConnection *conn = maestro_connect();
 	cJSON	   *root = maestro_get_trigger_requirements(conn, workflow_id);
 	bool		isnull;
@@ -277,7 +266,7 @@ maestro_trigger_inputs(PG_FUNCTION_ARGS)
 {
 	MAESTRO_CHECK_VERSION;
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	char	   *workflow_id = uuid_argument(fcinfo, 0, "workflow_id");
+	char	   *workflow_id = maestro_uuid_argument(fcinfo, 0, "workflow_id");
 	MaestroConnection *conn;
 	MemoryContext oldcxt;
 	cJSON	   *root;
@@ -314,61 +303,11 @@ maestro_trigger_inputs(PG_FUNCTION_ARGS)
 	return (Datum) 0;
 }
 
-/*
- * The API requires an instance name. Without one we name the instance after
- * who started it, from where and when, so that it can be found again in
- * DocuSign's own UI.
- */
-static char *
-default_instance_name(void)
-{
-	return psprintf("%s@%s %s",
-					GetUserNameFromId(GetUserId(), false),
-					get_database_name(MyDatabaseId),
-					timestamptz_to_str(GetCurrentTimestamp()));
-}
-
-/*
- * The arguments maestro_trigger and maestro_trigger_async share: a workflow
- * id, inputs that are a JSON object, and a non-empty instance name or NULL
- * for a generated one.
- */
-void
-maestro_check_trigger_args(FunctionCallInfo fcinfo, Jsonb **inputs, char **instance_name)
-{
-	(void) uuid_argument(fcinfo, 0, "workflow_id");
-	if (PG_ARGISNULL(1))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("inputs must not be null"),
-				 errhint("Pass '{}' for a workflow that takes no inputs.")));
-	*inputs = PG_GETARG_JSONB_P(1);
-	if (!JB_ROOT_IS_OBJECT(*inputs))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("inputs must be a JSON object"),
-				 errdetail("The value given is a JSON %s.",
-						   JB_ROOT_IS_SCALAR(*inputs) ? "scalar" : "array"),
-				 errhint("Map each trigger input's field_name to its value, e.g. '{\"Email\": \"ada@example.com\"}'; maestro_trigger_inputs(workflow_id) lists the fields.")));
-
-	if (PG_ARGISNULL(2))
-		*instance_name = default_instance_name();
-	else
-	{
-		*instance_name = text_to_cstring(PG_GETARG_TEXT_PP(2));
-		if ((*instance_name)[0] == '\0')
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("instance_name must not be empty"),
-					 errhint("Pass NULL to have a name generated.")));
-	}
-}
-
 Datum
 maestro_trigger(PG_FUNCTION_ARGS)
 {
 	MAESTRO_CHECK_VERSION;
-	char	   *workflow_id = uuid_argument(fcinfo, 0, "workflow_id");
+	char	   *workflow_id = maestro_uuid_argument(fcinfo, 0, "workflow_id");
 	Jsonb	   *inputs;
 	char	   *instance_name;
 	char	   *inputs_json;
@@ -446,7 +385,7 @@ maestro_instances(PG_FUNCTION_ARGS)
 {
 	MAESTRO_CHECK_VERSION;
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	char	   *workflow_id = uuid_argument(fcinfo, 0, "workflow_id");
+	char	   *workflow_id = maestro_uuid_argument(fcinfo, 0, "workflow_id");
 	Datum		workflow_datum = PG_GETARG_DATUM(0);
 	MaestroConnection *conn;
 	MemoryContext oldcxt;
@@ -504,8 +443,8 @@ Datum
 maestro_instance(PG_FUNCTION_ARGS)
 {
 	MAESTRO_CHECK_VERSION;
-	char	   *workflow_id = uuid_argument(fcinfo, 0, "workflow_id");
-	char	   *instance_id = uuid_argument(fcinfo, 1, "instance_id");
+	char	   *workflow_id = maestro_uuid_argument(fcinfo, 0, "workflow_id");
+	char	   *instance_id = maestro_uuid_argument(fcinfo, 1, "instance_id");
 	MaestroConnection *conn;
 	TupleDesc	tupdesc;
 	cJSON	   *root;
@@ -548,7 +487,7 @@ Datum
 maestro_pause(PG_FUNCTION_ARGS)
 {
 	MAESTRO_CHECK_VERSION;
-	char	   *workflow_id = uuid_argument(fcinfo, 0, "workflow_id");
+	char	   *workflow_id = maestro_uuid_argument(fcinfo, 0, "workflow_id");
 
 	return action_result(fcinfo, maestro_post_workflow_action(maestro_connect(), workflow_id,
 															  "pause"),
@@ -559,7 +498,7 @@ Datum
 maestro_resume(PG_FUNCTION_ARGS)
 {
 	MAESTRO_CHECK_VERSION;
-	char	   *workflow_id = uuid_argument(fcinfo, 0, "workflow_id");
+	char	   *workflow_id = maestro_uuid_argument(fcinfo, 0, "workflow_id");
 
 	return action_result(fcinfo, maestro_post_workflow_action(maestro_connect(), workflow_id,
 															  "resume"),
@@ -570,8 +509,8 @@ Datum
 maestro_cancel(PG_FUNCTION_ARGS)
 {
 	MAESTRO_CHECK_VERSION;
-	char	   *workflow_id = uuid_argument(fcinfo, 0, "workflow_id");
-	char	   *instance_id = uuid_argument(fcinfo, 1, "instance_id");
+	char	   *workflow_id = maestro_uuid_argument(fcinfo, 0, "workflow_id");
+	char	   *instance_id = maestro_uuid_argument(fcinfo, 1, "instance_id");
 
 	return action_result(fcinfo, maestro_post_cancel(maestro_connect(), workflow_id,
 													 instance_id),

@@ -10,6 +10,11 @@
  * slices lets pg_cancel_backend() and statement_timeout stop a transfer
  * within INTERRUPT_POLL_MS instead of curl's one-second progress ticks.
  *
+ * It also holds what every HTTP caller shares: the one classification of
+ * a failed exchange (maestro_http_classify), the one reading of
+ * Retry-After, and the worker's stop flag, which every wait here watches
+ * so that a fast shutdown never waits on the network.
+ *
  * Nothing here calls ereport() while libcurl is on the stack: callbacks
  * only record what happened, and errors are raised after the transfer
  * has been detached and every malloc'd object released.
@@ -108,29 +113,70 @@ refuse_resend(void *userdata, char *primary_ip, char *local_ip,
 	return CURL_PREREQFUNC_ABORT;
 }
 
-static bool
-maestro_http_status_retryable(long status)
+/*
+ * The one classification of a finished exchange, for every caller: the
+ * synchronous client retries a GET on NOT_SENT, RATE_LIMITED and
+ * TRANSIENT; the worker retries a trigger POST on all but FINAL (and AUTH
+ * without a minted token), looking it up first on TRANSIENT, SERVER and
+ * BROKEN, where Maestro may have acted on it.
+ */
+MaestroFailure
+maestro_http_classify(CURLcode rc, long status)
 {
-	return status == 429 || status == 502 || status == 503 || status == 504;
+	if (rc != CURLE_OK)
+	{
+		switch (rc)
+		{
+			case CURLE_COULDNT_RESOLVE_HOST:
+			case CURLE_COULDNT_CONNECT:
+				return MAESTRO_FAIL_NOT_SENT;
+			case CURLE_OPERATION_TIMEDOUT:
+			case CURLE_SEND_ERROR:
+			case CURLE_RECV_ERROR:
+			case CURLE_GOT_NOTHING:
+			case CURLE_PARTIAL_FILE:
+			case CURLE_SSL_CONNECT_ERROR:
+				return MAESTRO_FAIL_TRANSIENT;
+			default:
+				return MAESTRO_FAIL_BROKEN;
+		}
+	}
+	if (status >= 200 && status <= 299)
+		return MAESTRO_SUCCESS;
+	if (status == 429)
+		return MAESTRO_FAIL_RATE_LIMITED;
+	if (status == 401)
+		return MAESTRO_FAIL_AUTH;
+	if (status == 502 || status == 503 || status == 504)
+		return MAESTRO_FAIL_TRANSIENT;
+	if (status >= 500)
+		return MAESTRO_FAIL_SERVER;
+	return MAESTRO_FAIL_FINAL;
 }
 
-/* Transport failures after which a request may be sent again. */
-static bool
-maestro_http_transport_retryable(CURLcode rc)
+/*
+ * The one reading of Retry-After: in ms, kept within 1 s .. 1 h; -1 when
+ * the answer has none. libcurl reports an absent header as 0, so 0 (which
+ * no server means as "at once" to a client it rate-limits) counts as none.
+ */
+long
+maestro_http_retry_after_ms(CURL *easy)
 {
-	switch (rc)
-	{
-		case CURLE_COULDNT_CONNECT:
-		case CURLE_OPERATION_TIMEDOUT:
-		case CURLE_SEND_ERROR:
-		case CURLE_RECV_ERROR:
-		case CURLE_GOT_NOTHING:
-		case CURLE_PARTIAL_FILE:
-		case CURLE_SSL_CONNECT_ERROR:
-			return true;
-		default:
-			return false;
-	}
+	curl_off_t	retry_after = 0;
+
+	if (curl_easy_getinfo(easy, CURLINFO_RETRY_AFTER, &retry_after) != CURLE_OK ||
+		retry_after <= 0)
+		return -1;
+	return (long) Min(Max(retry_after, 1), 3600) * 1000;
+}
+
+/* Set by the worker's SIGTERM handler: abandon any transfer or wait. */
+volatile sig_atomic_t maestro_shutdown_requested = false;
+
+static bool
+must_stop(void)
+{
+	return QueryCancelPending || ProcDiePending || maestro_shutdown_requested;
 }
 
 static void
@@ -184,7 +230,7 @@ run_transfer(bool *interrupted)
 		mc = curl_multi_perform(maestro_multi, &running);
 		if (mc != CURLM_OK)
 			break;
-		if (QueryCancelPending || ProcDiePending)
+		if (must_stop())
 		{
 			*interrupted = true;
 			break;
@@ -238,7 +284,7 @@ sleep_interruptibly(long ms)
 		long		left = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), end);
 
 		CHECK_FOR_INTERRUPTS();
-		if (left <= 0)
+		if (left <= 0 || maestro_shutdown_requested)
 			break;
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 						 left, PG_WAIT_EXTENSION);
@@ -510,6 +556,7 @@ maestro_http_execute(const MaestroConnection *conn, const MaestroRequest *req,
 		for (attempt = 0;; attempt++)
 		{
 			long		wait_ms;
+			MaestroFailure failure;
 
 			ensure_handles();
 			buf->len = 0;
@@ -529,7 +576,7 @@ maestro_http_execute(const MaestroConnection *conn, const MaestroRequest *req,
 			if (rc == CURLE_OK && req->endpoint != MAESTRO_EP_TOKEN)
 				maestro_ratelimit_observe(conn->server_id, maestro_easy);
 
-			if (!req->idempotent || attempt >= maestro_max_retries)
+			if (!req->idempotent || attempt >= maestro_max_retries || buf->too_large)
 				break;
 			/* a proxy that refused the tunnel will refuse it again */
 			if (rc != CURLE_OK && conn->proxy)
@@ -544,19 +591,14 @@ maestro_http_execute(const MaestroConnection *conn, const MaestroRequest *req,
 			if (req->endpoint != MAESTRO_EP_TOKEN &&
 				maestro_ratelimit_wait_ms(conn->server_id, NULL) > 0)
 				break;
-			if (rc == CURLE_OK ? !maestro_http_status_retryable(resp->status)
-				: (!maestro_http_transport_retryable(rc) || buf->too_large))
+			failure = maestro_http_classify(rc, resp->status);
+			if (failure != MAESTRO_FAIL_NOT_SENT && failure != MAESTRO_FAIL_RATE_LIMITED &&
+				failure != MAESTRO_FAIL_TRANSIENT)
 				break;
 
 			wait_ms = backoff_ms(attempt);
 			if (rc == CURLE_OK)
-			{
-				curl_off_t	retry_after = -1;
-
-				if (curl_easy_getinfo(maestro_easy, CURLINFO_RETRY_AFTER, &retry_after) == CURLE_OK &&
-					retry_after >= 0)
-					wait_ms = Max(wait_ms, (long) retry_after * 1000);
-			}
+				wait_ms = Max(wait_ms, maestro_http_retry_after_ms(maestro_easy));
 			if (wait_ms > RETRY_MAX_WAIT_MS)
 				break;
 			if (deadline != 0 &&
@@ -566,6 +608,11 @@ maestro_http_execute(const MaestroConnection *conn, const MaestroRequest *req,
 			if (rc == CURLE_OK && resp->status == 429)
 				rate_limit_waits++;
 			sleep_interruptibly(wait_ms);
+			if (maestro_shutdown_requested)
+			{
+				interrupted = true;
+				break;
+			}
 			resp->retries++;
 		}
 

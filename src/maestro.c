@@ -43,6 +43,39 @@ static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 
 /*
+ * One named struct of maestro's shared memory: reserve its space (and an
+ * LWLock tranche of the same name, when it needs a lock) from the request
+ * hook; attach to it from the startup hook (AddinShmemInitLock held),
+ * which zeroes it when it is created now and says so, for the caller to
+ * initialise the rest.
+ */
+void
+maestro_shmem_reserve(const char *name, Size size, bool with_lock)
+{
+	RequestAddinShmemSpace(MAXALIGN(size));
+	if (with_lock)
+		RequestNamedLWLockTranche(name, 1);
+}
+
+bool
+maestro_shmem_attach(const char *name, Size size, void **ptr)
+{
+	bool		found;
+
+	*ptr = ShmemInitStruct(name, size, &found);
+	if (!found)
+		memset(*ptr, 0, size);
+	return !found;
+}
+
+/* The LWLock reserved with a struct; only from the startup hook. */
+LWLock *
+maestro_shmem_lock(const char *name)
+{
+	return &(GetNamedLWLockTranche(name))->lock;
+}
+
+/*
  * The shared state of the token cache, the statistics, the rate limits
  * and the trigger queue, requested and set up in one place.
  */

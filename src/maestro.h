@@ -10,6 +10,7 @@
  *
  * options.c turns foreign servers and user mappings into a
  * MaestroConnection; errors.c turns failed HTTP exchanges into ereports.
+ * The trigger queue's worker has its own header, worker.h.
  *
  * src/maestro.h
  *
@@ -19,6 +20,8 @@
 #define MAESTRO_H
 
 #include "postgres.h"
+
+#include <signal.h>
 
 #include <cjson/cJSON.h>
 #include <curl/curl.h>
@@ -34,6 +37,11 @@
 #endif
 #define MAESTRO_FDW_NAME "maestro"
 #define MAESTRO_DEFAULT_BASE_URL "https://api.docusign.com"
+
+/* maestro.c: one helper for every shared-memory struct */
+extern void maestro_shmem_reserve(const char *name, Size size, bool with_lock);
+extern bool maestro_shmem_attach(const char *name, Size size, void **ptr);
+extern struct LWLock *maestro_shmem_lock(const char *name);
 
 /* GUCs (maestro.c) */
 extern char *maestro_server_name;
@@ -132,6 +140,19 @@ typedef struct MaestroBuffer
 	bool		resend_refused; /* and was stopped from sending it again */
 } MaestroBuffer;
 
+/* How a finished HTTP exchange failed, if it did (http.c). */
+typedef enum MaestroFailure
+{
+	MAESTRO_SUCCESS,			/* 2xx */
+	MAESTRO_FAIL_FINAL,			/* a 4xx: the request as it stands fails */
+	MAESTRO_FAIL_AUTH,			/* 401: the token was refused */
+	MAESTRO_FAIL_RATE_LIMITED,	/* 429: not acted on; wait, then again */
+	MAESTRO_FAIL_NOT_SENT,		/* never reached the server */
+	MAESTRO_FAIL_TRANSIENT,		/* 502-504, a broken transfer: may have arrived */
+	MAESTRO_FAIL_SERVER,		/* another 5xx: may have been acted on */
+	MAESTRO_FAIL_BROKEN			/* another transport error: may have arrived */
+} MaestroFailure;
+
 /* The filters of the account-wide instance list; NULL/0: not filtered. */
 typedef struct MaestroInstanceFilter
 {
@@ -158,6 +179,9 @@ extern void maestro_http_configure(CURL *easy, const MaestroConnection *conn,
 								   const char *url, const MaestroRequest *req,
 								   struct curl_slist *headers, MaestroBuffer *buf,
 								   char *errbuf);
+extern MaestroFailure maestro_http_classify(CURLcode rc, long status);
+extern long maestro_http_retry_after_ms(CURL *easy);
+extern volatile sig_atomic_t maestro_shutdown_requested;
 
 /* auth.c */
 extern void maestro_auth_shmem_request(void);
@@ -208,6 +232,8 @@ extern cJSON *maestro_post_trigger(MaestroConnection *conn, const char *workflow
 extern cJSON *maestro_get_instances(MaestroConnection *conn, const char *workflow_id);
 extern void maestro_get_instances_response(MaestroConnection *conn, const char *workflow_id,
 										   MaestroRequest *req, MaestroResponse *resp);
+extern void maestro_instances_request(MaestroConnection *conn, const char *workflow_id,
+									  MaestroRequest *req);
 extern cJSON *maestro_get_instance(MaestroConnection *conn, const char *workflow_id,
 								   const char *instance_id);
 extern cJSON *maestro_post_workflow_action(MaestroConnection *conn,
@@ -217,24 +243,45 @@ extern cJSON *maestro_post_cancel(MaestroConnection *conn, const char *workflow_
 extern cJSON *maestro_get_account_instances(MaestroConnection *conn,
 											const MaestroInstanceFilter *filter,
 											const char *ctoken, bool missing_ok);
-extern char *maestro_find_instance_by_name(MaestroConnection *conn, const char *workflow_id,
-										   const char *instance_name, char **note);
 
-/* functions.c */
+/* arguments.c */
+extern char *maestro_uuid_argument(FunctionCallInfo fcinfo, int argno, const char *name);
 extern void maestro_check_trigger_args(FunctionCallInfo fcinfo, Jsonb **inputs,
 									   char **instance_name);
 
-/* queue.c: the backends' side of the trigger queue */
+/* launcher.c: the worker's life cycle, shared by backends and the worker */
 extern void maestro_queue_shmem_request(void);
 extern void maestro_queue_shmem_startup(void);
 extern void maestro_queue_register_launcher(void);
+extern bool maestro_queue_available(void);
 extern void maestro_queue_wake(void);
 extern bool maestro_queue_claim_worker(void);
 extern bool maestro_queue_take_wake(void);
 extern bool maestro_queue_release_worker_if_idle(void);
 extern void maestro_queue_release_worker(int code, Datum arg);
+extern PGDLLEXPORT void maestro_launcher_main(Datum arg);
+
+/* queue.c: the backends' side of the trigger queue */
 extern char *maestro_queue_table(void);
+
+/* queue.c: the one recipe for running SQL as another role */
+typedef struct MaestroRoleSwitch
+{
+	Oid			userid;
+	int			sec_context;
+	int			nestlevel;
+} MaestroRoleSwitch;
+extern void maestro_become_role(Oid role, MaestroRoleSwitch *save);
+extern void maestro_restore_role(MaestroRoleSwitch *save);
 extern char *maestro_extension_schema_name(void);
+
+/*
+ * pacing.c: the rule that turns a 429 into a pause of its server, and
+ * whether the worker holds a server paused (a 429, or its spent quota by
+ * ratelimit.c's rule), and until when (in the worker's process).
+ */
+extern long maestro_pacing_pause_ms(long status, long retry_after_ms, int attempts);
+extern TimestampTz maestro_pacing_paused_until(Oid server_id, TimestampTz now);
 
 /* stats.c */
 extern void maestro_stats_shmem_request(void);
@@ -263,8 +310,7 @@ extern bool maestro_worker_version_ok(void);
 #define MAESTRO_CHECK_VERSION \
 	bool		maestro_version_checked pg_attribute_unused() = maestro_check_version()
 
-/* worker.c: the worker that sends queued triggers */
-extern PGDLLEXPORT void maestro_launcher_main(Datum arg);
+/* worker.c: the worker that sends queued triggers (see worker.h) */
 extern PGDLLEXPORT void maestro_worker_main(Datum arg);
 
 /* convert.c */

@@ -11,12 +11,8 @@
  * commit, and only then, which is what keeps a rolled-back insert from
  * ever starting a workflow.
  *
- * The worker runs only while there is work. When a commit finds no worker,
- * it registers one (a dynamic background worker); the worker exits when
- * the queue is drained. So an idle server holds no connection to the
- * database, and DROP DATABASE is not blocked. The state the two sides share
- * lives in a small shared-memory struct, which exists only when maestro is
- * in shared_preload_libraries.
+ * The worker's life cycle (starting it, waking it) is launcher.c's; the
+ * worker's own SQL on the queue is queue_sql.c's.
  *
  * src/queue.c
  *
@@ -60,203 +56,8 @@ PG_FUNCTION_INFO_V1(maestro_trigger_async);
 PG_FUNCTION_INFO_V1(maestro_retry);
 PG_FUNCTION_INFO_V1(maestro_wake);
 
-/* How long a requested worker may take to start before we ask again. */
-#define WORKER_START_TIMEOUT_MS 10000
-
-typedef struct MaestroQueueShared
-{
-	slock_t		mutex;
-	bool		worker_running;
-	pid_t		worker_pid;
-	int			worker_procno;
-	bool		start_requested;
-	TimestampTz start_requested_at;
-	bool		wake_pending;	/* work committed since the worker last looked */
-} MaestroQueueShared;
-
-static MaestroQueueShared *queue_shared = NULL;
-
 /* set when this transaction queued work; the commit callback acts on it */
 static bool wake_at_commit = false;
-
-/* maestro.c's shared-memory hooks call these (AddinShmemInitLock held) */
-void
-maestro_queue_shmem_request(void)
-{
-	RequestAddinShmemSpace(MAXALIGN(sizeof(MaestroQueueShared)));
-}
-
-void
-maestro_queue_shmem_startup(void)
-{
-	bool		found;
-
-	queue_shared = ShmemInitStruct("maestro queue", sizeof(MaestroQueueShared), &found);
-	if (!found)
-	{
-		memset(queue_shared, 0, sizeof(MaestroQueueShared));
-		SpinLockInit(&queue_shared->mutex);
-		queue_shared->worker_procno = -1;
-	}
-}
-
-static void
-fill_worker(BackgroundWorker *worker, bool launcher)
-{
-	memset(worker, 0, sizeof(BackgroundWorker));
-	worker->bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-	worker->bgw_start_time = BgWorkerStart_RecoveryFinished;
-	/* a crashed worker comes back and finishes what it had claimed */
-	worker->bgw_restart_time = launcher ? BGW_NEVER_RESTART : 5;
-	snprintf(worker->bgw_library_name, BGW_MAXLEN, "maestro");
-	snprintf(worker->bgw_function_name, BGW_MAXLEN,
-			 launcher ? "maestro_launcher_main" : "maestro_worker_main");
-	snprintf(worker->bgw_name, BGW_MAXLEN,
-			 launcher ? "maestro launcher" : "maestro trigger queue worker");
-	snprintf(worker->bgw_type, BGW_MAXLEN,
-			 launcher ? "maestro launcher" : "maestro worker");
-}
-
-/*
- * Called from _PG_init while shared_preload_libraries is processed: a
- * launcher that sends what a crash or shutdown left in the queue as soon as
- * the server is up.
- */
-void
-maestro_queue_register_launcher(void)
-{
-	BackgroundWorker launcher;
-
-	fill_worker(&launcher, true);
-	RegisterBackgroundWorker(&launcher);
-}
-
-static bool
-maestro_queue_available(void)
-{
-	return queue_shared != NULL;
-}
-
-/*
- * Wake the worker, or start one when none runs. Safe in a commit callback:
- * it never raises an error.
- */
-void
-maestro_queue_wake(void)
-{
-	int			procno = -1;
-	bool		start = false;
-
-	if (queue_shared == NULL)
-		return;
-
-	SpinLockAcquire(&queue_shared->mutex);
-	queue_shared->wake_pending = true;
-	if (queue_shared->worker_running)
-		procno = queue_shared->worker_procno;
-	else if (!queue_shared->start_requested ||
-			 TimestampDifferenceExceeds(queue_shared->start_requested_at,
-										GetCurrentTimestamp(),
-										WORKER_START_TIMEOUT_MS))
-	{
-		queue_shared->start_requested = true;
-		queue_shared->start_requested_at = GetCurrentTimestamp();
-		start = true;
-	}
-	SpinLockRelease(&queue_shared->mutex);
-
-	if (procno >= 0)
-		SetLatch(&ProcGlobal->allProcs[procno].procLatch);
-	if (start)
-	{
-		BackgroundWorker worker;
-
-		fill_worker(&worker, false);
-		if (!RegisterDynamicBackgroundWorker(&worker, NULL))
-		{
-			SpinLockAcquire(&queue_shared->mutex);
-			queue_shared->start_requested = false;
-			SpinLockRelease(&queue_shared->mutex);
-			ereport(WARNING,
-					(errmsg("could not start the maestro worker: no background worker slot is free"),
-					 errdetail("Queued requests stay queued until a worker can start."),
-					 errhint("Raise max_worker_processes.")));
-		}
-	}
-}
-
-/*
- * The worker's side of the handshake. Returns false when another worker
- * already runs: there is only ever one.
- */
-bool
-maestro_queue_claim_worker(void)
-{
-	bool		claimed = false;
-
-	SpinLockAcquire(&queue_shared->mutex);
-	if (!queue_shared->worker_running)
-	{
-		queue_shared->worker_running = true;
-		queue_shared->worker_pid = MyProcPid;
-		queue_shared->worker_procno = MyProc->pgprocno;
-		claimed = true;
-	}
-	queue_shared->start_requested = false;
-	SpinLockRelease(&queue_shared->mutex);
-	return claimed;
-}
-
-/* Take and clear the "work was committed" flag. */
-bool
-maestro_queue_take_wake(void)
-{
-	bool		pending;
-
-	SpinLockAcquire(&queue_shared->mutex);
-	pending = queue_shared->wake_pending;
-	queue_shared->wake_pending = false;
-	SpinLockRelease(&queue_shared->mutex);
-	return pending;
-}
-
-/*
- * The worker may exit only if nothing was committed since it last looked;
- * deciding and giving up the slot happen under one lock, so a commit either
- * sees the worker running (and wakes it) or sees none (and starts one).
- */
-bool
-maestro_queue_release_worker_if_idle(void)
-{
-	bool		released = false;
-
-	SpinLockAcquire(&queue_shared->mutex);
-	if (!queue_shared->wake_pending && queue_shared->worker_pid == MyProcPid)
-	{
-		queue_shared->worker_running = false;
-		queue_shared->worker_pid = 0;
-		queue_shared->worker_procno = -1;
-		released = true;
-	}
-	SpinLockRelease(&queue_shared->mutex);
-	return released;
-}
-
-/* On any exit of the worker, crashes aside, give the slot back. */
-void
-maestro_queue_release_worker(int code, Datum arg)
-{
-	if (queue_shared == NULL)
-		return;
-	SpinLockAcquire(&queue_shared->mutex);
-	if (queue_shared->worker_pid == MyProcPid)
-	{
-		queue_shared->worker_running = false;
-		queue_shared->worker_pid = 0;
-		queue_shared->worker_procno = -1;
-	}
-	SpinLockRelease(&queue_shared->mutex);
-}
 
 static void
 queue_xact_callback(XactEvent event, void *arg)
@@ -368,49 +169,47 @@ queue_table_owner(void)
  * privilege on it beyond reading their own rows; what a role may queue is
  * decided by the checks in the callers, not by table privileges.
  *
- * Running as the owner (a superuser) is done as PostgreSQL does it for its
- * own security-restricted operations: with search_path pinned to
- * pg_catalog, so that no function or operator the caller planted in a
- * schema of its search_path can run with the owner's rights.
+ * Running as another role is done as PostgreSQL does it for its own
+ * security-restricted operations: with search_path pinned to pg_catalog,
+ * so that no function or operator the caller planted in a schema of its
+ * search_path can run with that role's rights. This is the one recipe for
+ * it; the worker's periodic sync uses it too.
  */
-typedef struct OwnerContext
+void
+maestro_become_role(Oid role, MaestroRoleSwitch *save)
 {
-	Oid			save_userid;
-	int			save_sec_context;
-	int			save_nestlevel;
-} OwnerContext;
-
-static void
-owner_context_begin(Oid owner, OwnerContext *save)
-{
-	GetUserIdAndSecContext(&save->save_userid, &save->save_sec_context);
-	SetUserIdAndSecContext(owner, save->save_sec_context | SECURITY_LOCAL_USERID_CHANGE |
+	GetUserIdAndSecContext(&save->userid, &save->sec_context);
+	SetUserIdAndSecContext(role, save->sec_context | SECURITY_LOCAL_USERID_CHANGE |
 						   SECURITY_RESTRICTED_OPERATION);
-	save->save_nestlevel = NewGUCNestLevel();
+	save->nestlevel = NewGUCNestLevel();
 	(void) set_config_option("search_path", "pg_catalog, pg_temp", PGC_USERSET, PGC_S_SESSION,
 							 GUC_ACTION_SAVE, true, 0, false);
 }
 
-/* an error on the way is undone by the transaction's abort instead */
-static void
-owner_context_end(const OwnerContext *save)
+/*
+ * Back to the role before maestro_become_role(). An error in between needs
+ * no call: aborting the (sub)transaction restores both the role and the
+ * settings.
+ */
+void
+maestro_restore_role(MaestroRoleSwitch *save)
 {
-	AtEOXact_GUC(false, save->save_nestlevel);
-	SetUserIdAndSecContext(save->save_userid, save->save_sec_context);
+	AtEOXact_GUC(false, save->nestlevel);
+	SetUserIdAndSecContext(save->userid, save->sec_context);
 }
 
 static void
 run_as_queue_owner(const char *sql, int nargs, Oid *types, Datum *values,
 				   const char *nulls, int expected)
 {
-	OwnerContext save;
+	MaestroRoleSwitch save;
 	int			rc;
 
-	owner_context_begin(queue_table_owner(), &save);
+	maestro_become_role(queue_table_owner(), &save);
 	rc = SPI_execute_with_args(sql, nargs, types, values, nulls, false, 0);
 	if (rc != expected)
 		elog(ERROR, "maestro queue statement failed: %s", SPI_result_code_string(rc));
-	owner_context_end(&save);
+	maestro_restore_role(&save);
 }
 
 /*
@@ -449,7 +248,7 @@ enqueue_plan_prepare(void)
 	Oid			table;
 	List	   *sequences;
 	HeapTuple	tuple;
-	OwnerContext save;
+	MaestroRoleSwitch save;
 	Oid			types[6] = {INT8OID, OIDOID, OIDOID, UUIDOID, JSONBOID, TEXTOID};
 	SPIPlanPtr	plan;
 	char	   *sql;
@@ -489,12 +288,12 @@ enqueue_plan_prepare(void)
 				   " (id, server_id, requested_by, workflow_id, inputs, instance_name)"
 				   " VALUES ($1, $2, $3, $4, $5, $6)",
 				   quote_identifier(get_namespace_name(schema)));
-	owner_context_begin(enqueue_plan.owner, &save);
+	maestro_become_role(enqueue_plan.owner, &save);
 	plan = SPI_prepare(sql, 6, types);
 	if (plan == NULL)
 		elog(ERROR, "could not prepare the maestro queue statement: %s",
 			 SPI_result_code_string(SPI_result));
-	owner_context_end(&save);
+	maestro_restore_role(&save);
 	if (SPI_keepplan(plan) != 0)
 		elog(ERROR, "could not keep the maestro queue statement");
 	enqueue_plan.plan = plan;
@@ -584,7 +383,7 @@ maestro_trigger_async(PG_FUNCTION_ARGS)
 	Oid			server_id;
 	int64		id;
 	Datum		values[6];
-	OwnerContext save;
+	MaestroRoleSwitch save;
 	int			rc;
 
 	maestro_check_trigger_args(fcinfo, &inputs, &name);
@@ -604,18 +403,18 @@ maestro_trigger_async(PG_FUNCTION_ARGS)
 
 	SPI_connect();
 	enqueue_plan_prepare();
-	owner_context_begin(enqueue_plan.owner, &save);
+	maestro_become_role(enqueue_plan.owner, &save);
 	id = nextval_internal(enqueue_plan.sequence, true);
 	values[0] = Int64GetDatum(id);
 	values[1] = ObjectIdGetDatum(server_id);
-	values[2] = ObjectIdGetDatum(save.save_userid);
+	values[2] = ObjectIdGetDatum(save.userid);
 	values[3] = PG_GETARG_DATUM(0);
 	values[4] = JsonbPGetDatum(inputs);
 	values[5] = CStringGetTextDatum(tagged_instance_name(name, id));
 	rc = SPI_execute_plan(enqueue_plan.plan, values, NULL, false, 0);
 	if (rc != SPI_OK_INSERT || SPI_processed != 1)
 		elog(ERROR, "maestro queue statement failed: %s", SPI_result_code_string(rc));
-	owner_context_end(&save);
+	maestro_restore_role(&save);
 	SPI_finish();
 
 	if (!maestro_queue_available())

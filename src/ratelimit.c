@@ -75,21 +75,14 @@ static RateLimits *local_limits = NULL;
 void
 maestro_ratelimit_shmem_request(void)
 {
-	RequestAddinShmemSpace(MAXALIGN(sizeof(RateLimits)));
-	RequestNamedLWLockTranche("maestro rate limits", 1);
+	maestro_shmem_reserve("maestro rate limits", sizeof(RateLimits), true);
 }
 
 void
 maestro_ratelimit_shmem_startup(void)
 {
-	bool		found;
-
-	shared_limits = ShmemInitStruct("maestro rate limits", sizeof(RateLimits), &found);
-	if (!found)
-	{
-		memset(shared_limits, 0, sizeof(RateLimits));
-		shared_limits->lock = &(GetNamedLWLockTranche("maestro rate limits"))->lock;
-	}
+	if (maestro_shmem_attach("maestro rate limits", sizeof(RateLimits), (void **) &shared_limits))
+		shared_limits->lock = maestro_shmem_lock("maestro rate limits");
 }
 
 static RateLimits *

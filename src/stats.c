@@ -95,19 +95,15 @@ stats_clear(MaestroStats *stats)
 void
 maestro_stats_shmem_request(void)
 {
-	RequestAddinShmemSpace(MAXALIGN(sizeof(MaestroStats)));
-	RequestNamedLWLockTranche("maestro stats", 1);
+	maestro_shmem_reserve("maestro stats", sizeof(MaestroStats), true);
 }
 
 void
 maestro_stats_shmem_startup(void)
 {
-	bool		found;
-
-	shared_stats = ShmemInitStruct("maestro stats", sizeof(MaestroStats), &found);
-	if (!found)
+	if (maestro_shmem_attach("maestro stats", sizeof(MaestroStats), (void **) &shared_stats))
 	{
-		shared_stats->lock = &(GetNamedLWLockTranche("maestro stats"))->lock;
+		shared_stats->lock = maestro_shmem_lock("maestro stats");
 		stats_clear(shared_stats);
 	}
 }

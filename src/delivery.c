@@ -1,0 +1,863 @@
+/*-------------------------------------------------------------------------
+ *
+ * delivery.c
+ *		The delivery policy of the trigger queue: when a claimed request is
+ *		sent, when it must first be looked up by name, and what an answer
+ *		makes of it (done, retried, failed).
+ *
+ * Exactly once. A request is marked 'sending' in a committed transaction
+ * before its POST leaves, so after any crash the worker knows which sends
+ * may have reached Maestro. Such a request, and one whose send failed in a
+ * way that leaves it unknown whether Maestro acted (a 5xx, a transport
+ * error after connecting), carries verify_before_send: before it is sent
+ * again the worker lists the workflow's instances and looks for the
+ * request's instance name, which ends in the request id and a random tag
+ * (queue.c). Found, the request is done; not found, it is sent.
+ *
+ * One list call settles every such request of a workflow: requests to be
+ * verified gather in a group per (server, workflow), and the group's one
+ * GET answers for all of them. A request that joins while its workflow's
+ * GET is in flight waits for the next one, whose answer is sure to be
+ * later than its own uncertain send, unless that send was a previous
+ * worker's (after a crash): any GET of this worker is later than it.
+ *
+ * Every call here is asynchronous (transfer.c), except getting a token
+ * (auth.c), which is cached and only minted when it expires.
+ *
+ * src/delivery.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "worker.h"
+
+#include "utils/memutils.h"
+
+/* Requests of one (server, workflow) waiting for one instances list. */
+typedef struct LookupGroup
+{
+	MemoryContext cxt;
+	Oid			server_id;
+	char	   *workflow_id;
+	MaestroConnection *conn;	/* of its first request */
+	Delivery   *members;
+	int			n_members;
+	bool		in_flight;		/* its GET is under way */
+	struct LookupGroup *next;
+} LookupGroup;
+
+/*
+ * The tagged names ("... [mq <id>-<tag>]") a workflow's last instances
+ * list showed, kept a while: after a crash, the requests a previous worker
+ * may have sent take several claims, and every GET of this worker is later
+ * than their sends, so one list answers for all of them.
+ */
+typedef struct KnownNames
+{
+	MemoryContext cxt;
+	Oid			server_id;
+	char	   *workflow_id;
+	char	  **names;			/* sorted */
+	char	  **ids;			/* the instance id of each name */
+	int			n;
+	TimestampTz listed_at;
+	struct KnownNames *next;
+} KnownNames;
+
+/*
+ * A claimed request whose server is paused for longer than this goes back
+ * to the queue until the pause ends, rather than stay 'sending' unsent.
+ */
+#define UNCLAIM_PAUSE_MS	2000
+
+/* how long a list answers for a previous worker's requests */
+#define KNOWN_NAMES_TTL_MS	(5 * 60 * 1000)
+
+/* claimed requests waiting for a free slot, in claim order */
+static Delivery *ready_head = NULL;
+static Delivery *ready_tail = NULL;
+static int	ready_count = 0;
+static LookupGroup *groups = NULL;
+static int	lookup_members = 0;
+static KnownNames *known = NULL;
+
+static void
+known_forget(KnownNames *k)
+{
+	KnownNames **link;
+
+	for (link = &known; *link; link = &(*link)->next)
+		if (*link == k)
+		{
+			*link = k->next;
+			break;
+		}
+	MemoryContextDelete(k->cxt);
+}
+
+static KnownNames *
+known_for(Oid server_id, const char *workflow_id)
+{
+	KnownNames *k;
+	TimestampTz now = GetCurrentTimestamp();
+
+	for (k = known; k; k = k->next)
+		if (k->server_id == server_id && strcmp(k->workflow_id, workflow_id) == 0)
+		{
+			if (TimestampDifferenceExceeds(k->listed_at, now, KNOWN_NAMES_TTL_MS))
+			{
+				known_forget(k);
+				return NULL;
+			}
+			return k;
+		}
+	return NULL;
+}
+
+static int
+compare_strings(const void *a, const void *b)
+{
+	return strcmp(*(char *const *) a, *(char *const *) b);
+}
+
+/* Keep the tagged names of a list that left at listed_at. */
+static void
+known_remember(Oid server_id, const char *workflow_id, const cJSON *list,
+			   TimestampTz listed_at)
+{
+	KnownNames *k = known_for(server_id, workflow_id);
+	MemoryContext cxt;
+	MemoryContext old;
+	const cJSON *inst;
+	int			cap = cJSON_GetArraySize(list);
+	char	  **names;
+	char	  **ids;
+	int			i;
+
+	if (k)
+		known_forget(k);
+	cxt = AllocSetContextCreate(TopMemoryContext, "maestro known names", ALLOCSET_SMALL_SIZES);
+	old = MemoryContextSwitchTo(cxt);
+	k = palloc0(sizeof(KnownNames));
+	k->cxt = cxt;
+	k->server_id = server_id;
+	k->workflow_id = pstrdup(workflow_id);
+	k->listed_at = listed_at;
+	names = palloc(sizeof(char *) * Max(cap, 1));
+	ids = palloc(sizeof(char *) * Max(cap, 1));
+	cJSON_ArrayForEach(inst, list)
+	{
+		const cJSON *name = maestro_json_member(inst, "name");
+		const cJSON *id = maestro_json_member(inst, "id");
+
+		if (cJSON_IsString(name) && strstr(name->valuestring, " [mq ") != NULL &&
+			cJSON_IsString(id) && maestro_is_uuid(id->valuestring))
+		{
+			/* the id follows its name, so that sorting keeps the pairs */
+			names[k->n] = psprintf("%s%c%s",
+								   maestro_utf8_to_server(name->valuestring,
+														  strlen(name->valuestring), false),
+								   '\0', id->valuestring);
+			k->n++;
+		}
+	}
+	qsort(names, k->n, sizeof(char *), compare_strings);
+	for (i = 0; i < k->n; i++)
+		ids[i] = names[i] + strlen(names[i]) + 1;
+	k->names = names;
+	k->ids = ids;
+	MemoryContextSwitchTo(old);
+	k->next = known;
+	known = k;
+}
+
+/*
+ * A request a previous worker may have sent, settled by a list this worker
+ * already has: found, its outcome is appended and true returned; not
+ * found, it is to be sent (verify cleared) and false returned; false too
+ * when no list answers for it.
+ */
+static bool
+settled_by_known_names(Delivery *d, List **outcomes)
+{
+	KnownNames *k;
+	char	  **hit;
+	char	   *key = d->instance_name;
+
+	if (!d->sent_before_start || (k = known_for(d->server_id, d->workflow_id)) == NULL)
+		return false;
+	hit = bsearch(&key, k->names, k->n, sizeof(char *), compare_strings);
+	if (hit == NULL)
+	{
+		d->verify = false;
+		return false;
+	}
+	{
+		Outcome    *o = maestro_new_outcome(d->id, "done");
+
+		o->instance_id = pstrdup(k->ids[hit - k->names]);
+		o->error = pstrdup("found by its name after an uncertain send; Maestro gives the instance_url only at trigger time");
+		*outcomes = lappend(*outcomes, o);
+	}
+	return true;
+}
+
+static void
+delivery_free(Delivery *d)
+{
+	/* a request looked up after its send no longer counted as claimed */
+	if (!d->id_only)
+		maestro_pacing_note_claimed(d->server_id, -1);
+	MemoryContextDelete(d->cxt);
+}
+
+static void
+ready_push(Delivery *d, bool front)
+{
+	d->next = NULL;
+	if (front)
+	{
+		d->next = ready_head;
+		ready_head = d;
+		if (ready_tail == NULL)
+			ready_tail = d;
+	}
+	else
+	{
+		if (ready_tail)
+			ready_tail->next = d;
+		else
+			ready_head = d;
+		ready_tail = d;
+	}
+	ready_count++;
+}
+
+/* A newly claimed request; it is sent (or looked up) when its turn comes. */
+void
+maestro_delivery_add(Delivery *d)
+{
+	maestro_pacing_note_claimed(d->server_id, +1);
+	ready_push(d, false);
+}
+
+/* Claimed requests not yet sent: waiting for a slot or for a look-up. */
+int
+maestro_delivery_pending(void)
+{
+	return ready_count + lookup_members;
+}
+
+Outcome *
+maestro_new_outcome(int64 id, const char *state)
+{
+	Outcome    *o = palloc0(sizeof(Outcome));
+
+	o->id = id;
+	o->state = state;
+	o->retry_in_ms = -1;
+	return o;
+}
+
+/*
+ * A failure that may be retried: queued again, or failed once the attempts
+ * are used up. "uncertain" means Maestro may have acted on the request.
+ */
+Outcome *
+maestro_retry_or_fail(int64 id, int attempts, int http_status, char *error,
+					  bool uncertain, long retry_after_ms)
+{
+	Outcome    *o;
+
+	if (attempts >= maestro_max_attempts)
+	{
+		o = maestro_new_outcome(id, "failed");
+		o->error = psprintf("%s (after %d attempts)", error, attempts);
+	}
+	else
+	{
+		o = maestro_new_outcome(id, "queued");
+		o->error = error;
+		o->retry_in_ms = Max(retry_after_ms, maestro_retry_backoff_ms(attempts));
+	}
+	o->http_status = http_status;
+	o->verify = uncertain;
+	return o;
+}
+
+/*
+ * Get the connection's token (cached, or minted synchronously). NULL when
+ * it is there; else the error message. An interrupted fetch (shutdown)
+ * also returns a message: the caller sees the stop flag and goes.
+ */
+static char *
+prepare_token(MaestroConnection *conn, MemoryContext keep)
+{
+	char	   *volatile problem = NULL;
+
+	if (!conn->jwt)
+		return NULL;
+	PG_TRY();
+	{
+		maestro_auth_prepare(conn);
+	}
+	PG_CATCH();
+	{
+		problem = psprintf("could not get an access token: %s",
+						   maestro_worker_caught_error(keep));
+	}
+	PG_END_TRY();
+	return problem;
+}
+
+/* ---- sending ---- */
+
+static Outcome *
+start_send(Delivery *d, TimestampTz now, MemoryContext keep)
+{
+	char	   *problem = prepare_token(d->conn, keep);
+	MemoryContext old;
+	MaestroRequest req;
+
+	if (problem)
+		return maestro_retry_or_fail(d->id, d->attempts, 0, problem, d->verify, -1);
+
+	old = MemoryContextSwitchTo(d->cxt);
+	maestro_trigger_request(d->conn, d->workflow_id, d->instance_name, d->inputs, &req);
+	MemoryContextSwitchTo(old);
+	if (maestro_transfer_start(TRANSFER_SEND, d, d->conn, &req, d->cxt) == NULL)
+		return maestro_retry_or_fail(d->id, d->attempts, 0,
+									 pstrdup("out of memory while preparing the request"),
+									 d->verify, -1);
+	maestro_pacing_record_send(d->server_id, now);
+	maestro_stats_worker(1, 0, 0, 0, -1);
+	return NULL;
+}
+
+/*
+ * What an answer to a trigger POST makes of its request; NULL when Maestro
+ * accepted it without naming the instance it started (the spec requires
+ * no field): the request is then done, never sent again, and its id is
+ * looked up by its name first (d->id_only).
+ */
+static Outcome *
+outcome_of_send(Transfer *t, Delivery *d, long pause_ms)
+{
+	MaestroFailure failure = maestro_http_classify(t->result, t->status);
+	long		retry_after_ms = -1;
+	char	   *message;
+
+	if (t->result != CURLE_OK)
+		message = psprintf("transport error: %s",
+						   maestro_redact(t->errbuf[0] ? t->errbuf : curl_easy_strerror(t->result)));
+	else if (failure == MAESTRO_SUCCESS)
+	{
+		cJSON	   *root = maestro_json_try_parse(t->buf.data, t->buf.len);
+		const cJSON *id = maestro_json_member(root, "instance_id");
+		const cJSON *url = maestro_json_member(root, "instance_url");
+		Outcome    *o;
+
+		if (!cJSON_IsString(id) || !maestro_is_uuid(id->valuestring))
+		{
+			d->id_only = true;
+			d->verify = false;
+			d->sent_before_start = false;	/* only a later list can show it */
+			d->http_status = (int) t->status;
+			d->sent_at = t->started_at;
+			if (cJSON_IsString(url))
+				d->instance_url = MemoryContextStrdup(d->cxt, url->valuestring);
+			return NULL;
+		}
+		o = maestro_new_outcome(d->id, "done");
+		o->http_status = (int) t->status;
+		o->instance_id = pstrdup(id->valuestring);
+		if (cJSON_IsString(url))
+			o->instance_url = pstrdup(url->valuestring);
+		return o;
+	}
+	else
+	{
+		message = psprintf("HTTP %ld: %s", t->status,
+						   maestro_error_message_from_body(t->buf.data, t->buf.len, NULL));
+		if (t->retry_after_seen)
+			retry_after_ms = maestro_http_retry_after_ms(t->easy);
+	}
+
+	switch (failure)
+	{
+		case MAESTRO_SUCCESS:
+			break;
+		case MAESTRO_FAIL_AUTH:
+			if (d->conn->jwt)
+			{
+				/* a minted token was refused: the request had no effect */
+				maestro_auth_forget(d->conn);
+				return maestro_retry_or_fail(d->id, d->attempts, (int) t->status, message,
+											 false, 0);
+			}
+			break;
+		case MAESTRO_FAIL_RATE_LIMITED:
+			/* the server paused (maestro_delivery_finished); wait for it */
+			return maestro_retry_or_fail(d->id, d->attempts, (int) t->status, message, false,
+										 pause_ms);
+		case MAESTRO_FAIL_NOT_SENT:
+			return maestro_retry_or_fail(d->id, d->attempts, (int) t->status, message, false, -1);
+		case MAESTRO_FAIL_TRANSIENT:
+		case MAESTRO_FAIL_SERVER:
+		case MAESTRO_FAIL_BROKEN:
+			/* Maestro may have acted on it: look it up before sending again */
+			return maestro_retry_or_fail(d->id, d->attempts, (int) t->status, message, true,
+										 retry_after_ms);
+		case MAESTRO_FAIL_FINAL:
+			break;
+	}
+
+	/* any other answer is final: the request as it stands will not succeed */
+	{
+		Outcome    *o = maestro_new_outcome(d->id, "failed");
+
+		o->http_status = (int) t->status;
+		o->error = message;
+		return o;
+	}
+}
+
+/* ---- looking up ---- */
+
+static LookupGroup *
+group_for(Delivery *d)
+{
+	LookupGroup *g;
+	MemoryContext cxt;
+
+	/*
+	 * Every GET of this worker left after any send of a previous one, so a
+	 * request whose uncertain send was a previous worker's may join a GET
+	 * already in flight (this is what makes the look-ups after a crash one
+	 * per workflow); any other waits for the next GET.
+	 */
+	for (g = groups; g; g = g->next)
+		if ((!g->in_flight || d->sent_before_start) && g->server_id == d->server_id &&
+			strcmp(g->workflow_id, d->workflow_id) == 0)
+			return g;
+
+	cxt = AllocSetContextCreate(TopMemoryContext, "maestro look-up", ALLOCSET_SMALL_SIZES);
+	g = MemoryContextAllocZero(cxt, sizeof(LookupGroup));
+	g->cxt = cxt;
+	g->server_id = d->server_id;
+	g->workflow_id = MemoryContextStrdup(cxt, d->workflow_id);
+	g->conn = d->conn;
+	g->next = groups;
+	groups = g;
+	return g;
+}
+
+static void
+group_remove(LookupGroup *g)
+{
+	LookupGroup **link;
+
+	for (link = &groups; *link; link = &(*link)->next)
+		if (*link == g)
+		{
+			*link = g->next;
+			break;
+		}
+}
+
+/* The group's members have all been settled or sent on. */
+static void
+group_free(LookupGroup *g)
+{
+	group_remove(g);
+	MemoryContextDelete(g->cxt);
+}
+
+static void
+join_group(Delivery *d)
+{
+	LookupGroup *g = group_for(d);
+
+	/* the group's conn is its first member's: keep that one alive first */
+	d->next = NULL;
+	if (g->members == NULL)
+		g->conn = d->conn;
+	d->next = g->members;
+	g->members = d;
+	g->n_members++;
+	lookup_members++;
+}
+
+/* The outcome of a request accepted without an id, looked up by name. */
+static Outcome *
+id_only_outcome(Delivery *d, const char *instance_id, char *note)
+{
+	Outcome    *o = maestro_new_outcome(d->id, "done");
+
+	o->http_status = d->http_status;
+	o->sent_at = d->sent_at;
+	o->instance_id = instance_id ? pstrdup(instance_id) : NULL;
+	o->instance_url = d->instance_url ? pstrdup(d->instance_url) : NULL;
+	o->error = note;
+	return o;
+}
+
+/* Every member of g gets a retry outcome (the look-up failed). */
+static List *
+group_retry_all(LookupGroup *g, const char *why, List *outcomes)
+{
+	Delivery   *d = g->members;
+
+	while (d)
+	{
+		Delivery   *next = d->next;
+
+		if (d->id_only)
+			outcomes = lappend(outcomes,
+							   id_only_outcome(d, NULL,
+											   psprintf("Maestro accepted the trigger but its answer named no instance_id; looking the instance up by its name failed: %s", why)));
+		else
+			outcomes = lappend(outcomes,
+							   maestro_retry_or_fail(d->id, d->attempts, 0,
+													 psprintf("could not look up whether an earlier send arrived: %s", why),
+													 true, -1));
+		lookup_members--;
+		delivery_free(d);
+		d = next;
+	}
+	g->members = NULL;
+	g->n_members = 0;
+	return outcomes;
+}
+
+static int
+compare_names(const void *a, const void *b)
+{
+	return strcmp((*(Delivery *const *) a)->instance_name,
+				  (*(Delivery *const *) b)->instance_name);
+}
+
+/*
+ * The instances list came: a member found by its name is done; the rest
+ * were never started and go back to the front of the ready list, to be
+ * sent now.
+ */
+static List *
+lookup_finished(Transfer *t, LookupGroup *g, List *outcomes)
+{
+	MaestroFailure failure = maestro_http_classify(t->result, t->status);
+	cJSON	   *root;
+	const cJSON *list;
+	const cJSON *inst;
+	Delivery  **sorted;
+	bool	   *found;
+	Delivery   *d;
+	int			i = 0;
+
+	if (failure != MAESTRO_SUCCESS)
+	{
+		char	   *why;
+
+		if (t->result != CURLE_OK)
+			why = psprintf("transport error: %s",
+						   maestro_redact(t->errbuf[0] ? t->errbuf : curl_easy_strerror(t->result)));
+		else
+			why = psprintf("HTTP %ld: %s", t->status,
+						   maestro_error_message_from_body(t->buf.data, t->buf.len, NULL));
+		if (failure == MAESTRO_FAIL_AUTH && g->conn->jwt)
+			maestro_auth_forget(g->conn);
+		return group_retry_all(g, why, outcomes);
+	}
+
+	root = maestro_json_try_parse(t->buf.data, t->buf.len);
+	list = maestro_json_list(root, "instances");
+	if (root == NULL || list == NULL)
+		return group_retry_all(g, "the instances list could not be read", outcomes);
+
+	sorted = palloc(sizeof(Delivery *) * g->n_members);
+	for (d = g->members; d; d = d->next)
+		sorted[i++] = d;
+	qsort(sorted, g->n_members, sizeof(Delivery *), compare_names);
+	found = palloc0(sizeof(bool) * g->n_members);
+
+	known_remember(g->server_id, g->workflow_id, list, t->started_at);
+	cJSON_ArrayForEach(inst, list)
+	{
+		const cJSON *name = maestro_json_member(inst, "name");
+		const cJSON *id = maestro_json_member(inst, "id");
+		Delivery	key;
+		Delivery   *keyp = &key;
+		Delivery  **hit;
+
+		if (!cJSON_IsString(name) || !cJSON_IsString(id) || !maestro_is_uuid(id->valuestring))
+			continue;
+		/* the names in the table are in the database's encoding */
+		key.instance_name = maestro_utf8_to_server(name->valuestring,
+												   strlen(name->valuestring), false);
+		hit = bsearch(&keyp, sorted, g->n_members, sizeof(Delivery *), compare_names);
+		if (hit && !found[hit - sorted] && (*hit)->id_only)
+		{
+			outcomes = lappend(outcomes,
+							   id_only_outcome(*hit, id->valuestring,
+											   pstrdup("Maestro's answer named no instance_id; the instance was found by its name (Maestro gives the instance_url only in that answer)")));
+			found[hit - sorted] = true;
+		}
+		else if (hit && !found[hit - sorted])
+		{
+			Outcome    *o = maestro_new_outcome((*hit)->id, "done");
+
+			o->instance_id = pstrdup(id->valuestring);
+			o->error = pstrdup("found by its name after an uncertain send; Maestro gives the instance_url only at trigger time");
+			outcomes = lappend(outcomes, o);
+			found[hit - sorted] = true;
+		}
+	}
+
+	/* the rest are sent now, first in line; those found are done */
+	for (i = g->n_members - 1; i >= 0; i--)
+	{
+		d = sorted[i];
+		lookup_members--;
+		if (found[i])
+			delivery_free(d);
+		else if (d->id_only)
+		{
+			/* accepted, so never sent again: done without its id */
+			outcomes = lappend(outcomes,
+							   id_only_outcome(d, NULL,
+											   pstrdup("Maestro accepted the trigger but its answer named no instance_id, and no instance of that name was listed yet")));
+			delivery_free(d);
+		}
+		else
+		{
+			d->verify = false;
+			ready_push(d, true);
+		}
+	}
+	g->members = NULL;
+	g->n_members = 0;
+	return outcomes;
+}
+
+/* ---- dispatching ---- */
+
+/*
+ * Start what may start now: sends and look-ups, in claim order, while
+ * slots are free and each server's pacing allows. Sets *next_slot to when
+ * a waiting server may be sent to again (0: none waits). Returns the
+ * outcomes settled without a transfer.
+ */
+List *
+maestro_delivery_dispatch(TimestampTz now, TimestampTz *next_slot)
+{
+	List	   *outcomes = NIL;
+	MemoryContext keep = CurrentMemoryContext;
+	Delivery   *d = ready_head;
+	Delivery   *kept_head = NULL;
+	Delivery   *kept_tail = NULL;
+	int			kept = 0;
+	LookupGroup *g;
+
+	*next_slot = 0;
+	ready_head = ready_tail = NULL;
+	ready_count = 0;
+
+	/* requests to verify join their workflow's look-up, whatever the slots */
+	while (d)
+	{
+		Delivery   *next = d->next;
+		TimestampTz slot = 0;
+
+		d->next = NULL;
+		if (d->problem)
+		{
+			Outcome    *o = maestro_new_outcome(d->id, "failed");
+
+			o->error = pstrdup(d->problem);
+			o->verify = d->verify;
+			outcomes = lappend(outcomes, o);
+			delivery_free(d);
+		}
+		else if (d->verify && settled_by_known_names(d, &outcomes))
+			delivery_free(d);
+		else if (d->verify)
+			join_group(d);
+		else if (!maestro_worker_stopping &&
+				 maestro_pacing_paused_until(d->server_id, now) >
+				 TimestampTzPlusMilliseconds(now, UNCLAIM_PAUSE_MS))
+		{
+			Outcome    *o = maestro_new_outcome(d->id, "queued");
+
+			o->unclaim = true;
+			o->verify = d->verify;
+			o->retry_in_ms = TimestampDifferenceMilliseconds(now,
+															 maestro_pacing_paused_until(d->server_id, now));
+			outcomes = lappend(outcomes, o);
+			delivery_free(d);
+		}
+		else if (maestro_worker_stopping ||
+				 maestro_transfer_count() >= maestro_max_concurrency ||
+				 (slot = maestro_pacing_next_slot(d->server_id, now)) > now)
+		{
+			if (!maestro_worker_stopping && maestro_transfer_count() < maestro_max_concurrency &&
+				(*next_slot == 0 || slot < *next_slot))
+				*next_slot = slot;
+			if (kept_tail)
+				kept_tail->next = d;
+			else
+				kept_head = d;
+			kept_tail = d;
+			kept++;
+		}
+		else
+		{
+			Outcome    *o = start_send(d, now, keep);
+
+			if (o)
+			{
+				outcomes = lappend(outcomes, o);
+				delivery_free(d);
+			}
+			else
+				maestro_pacing_note_claimed(d->server_id, -1);
+		}
+		d = next;
+	}
+
+	/* whatever arrived while we went through the list stays after it */
+	if (kept_head)
+	{
+		kept_tail->next = ready_head;
+		if (ready_tail == NULL)
+			ready_tail = kept_tail;
+		ready_head = kept_head;
+		ready_count += kept;
+	}
+
+	/* one GET per workflow, when a slot and the server's pacing allow */
+	g = groups;
+	while (g && !maestro_worker_stopping &&
+		   maestro_transfer_count() < maestro_max_concurrency)
+	{
+		LookupGroup *next = g->next;
+		TimestampTz slot;
+		char	   *problem;
+		MaestroRequest req;
+		MemoryContext old;
+
+		if (!g->in_flight)
+		{
+			slot = maestro_pacing_next_slot(g->server_id, now);
+			if (slot > now)
+			{
+				if (*next_slot == 0 || slot < *next_slot)
+					*next_slot = slot;
+			}
+			else if ((problem = prepare_token(g->conn, keep)) != NULL)
+			{
+				if (maestro_worker_stopping)
+					break;
+				outcomes = group_retry_all(g, problem, outcomes);
+				group_free(g);
+			}
+			else
+			{
+				old = MemoryContextSwitchTo(g->cxt);
+				maestro_instances_request(g->conn, g->workflow_id, &req);
+				MemoryContextSwitchTo(old);
+				/* out of memory: tried again next round */
+				if (maestro_transfer_start(TRANSFER_LOOKUP, g, g->conn, &req, g->cxt) != NULL)
+				{
+					g->in_flight = true;
+					maestro_pacing_record_send(g->server_id, now);
+				}
+			}
+		}
+		g = next;
+	}
+	return outcomes;
+}
+
+/*
+ * A transfer ended: what it makes of its request(s), as outcomes (the
+ * look-up's misses go back to the ready list instead). Pauses the server
+ * when the answer says so.
+ */
+List *
+maestro_delivery_finished(Transfer *t)
+{
+	List	   *outcomes = NIL;
+	curl_off_t	total_us = 0;
+	long		retry_after_ms = -1;
+	long		pause_ms;
+
+	curl_easy_getinfo(t->easy, CURLINFO_TOTAL_TIME_T, &total_us);
+	maestro_stats_record(t->server_id, t->req.endpoint, t->result == CURLE_OK ? t->status : 0,
+						 (double) total_us / 1000.0, 0, t->status == 429 ? 1 : 0, t->buf.len);
+	if (t->retry_after_seen)
+		retry_after_ms = maestro_http_retry_after_ms(t->easy);
+	/* a spent hourly quota holds the server's sends (pacing.c asks) */
+	if (t->result == CURLE_OK)
+		maestro_ratelimit_observe(t->server_id, t->easy);
+	pause_ms = maestro_pacing_pause_ms(t->result == CURLE_OK ? t->status : 0, retry_after_ms,
+									   t->kind == TRANSFER_SEND ? ((Delivery *) t->owner)->attempts : 1);
+	if (pause_ms > 0)
+		maestro_pacing_pause(t->server_id, pause_ms);
+
+	if (t->kind == TRANSFER_SEND)
+	{
+		Delivery   *d = (Delivery *) t->owner;
+		Outcome    *o = outcome_of_send(t, d, pause_ms);
+
+		maestro_transfer_free(t);
+		if (o == NULL)
+			join_group(d);		/* accepted without an id: look it up */
+		else
+		{
+			o->sent_at = t->started_at;
+			outcomes = lappend(outcomes, o);
+			/* the send's -1 was counted when it left */
+			MemoryContextDelete(d->cxt);
+		}
+	}
+	else
+	{
+		LookupGroup *g = (LookupGroup *) t->owner;
+
+		outcomes = lookup_finished(t, g, outcomes);
+		maestro_transfer_free(t);
+		group_free(g);
+	}
+	return outcomes;
+}
+
+/* Forget every claimed request (shutdown, or recovery from an error). */
+void
+maestro_delivery_drop_all(void)
+{
+	while (ready_head)
+	{
+		Delivery   *d = ready_head;
+
+		ready_head = d->next;
+		MemoryContextDelete(d->cxt);
+	}
+	ready_tail = NULL;
+	ready_count = 0;
+	while (groups)
+	{
+		LookupGroup *g = groups;
+		Delivery   *d = g->members;
+
+		while (d)
+		{
+			Delivery   *next = d->next;
+
+			MemoryContextDelete(d->cxt);
+			d = next;
+		}
+		groups = g->next;
+		MemoryContextDelete(g->cxt);
+	}
+	lookup_members = 0;
+	maestro_pacing_forget_claims();
+}

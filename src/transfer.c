@@ -1,0 +1,342 @@
+/*-------------------------------------------------------------------------
+ *
+ * transfer.c
+ *		The worker's asynchronous HTTP: every trigger POST and instance
+ *		look-up runs on one curl multi handle, and the worker's single wait
+ *		watches the latch and the transfers' sockets together.
+ *
+ * libcurl tells us which sockets it wants watched (CURLMOPT_SOCKETFUNCTION)
+ * and we put them, with the latch and postmaster death, into one
+ * WaitEventSet. So a commit (latch), a SIGTERM (latch), a socket that
+ * became ready and the next timeout of either side all end the same wait;
+ * nothing polls in slices.
+ *
+ * As in http.c, no callback raises an error: they only record what
+ * happened, in malloc'd memory.
+ *
+ * src/transfer.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "worker.h"
+
+#include "miscadmin.h"
+#include "storage/latch.h"
+#include "utils/memutils.h"
+#include "utils/wait_event.h"
+
+/* A socket libcurl wants watched, and for what (CURL_POLL_*). */
+typedef struct WatchedSocket
+{
+	curl_socket_t fd;
+	int			what;
+} WatchedSocket;
+
+static CURLM *multi = NULL;
+static Transfer *running = NULL;
+static int	running_count = 0;
+static Transfer *finished = NULL;
+
+static WatchedSocket *sockets = NULL;
+static int	n_sockets = 0;
+static int	sockets_cap = 0;
+static bool sockets_changed = true;
+static WaitEventSet *wait_set = NULL;
+static WaitEvent *wait_events = NULL;
+static int	wait_events_cap = 0;
+
+static int
+socket_callback(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
+{
+	int			i;
+
+	for (i = 0; i < n_sockets; i++)
+		if (sockets[i].fd == fd)
+			break;
+	if (what == CURL_POLL_REMOVE)
+	{
+		if (i < n_sockets)
+			sockets[i] = sockets[--n_sockets];
+	}
+	else
+	{
+		if (i == n_sockets)
+		{
+			if (n_sockets == sockets_cap)
+			{
+				int			cap = Max(16, sockets_cap * 2);
+				WatchedSocket *grown = realloc(sockets, sizeof(WatchedSocket) * cap);
+
+				if (grown == NULL)
+					return -1;	/* libcurl fails the transfer */
+				sockets = grown;
+				sockets_cap = cap;
+			}
+			n_sockets++;
+			sockets[i].fd = fd;
+		}
+		else if (sockets[i].what == what)
+			return 0;
+		sockets[i].what = what;
+	}
+	sockets_changed = true;
+	return 0;
+}
+
+static size_t
+header_callback(char *buffer, size_t size, size_t nitems, void *userdata)
+{
+	Transfer   *t = (Transfer *) userdata;
+	size_t		n = size * nitems;
+
+	if (n > 12 && pg_strncasecmp(buffer, "Retry-After:", 12) == 0)
+		t->retry_after_seen = true;
+	return n;
+}
+
+void
+maestro_transfer_init(void)
+{
+	multi = curl_multi_init();
+	if (multi == NULL)
+		ereport(FATAL,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("could not create a libcurl multi handle")));
+	curl_multi_setopt(multi, CURLMOPT_SOCKETFUNCTION, socket_callback);
+}
+
+void
+maestro_transfer_shutdown(void)
+{
+	maestro_transfer_abort_all();
+	if (wait_set)
+		FreeWaitEventSet(wait_set);
+	wait_set = NULL;
+	if (multi)
+		curl_multi_cleanup(multi);
+	multi = NULL;
+}
+
+int
+maestro_transfer_count(void)
+{
+	return running_count;
+}
+
+/*
+ * Start one exchange; its memory goes into cxt (the caller's, which must
+ * outlive the transfer). NULL when it could not start (out of memory).
+ */
+Transfer *
+maestro_transfer_start(TransferKind kind, void *owner, MaestroConnection *conn,
+					   MaestroRequest *req, MemoryContext cxt)
+{
+	MemoryContext old = MemoryContextSwitchTo(cxt);
+	Transfer   *t = palloc0(sizeof(Transfer));
+
+	t->cxt = cxt;
+	t->kind = kind;
+	t->owner = owner;
+	t->server_id = conn->server_id;
+	t->conn = conn;
+	t->req = *req;
+	t->url = maestro_http_url(conn, req);
+	t->headers = maestro_http_headers(conn, req);
+	t->buf.limit = (size_t) maestro_max_response_kb * 1024;
+	t->easy = curl_easy_init();
+	MemoryContextSwitchTo(old);
+
+	if (t->headers == NULL || t->easy == NULL)
+		goto fail;
+	maestro_http_configure(t->easy, conn, t->url, &t->req, t->headers, &t->buf, t->errbuf);
+	curl_easy_setopt(t->easy, CURLOPT_PRIVATE, t);
+	curl_easy_setopt(t->easy, CURLOPT_HEADERFUNCTION, header_callback);
+	curl_easy_setopt(t->easy, CURLOPT_HEADERDATA, t);
+	if (curl_multi_add_handle(multi, t->easy) != CURLM_OK)
+		goto fail;
+
+	t->started_at = GetCurrentTimestamp();
+	t->next = running;
+	running = t;
+	running_count++;
+	return t;
+
+fail:
+	curl_slist_free_all(t->headers);
+	if (t->easy)
+		curl_easy_cleanup(t->easy);
+	pfree(t);
+	return NULL;
+}
+
+/* Release what libcurl holds for a transfer; its palloc'd memory stays. */
+static void
+release(Transfer *t)
+{
+	curl_multi_remove_handle(multi, t->easy);
+	curl_easy_cleanup(t->easy);
+	t->easy = NULL;
+	curl_slist_free_all(t->headers);
+	t->headers = NULL;
+}
+
+/* Move the transfers libcurl reports done to the finished list. */
+static void
+harvest(void)
+{
+	CURLMsg    *msg;
+	int			left;
+
+	while ((msg = curl_multi_info_read(multi, &left)) != NULL)
+	{
+		Transfer   *t = NULL;
+		Transfer  **link;
+
+		if (msg->msg != CURLMSG_DONE)
+			continue;
+		curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **) &t);
+		t->result = msg->data.result;
+		if (t->result == CURLE_OK)
+			curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &t->status);
+		for (link = &running; *link; link = &(*link)->next)
+			if (*link == t)
+			{
+				*link = t->next;
+				break;
+			}
+		running_count--;
+		t->next = finished;
+		finished = t;
+	}
+}
+
+/* The latch, postmaster death and every socket libcurl watches. */
+static void
+rebuild_wait_set(void)
+{
+	int			i;
+
+	if (wait_set)
+		FreeWaitEventSet(wait_set);
+	wait_set = CreateWaitEventSet(TopMemoryContext, n_sockets + 2);
+	AddWaitEventToSet(wait_set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
+	AddWaitEventToSet(wait_set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
+	for (i = 0; i < n_sockets; i++)
+	{
+		uint32		events = 0;
+
+		if (sockets[i].what & CURL_POLL_IN)
+			events |= WL_SOCKET_READABLE;
+		if (sockets[i].what & CURL_POLL_OUT)
+			events |= WL_SOCKET_WRITEABLE;
+		if (events)
+			AddWaitEventToSet(wait_set, events, sockets[i].fd, NULL, NULL);
+	}
+	if (wait_events_cap < n_sockets + 2)
+	{
+		if (wait_events)
+			pfree(wait_events);
+		wait_events_cap = n_sockets + 2;
+		wait_events = MemoryContextAlloc(TopMemoryContext, sizeof(WaitEvent) * wait_events_cap);
+	}
+	sockets_changed = false;
+}
+
+/*
+ * The worker's one wait: until the latch is set, a socket is ready,
+ * libcurl's next timeout, or timeout_ms (-1: no limit of the caller's),
+ * whichever comes first. Drives the transfers after it; those that ended
+ * are then returned by maestro_transfer_take_finished().
+ */
+void
+maestro_transfer_wait(long timeout_ms)
+{
+	long		curl_ms = -1;
+	int			n;
+	int			i;
+	int			still;
+
+	/* start what was added, and run whatever timers are due */
+	curl_multi_socket_action(multi, CURL_SOCKET_TIMEOUT, 0, &still);
+	harvest();
+	if (finished != NULL)
+		return;
+
+	curl_multi_timeout(multi, &curl_ms);
+	if (curl_ms >= 0 && (timeout_ms < 0 || curl_ms < timeout_ms))
+		timeout_ms = curl_ms;
+	if (sockets_changed || wait_set == NULL)
+		rebuild_wait_set();
+
+	n = WaitEventSetWait(wait_set, timeout_ms, wait_events, wait_events_cap,
+						 PG_WAIT_EXTENSION);
+	for (i = 0; i < n; i++)
+	{
+		WaitEvent  *e = &wait_events[i];
+		int			mask = 0;
+
+		if (e->events & WL_LATCH_SET)
+		{
+			ResetLatch(MyLatch);
+			continue;
+		}
+		if (e->events & WL_SOCKET_READABLE)
+			mask |= CURL_CSELECT_IN;
+		if (e->events & WL_SOCKET_WRITEABLE)
+			mask |= CURL_CSELECT_OUT;
+		if (mask)
+			curl_multi_socket_action(multi, e->fd, mask, &still);
+	}
+	curl_multi_socket_action(multi, CURL_SOCKET_TIMEOUT, 0, &still);
+	harvest();
+}
+
+/* One finished transfer, or NULL; the caller frees it. */
+Transfer *
+maestro_transfer_take_finished(void)
+{
+	Transfer   *t = finished;
+
+	if (t)
+	{
+		finished = t->next;
+		t->next = NULL;
+	}
+	return t;
+}
+
+/* Free libcurl's side and the response buffer; not the context. */
+void
+maestro_transfer_free(Transfer *t)
+{
+	if (t->easy)
+		release(t);
+	free(t->buf.data);
+	t->buf.data = NULL;
+}
+
+/* Abandon every transfer (shutdown, or recovery from an error). */
+void
+maestro_transfer_abort_all(void)
+{
+	while (running)
+	{
+		Transfer   *t = running;
+
+		running = t->next;
+		maestro_transfer_free(t);
+		/* a send's memory is its request's; a look-up's is its group's */
+		if (t->kind == TRANSFER_SEND)
+			MemoryContextDelete(t->cxt);
+	}
+	running_count = 0;
+	while (finished)
+	{
+		Transfer   *t = finished;
+
+		finished = t->next;
+		maestro_transfer_free(t);
+		if (t->kind == TRANSFER_SEND)
+			MemoryContextDelete(t->cxt);
+	}
+}
