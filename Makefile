@@ -43,7 +43,7 @@ DATA = maestro--0.1.sql $(UPGRADE_SCRIPTS)
 DATA_built = maestro--$(EXTVERSION).sql
 PGFILEDESC = "maestro - DocuSign Maestro workflows from SQL"
 
-REGRESS = setup config privileges workflows trigger instances actions errors interrupts bad_input queue auth security encoding sync stats rate_limits proxy account_instances optional_fields
+REGRESS = setup config privileges workflows trigger instances actions errors interrupts bad_input queue auth security encoding sync stats rate_limits proxy account_instances optional_fields read_path queue_plan
 REGRESS_OPTS = --load-extension=maestro
 
 PG_CPPFLAGS = -I$(srcdir)/src -DMAESTRO_VERSION=\"$(EXTVERSION)\"
@@ -94,7 +94,7 @@ demo:
 	PG_CONFIG=$(PG_CONFIG) bash $(srcdir)/test/demo/run.sh
 
 # parse.c is shared by the extension and the fuzzer
-src/parse.o src/convert.o src/errors.o: src/parse.h
+src/parse.o src/convert.o src/errors.o src/json.o src/options.o: src/parse.h
 
 # Fuzzing (test/fuzz/README.md): libFuzzer over src/parse.c, no server needed.
 # "make fuzz" builds the target; "make fuzz-run FUZZ_SECONDS=600" runs it on a
@@ -105,6 +105,12 @@ FUZZ_CFLAGS ?= -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=
 
 test/fuzz/fuzz_parsers: test/fuzz/fuzz_parsers.c src/parse.c src/parse.h
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -I src -o $@ test/fuzz/fuzz_parsers.c src/parse.c -lcjson
+
+# Benchmarks (test/bench/run_all.sh): "make bench" runs each side-by-side
+# benchmark in its short mode, to prove they work; SHORT=0 for the figures.
+.PHONY: bench
+bench:
+	SHORT=$(or $(SHORT),1) bash test/bench/run_all.sh
 
 .PHONY: fuzz fuzz-run fuzz-clean
 fuzz: test/fuzz/fuzz_parsers

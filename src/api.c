@@ -45,8 +45,48 @@ account_path(MaestroConnection *conn, const char *fmt,...)
 }
 
 /*
+ * Send one request and return its 2xx response, unparsed; req and resp
+ * are filled in (req's strings must outlive it). With missing_ok, a 404
+ * returns false instead of raising: for an endpoint this API version may
+ * lack.
+ */
+static bool
+call_raw(MaestroConnection *conn, MaestroEndpoint endpoint, const char *method,
+		 const char *path, const char *query, const char *body, bool missing_ok,
+		 MaestroRequest *req, MaestroResponse *resp)
+{
+	memset(req, 0, sizeof(*req));
+	req->method = method;
+	req->path = path;
+	req->query = query;
+	req->body = body;
+	req->idempotent = (strcmp(method, "GET") == 0);
+	req->endpoint = endpoint;
+
+	maestro_auth_prepare(conn);
+	maestro_http_execute(conn, req, resp);
+
+	/*
+	 * A minted token the API refuses was revoked or expired early: mint a
+	 * new one and send once more. The request had no effect, so even a
+	 * trigger may be repeated here.
+	 */
+	if (resp->status == 401 && conn->jwt)
+	{
+		maestro_auth_forget(conn);
+		maestro_auth_prepare(conn);
+		maestro_http_execute(conn, req, resp);
+	}
+	if (resp->status == 404 && missing_ok)
+		return false;
+	if (resp->status < 200 || resp->status > 299)
+		maestro_raise_http_error(conn, req, resp);
+	return true;
+}
+
+/*
  * Send one request and parse its 2xx body. With missing_ok, a 404 returns
- * NULL instead of raising: for an endpoint this API version may lack.
+ * NULL instead of raising.
  */
 static cJSON *
 call_ex(MaestroConnection *conn, MaestroEndpoint endpoint, const char *method,
@@ -55,32 +95,8 @@ call_ex(MaestroConnection *conn, MaestroEndpoint endpoint, const char *method,
 	MaestroRequest req;
 	MaestroResponse resp;
 
-	memset(&req, 0, sizeof(req));
-	req.method = method;
-	req.path = path;
-	req.query = query;
-	req.body = body;
-	req.idempotent = (strcmp(method, "GET") == 0);
-	req.endpoint = endpoint;
-
-	maestro_auth_prepare(conn);
-	maestro_http_execute(conn, &req, &resp);
-
-	/*
-	 * A minted token the API refuses was revoked or expired early: mint a
-	 * new one and send once more. The request had no effect, so even a
-	 * trigger may be repeated here.
-	 */
-	if (resp.status == 401 && conn->jwt)
-	{
-		maestro_auth_forget(conn);
-		maestro_auth_prepare(conn);
-		maestro_http_execute(conn, &req, &resp);
-	}
-	if (resp.status == 404 && missing_ok)
+	if (!call_raw(conn, endpoint, method, path, query, body, missing_ok, &req, &resp))
 		return NULL;
-	if (resp.status < 200 || resp.status > 299)
-		maestro_raise_http_error(conn, &req, &resp);
 	return maestro_json_parse(resp.body, resp.body_len, &req);
 }
 
@@ -214,6 +230,19 @@ maestro_get_account_instances(MaestroConnection *conn, const MaestroInstanceFilt
 	return call_ex(conn, MAESTRO_EP_ACCOUNT_INSTANCES, "GET",
 				   account_path(conn, "/workflow-instances"),
 				   query.len > 0 ? query.data : NULL, NULL, missing_ok);
+}
+
+/*
+ * The same list unparsed, for reading it element by element
+ * (maestro_json_list_begin): a long list never becomes one tree.
+ */
+void
+maestro_get_instances_response(MaestroConnection *conn, const char *workflow_id,
+							   MaestroRequest *req, MaestroResponse *resp)
+{
+	(void) call_raw(conn, MAESTRO_EP_INSTANCES, "GET",
+					account_path(conn, "/workflows/%s/instances", workflow_id),
+					NULL, NULL, false, req, resp);
 }
 
 cJSON *

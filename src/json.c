@@ -1,21 +1,24 @@
 /*-------------------------------------------------------------------------
  *
  * json.c
- *		Parsing Maestro's JSON bodies with cJSON, and printing cJSON values
- *		back to text.
+ *		Parsing Maestro's JSON bodies with cJSON (whole, or a list response
+ *		element by element), and printing cJSON values back to text.
  *
  * cJSON's allocation hooks are process-wide, and another library in the
  * backend may use cJSON with plain malloc. So the palloc hooks are
  * installed only for the length of one parse or print and removed again;
- * the hooks never raise an error, so nothing can skip the removal. Every cJSON node we create therefore lives in the
- * caller's memory context and is released with it, errors included; no
- * cJSON_Delete() is needed or used.
+ * the hooks never raise an error, so nothing can skip the removal. Every
+ * cJSON node we create therefore lives in the caller's memory context and
+ * is released with it, errors included; no cJSON_Delete() is needed (the
+ * list walk in parse.c frees the values it only checks, through the same
+ * hooks, so that a long envelope does not pile up).
  *
  * src/json.c
  *
  *-------------------------------------------------------------------------
  */
 #include "maestro.h"
+#include "parse.h"
 
 #include "access/xact.h"
 #include "catalog/namespace.h"
@@ -222,6 +225,19 @@ maestro_json_try_parse(const char *body, size_t len)
 	return parse_utf8(body, len);
 }
 
+static void raise_not_json(const MaestroRequest *req, size_t len) pg_attribute_noreturn();
+
+static void
+raise_not_json(const MaestroRequest *req, size_t len)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_PROTOCOL_VIOLATION),
+			 errmsg("Maestro sent a response that is not valid JSON"),
+			 errdetail("%s %s answered with %zu bytes that do not parse as UTF-8 JSON.",
+					   req->method, req->path, len),
+			 errhint("The response may have been cut short or come from a proxy; check base_url.")));
+}
+
 /* Parse a success body; anything but JSON is a protocol violation. */
 cJSON *
 maestro_json_parse(const char *body, size_t len, const MaestroRequest *req)
@@ -229,15 +245,62 @@ maestro_json_parse(const char *body, size_t len, const MaestroRequest *req)
 	cJSON	   *root = parse_utf8(body, len);
 
 	if (root == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_PROTOCOL_VIOLATION),
-				 errmsg("Maestro sent a response that is not valid JSON"),
-				 errdetail("%s %s answered with %zu bytes that do not parse as UTF-8 JSON.",
-						   req->method, req->path, len),
-				 errhint("The response may have been cut short or come from a proxy; check base_url.")));
+		raise_not_json(req, len);
 	if (GetDatabaseEncoding() != PG_UTF8)
 		tree_to_server(root, true);
 	return root;
+}
+
+/*
+ * Start reading the list in a list response element by element (parse.c's
+ * maestro_list_locate). Everything but the list's elements is checked
+ * here, each element when maestro_json_list_next parses it; a body that
+ * is not JSON is the same error as from maestro_json_parse. False when
+ * the body is JSON without a list.
+ */
+bool
+maestro_json_list_begin(MaestroListReader *reader, const char *body, size_t len,
+						const char *wrapper_key, const MaestroRequest *req)
+{
+	int			rc;
+
+	reader->body = body;
+	reader->len = len;
+	reader->req = req;
+	if (body == NULL || len == 0 || !pg_verify_mbstr(PG_UTF8, body, (int) len, true))
+		raise_not_json(req, len);
+
+	cJSON_InitHooks(&palloc_hooks);
+	rc = maestro_list_locate(body, len, wrapper_key, &reader->pos);
+	cJSON_InitHooks(NULL);
+
+	if (rc == MAESTRO_LIST_INVALID)
+		raise_not_json(req, len);
+	return rc == MAESTRO_LIST_FOUND;
+}
+
+/*
+ * The next element, parsed in the current memory context, its strings in
+ * the database's encoding as maestro_json_parse leaves them; NULL at the
+ * end.
+ */
+cJSON *
+maestro_json_list_next(MaestroListReader *reader)
+{
+	int			rc;
+	cJSON	   *element;
+
+	cJSON_InitHooks(&palloc_hooks);
+	rc = maestro_list_next_parsed(reader->body, reader->len, &reader->pos, &element);
+	cJSON_InitHooks(NULL);
+
+	if (rc < 0)
+		raise_not_json(reader->req, reader->len);
+	if (rc == 0)
+		return NULL;
+	if (GetDatabaseEncoding() != PG_UTF8)
+		tree_to_server(element, true);
+	return element;
 }
 
 char *

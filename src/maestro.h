@@ -200,11 +200,23 @@ extern char *maestro_error_message_from_body(const char *body, size_t len,
 											 const char *content_type);
 extern char *maestro_redact(const char *text);
 
+/* A list response being read element by element (json.c). */
+typedef struct MaestroListReader
+{
+	const char *body;
+	size_t		len;
+	size_t		pos;			/* at the list's '[', a ',' or the ']' */
+	const MaestroRequest *req;	/* for error messages */
+} MaestroListReader;
+
 /* json.c */
 extern cJSON *maestro_json_parse(const char *body, size_t len,
 								 const MaestroRequest *req);
 extern cJSON *maestro_json_try_parse(const char *body, size_t len);
 extern char *maestro_json_print(const cJSON *item);
+extern bool maestro_json_list_begin(MaestroListReader *reader, const char *body, size_t len,
+									const char *wrapper_key, const MaestroRequest *req);
+extern cJSON *maestro_json_list_next(MaestroListReader *reader);
 /* Maestro speaks UTF-8: the two conversions at the database's boundary */
 extern char *maestro_utf8_to_server(const char *s, size_t len, bool strict);
 extern char *maestro_server_to_utf8(const char *s);
@@ -220,6 +232,8 @@ extern void maestro_trigger_request(MaestroConnection *conn, const char *workflo
 extern cJSON *maestro_post_trigger(MaestroConnection *conn, const char *workflow_id,
 								   const char *instance_name, const char *inputs_json);
 extern cJSON *maestro_get_instances(MaestroConnection *conn, const char *workflow_id);
+extern void maestro_get_instances_response(MaestroConnection *conn, const char *workflow_id,
+										   MaestroRequest *req, MaestroResponse *resp);
 extern void maestro_instances_request(MaestroConnection *conn, const char *workflow_id,
 									  MaestroRequest *req);
 extern cJSON *maestro_get_instance(MaestroConnection *conn, const char *workflow_id,
@@ -317,6 +331,10 @@ extern Datum maestro_json_to_uuid(const cJSON *item, bool *isnull);
 extern Datum maestro_json_to_timestamptz(const cJSON *item, bool *isnull);
 extern Datum maestro_json_to_int4(const cJSON *item, bool *isnull);
 extern Datum maestro_json_to_jsonb(const cJSON *item, bool *isnull);
+extern Jsonb *maestro_json_jsonb(const cJSON *item);
+extern Datum maestro_jsonb_member(Jsonb *object, const char *key, bool *isnull);
+extern void maestro_json_members(const cJSON *object, const char *const *keys, int nkeys,
+								 const cJSON **items, bool *unique);
 extern Datum maestro_json_to_text_array(const cJSON *item, bool *isnull);
 extern const cJSON *maestro_json_list(const cJSON *root, const char *wrapper_key);
 

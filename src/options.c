@@ -15,6 +15,7 @@
  *-------------------------------------------------------------------------
  */
 #include "maestro.h"
+#include "parse.h"
 
 #include <curl/curl.h>
 #include <unistd.h>
@@ -79,26 +80,13 @@ option_context_name(Oid context)
 
 /*
  * Canonical 8-4-4-4-12 hex text; what uuid_out produces and what the API
- * puts in its paths.
+ * puts in its paths. parse.c decides it (ASCII only, whatever the locale,
+ * and fuzzed), so that an option and a response field are read alike.
  */
 bool
 maestro_is_uuid(const char *text)
 {
-	int			i;
-
-	if (text == NULL || strlen(text) != 36)
-		return false;
-	for (i = 0; i < 36; i++)
-	{
-		if (i == 8 || i == 13 || i == 18 || i == 23)
-		{
-			if (text[i] != '-')
-				return false;
-		}
-		else if (!isxdigit((unsigned char) text[i]))
-			return false;
-	}
-	return true;
+	return maestro_uuid_is_canonical(text);
 }
 
 /*

@@ -310,46 +310,44 @@ maestro_uuid_is_canonical(const char *text)
 /*
  * Canonical uuid text, with the braces the spec's pattern allows: its
  * ^[{]?...[}]?$ makes each one optional on its own, and schema-valid
- * answers (Prism's, for one) do carry a lone "{" or "}".
+ * answers (Prism's, for one) do carry a lone "{" or "}". One pass: every
+ * instance row decodes three.
  */
 bool
 maestro_uuid_decode(const char *text, unsigned char uuid[16])
 {
-	char		canonical[37];
-	size_t		len;
+	unsigned char bytes[16];
+	const char *p = text;
 	int			i,
 				j;
 
 	if (text == NULL)
 		return false;
-	len = strlen(text);
-	if (len > 0 && text[0] == '{')
-	{
-		text++;
-		len--;
-	}
-	if (len > 0 && text[len - 1] == '}')
-		len--;
-	if (len != 36)
-		return false;
-	memcpy(canonical, text, 36);
-	canonical[36] = '\0';
-	if (!maestro_uuid_is_canonical(canonical))
-		return false;
-
+	if (p[0] == '{')
+		p++;
 	for (i = 0, j = 0; i < 36; i++)
 	{
 		int			nibble;
 
-		if (canonical[i] == '-')
+		if (i == 8 || i == 13 || i == 18 || i == 23)
+		{
+			if (p[i] != '-')
+				return false;
 			continue;
-		nibble = hex_value((unsigned char) canonical[i]);
+		}
+		nibble = hex_value((unsigned char) p[i]);
+		if (nibble < 0)
+			return false;		/* also where the text ends */
 		if (j % 2 == 0)
-			uuid[j / 2] = (unsigned char) (nibble << 4);
+			bytes[j / 2] = (unsigned char) (nibble << 4);
 		else
-			uuid[j / 2] |= (unsigned char) nibble;
+			bytes[j / 2] |= (unsigned char) nibble;
 		j++;
 	}
+	/* a closing brace, or none, whether or not one opened */
+	if (p[36] == '}' ? p[37] != '\0' : p[36] != '\0')
+		return false;
+	memcpy(uuid, bytes, 16);
 	return true;
 }
 
@@ -814,4 +812,398 @@ maestro_redact_text(const char *text, MaestroText *out)
 			return false;
 	}
 	return true;
+}
+
+/* ---------------------------------------------------------------------
+ * The list in a list response, found without building its tree
+ * ---------------------------------------------------------------------
+ *
+ * A list of 10,000 instances parsed whole by cJSON takes several times
+ * the body's size in nodes. maestro_list_locate walks only the envelope
+ * (the root, and "data" when it is an object) and finds the list's
+ * elements by their brackets; each element is then parsed on its own by
+ * the caller, so no more than one element's tree exists at a time.
+ *
+ * What is accepted is what cJSON_ParseWithLength accepts for the whole
+ * body (trailing bytes after the root value included), with the same
+ * choice of list as maestro_response_list: every value outside the list
+ * is parsed by cJSON here, every element of the chosen list by the caller
+ * (maestro_list_element_parse), and the elements of an array that could
+ * have been the list but was not are parsed here after the walk. The
+ * one difference: cJSON's nesting limit counts from the element, not from
+ * the root (two levels at most).
+ */
+
+/* cJSON's white space: every byte up to and including the space */
+static size_t
+json_skip_ws(const char *s, size_t len, size_t pos)
+{
+	while (pos < len && (unsigned char) s[pos] <= 32)
+		pos++;
+	return pos;
+}
+
+/* a byte cJSON's parse_value can start with */
+static bool
+json_value_start(char c)
+{
+	return c == 'n' || c == 'f' || c == 't' || c == '"' || c == '-' ||
+		(c >= '0' && c <= '9') || c == '[' || c == '{';
+}
+
+/*
+ * Parse the one value at s[pos..len) with cJSON; on success *end is just
+ * past it. The tree is returned to the caller (or deleted when out is
+ * NULL).
+ */
+static bool
+json_parse_at(const char *s, size_t len, size_t pos, size_t *end, cJSON **out)
+{
+	const char *stop = NULL;
+	cJSON	   *item;
+
+	if (pos >= len || !json_value_start(s[pos]))
+		return false;
+	item = cJSON_ParseWithLengthOpts(s + pos, len - pos, &stop, false);
+	if (item == NULL)
+		return false;
+	*end = (size_t) (stop - s);
+	if (out)
+		*out = item;
+	else
+		cJSON_Delete(item);
+	return true;
+}
+
+/*
+ * Where the value starting at s[pos] (not white space) ends, by its
+ * brackets and strings alone: no check of what lies between. A scalar
+ * ends at the first byte that cannot follow it in a container.
+ */
+static bool
+json_skim(const char *s, size_t len, size_t pos, size_t *end)
+{
+	size_t		depth = 0;
+
+	if (pos >= len)
+		return false;
+	if (s[pos] != '[' && s[pos] != '{' && s[pos] != '"')
+	{
+		size_t		p = pos;
+
+		while (p < len && (unsigned char) s[p] > 32 && s[p] != ',' && s[p] != ']' &&
+			   s[p] != '}')
+			p++;
+		if (p == pos)
+			return false;
+		*end = p;
+		return true;
+	}
+	for (; pos < len; pos++)
+	{
+		char		c = s[pos];
+
+		if (c == '"')
+		{
+			/* the string ends at the next quote after an even run of backslashes */
+			size_t		q = pos + 1;
+
+			for (;;)
+			{
+				const char *hit = memchr(s + q, '"', len - q);
+				size_t		backslashes = 0;
+
+				if (hit == NULL)
+					return false;
+				q = (size_t) (hit - s);
+				while (q - backslashes > pos + 1 && s[q - backslashes - 1] == '\\')
+					backslashes++;
+				if (backslashes % 2 == 0)
+					break;
+				q++;
+			}
+			pos = q;
+			if (depth == 0)
+			{
+				*end = pos + 1;
+				return true;
+			}
+		}
+		else if (c == '[' || c == '{')
+			depth++;
+		else if (c == ']' || c == '}')
+		{
+			if (--depth == 0)
+			{
+				*end = pos + 1;
+				return true;
+			}
+		}
+	}
+	return false;
+}
+
+int
+maestro_list_next(const char *body, size_t len, size_t *pos, size_t *start, size_t *elem_len)
+{
+	size_t		p = *pos;
+	size_t		end;
+
+	if (p >= len)
+		return -1;
+	if (body[p] == '[')
+	{
+		p = json_skip_ws(body, len, p + 1);
+		if (p < len && body[p] == ']')
+		{
+			*pos = p;
+			return 0;
+		}
+	}
+	else if (body[p] == ',')
+		p = json_skip_ws(body, len, p + 1);
+	else if (body[p] == ']')
+		return 0;
+	else
+		return -1;
+	if (!json_skim(body, len, p, &end))
+		return -1;
+	*start = p;
+	*elem_len = end - p;
+	/* the next call starts at the ',' or ']' after the element */
+	p = json_skip_ws(body, len, end);
+	if (p >= len || (body[p] != ',' && body[p] != ']'))
+		return -1;
+	*pos = p;
+	return 1;
+}
+
+int
+maestro_list_next_parsed(const char *body, size_t len, size_t *pos, cJSON **element)
+{
+	size_t		p = *pos;
+	size_t		end;
+
+	*element = NULL;
+	if (p >= len)
+		return -1;
+	if (body[p] == '[')
+	{
+		p = json_skip_ws(body, len, p + 1);
+		if (p < len && body[p] == ']')
+		{
+			*pos = p;
+			return 0;
+		}
+	}
+	else if (body[p] == ',')
+		p = json_skip_ws(body, len, p + 1);
+	else if (body[p] == ']')
+		return 0;
+	else
+		return -1;
+	/* cJSON finds where the element ends: no second pass over its bytes */
+	if (!json_parse_at(body, len, p, &end, element))
+		return -1;
+	p = json_skip_ws(body, len, end);
+	if (p >= len || (body[p] != ',' && body[p] != ']'))
+	{
+		cJSON_Delete(*element);
+		*element = NULL;
+		return -1;
+	}
+	*pos = p;
+	return 1;
+}
+
+cJSON *
+maestro_list_element_parse(const char *element, size_t len)
+{
+	size_t		end;
+	cJSON	   *item = NULL;
+
+	if (!json_parse_at(element, len, 0, &end, &item))
+		return NULL;
+	if (end != len)
+	{
+		cJSON_Delete(item);
+		return NULL;
+	}
+	return item;
+}
+
+/* Every element of the array at s[pos] parses: where it ends, or false. */
+static bool
+json_array_check(const char *s, size_t len, size_t pos, bool parse, size_t *end)
+{
+	size_t		p = pos;
+	size_t		start,
+				elen;
+	int			rc;
+
+	while ((rc = maestro_list_next(s, len, &p, &start, &elen)) == 1)
+	{
+		if (parse)
+		{
+			cJSON	   *item = maestro_list_element_parse(s + start, elen);
+
+			if (item == NULL)
+				return false;
+			cJSON_Delete(item);
+		}
+	}
+	if (rc < 0)
+		return false;
+	*end = p + 1;				/* past the ']' maestro_list_next stopped at */
+	return true;
+}
+
+/* The key at s[pos] (a JSON string): its decoded text, or NULL. */
+static cJSON *
+json_key_at(const char *s, size_t len, size_t pos, size_t *end)
+{
+	cJSON	   *key = NULL;
+
+	if (pos >= len || s[pos] != '"' || !json_parse_at(s, len, pos, end, &key))
+		return NULL;
+	if (!cJSON_IsString(key) || key->valuestring == NULL)
+	{
+		cJSON_Delete(key);
+		return NULL;
+	}
+	return key;
+}
+
+typedef struct ListCandidates
+{
+	const char *wrapper_key;
+	size_t		data_array;		/* 0: none (an array never starts at 0 here) */
+	size_t		data_wrapped;
+	size_t		root_wrapped;
+	bool		data_seen;
+} ListCandidates;
+
+/*
+ * The object at s[pos]: every member value parsed by cJSON except the
+ * arrays that may be the list, which are only skimmed and recorded.
+ * level 0 is the root, 1 the first "data" member.
+ */
+static bool
+json_walk_object(const char *s, size_t len, size_t pos, int level,
+				 ListCandidates *cand, size_t *end)
+{
+	bool		wrapper_seen = false;
+
+	pos = json_skip_ws(s, len, pos + 1);
+	if (pos < len && s[pos] == '}')
+	{
+		*end = pos + 1;
+		return true;
+	}
+	for (;;)
+	{
+		cJSON	   *key;
+		const char *name;
+		size_t		vend = 0;
+		bool		ok;
+		size_t	   *slot = NULL;
+		bool		descend = false;
+
+		key = json_key_at(s, len, pos, &pos);
+		if (key == NULL)
+			return false;
+		name = key->valuestring;
+		if (level == 0 && !cand->data_seen && strcmp(name, "data") == 0)
+		{
+			cand->data_seen = true;
+			slot = &cand->data_array;
+			descend = true;
+		}
+		else if (cand->wrapper_key != NULL && !wrapper_seen &&
+				 strcmp(name, cand->wrapper_key) == 0)
+		{
+			wrapper_seen = true;
+			slot = (level == 0) ? &cand->root_wrapped : &cand->data_wrapped;
+		}
+		cJSON_Delete(key);
+
+		pos = json_skip_ws(s, len, pos);
+		if (pos >= len || s[pos] != ':')
+			return false;
+		pos = json_skip_ws(s, len, pos + 1);
+		if (slot != NULL && pos < len && s[pos] == '[')
+		{
+			*slot = pos;
+			ok = json_array_check(s, len, pos, false, &vend);
+		}
+		else if (descend && pos < len && s[pos] == '{')
+			ok = json_walk_object(s, len, pos, 1, cand, &vend);
+		else
+			ok = json_parse_at(s, len, pos, &vend, NULL);
+		if (!ok)
+			return false;
+		pos = json_skip_ws(s, len, vend);
+		if (pos < len && s[pos] == ',')
+		{
+			pos = json_skip_ws(s, len, pos + 1);
+			continue;
+		}
+		if (pos < len && s[pos] == '}')
+		{
+			*end = pos + 1;
+			return true;
+		}
+		return false;
+	}
+}
+
+int
+maestro_list_locate(const char *body, size_t len, const char *wrapper_key, size_t *list)
+{
+	ListCandidates cand;
+	size_t		pos = 0;
+	size_t		end;
+	size_t		chosen;
+	size_t		others[3];
+	int			i;
+
+	if (body == NULL || len == 0)
+		return MAESTRO_LIST_INVALID;
+	memset(&cand, 0, sizeof(cand));
+	cand.wrapper_key = wrapper_key;
+	/* cJSON skips a byte order mark before the root value only (and only in a body of 5 bytes or more) */
+	if (len > 4 && memcmp(body, "\xEF\xBB\xBF", 3) == 0)
+		pos = 3;
+	pos = json_skip_ws(body, len, pos);
+	if (pos >= len)
+		return MAESTRO_LIST_INVALID;
+	if (body[pos] == '[')
+	{
+		if (!json_array_check(body, len, pos, false, &end))
+			return MAESTRO_LIST_INVALID;
+		*list = pos;
+		return MAESTRO_LIST_FOUND;
+	}
+	if (body[pos] != '{')
+		return json_parse_at(body, len, pos, &end, NULL) ?
+			MAESTRO_LIST_ABSENT : MAESTRO_LIST_INVALID;
+	if (!json_walk_object(body, len, pos, 0, &cand, &end))
+		return MAESTRO_LIST_INVALID;
+
+	/* maestro_response_list's order; the arrays not chosen must parse too */
+	chosen = cand.data_array ? cand.data_array :
+		cand.data_wrapped ? cand.data_wrapped : cand.root_wrapped;
+	others[0] = cand.data_array;
+	others[1] = cand.data_wrapped;
+	others[2] = cand.root_wrapped;
+	for (i = 0; i < 3; i++)
+	{
+		if (others[i] != 0 && others[i] != chosen &&
+			!json_array_check(body, len, others[i], true, &end))
+			return MAESTRO_LIST_INVALID;
+	}
+	if (chosen == 0)
+		return MAESTRO_LIST_ABSENT;
+	*list = chosen;
+	return MAESTRO_LIST_FOUND;
 }

@@ -99,6 +99,27 @@ extern bool maestro_number_to_int32(const cJSON *item, int32_t *value);
 extern bool maestro_is_string_array(const cJSON *item);
 
 /*
+ * The list in a list response without parsing the whole body into one
+ * tree (parse.c says how). maestro_list_locate validates everything but
+ * the chosen list's elements and puts the offset of the list's '[' in
+ * *list; maestro_list_next, from *pos = *list, gives each element's byte
+ * span (1), the end of the list (0) or a malformed list (-1); each element
+ * is then parsed with maestro_list_element_parse (NULL: not valid). cJSON
+ * allocates through whatever hooks the caller installed.
+ */
+#define MAESTRO_LIST_INVALID	(-1)	/* the body is not JSON cJSON accepts */
+#define MAESTRO_LIST_ABSENT		0	/* valid JSON holding no list */
+#define MAESTRO_LIST_FOUND		1
+extern int	maestro_list_locate(const char *body, size_t len, const char *wrapper_key,
+								size_t *list);
+extern int	maestro_list_next(const char *body, size_t len, size_t *pos,
+							  size_t *start, size_t *elem_len);
+extern cJSON *maestro_list_element_parse(const char *element, size_t len);
+/* the same two steps in one: the next element parsed (1), 0 or -1 as above */
+extern int	maestro_list_next_parsed(const char *body, size_t len, size_t *pos,
+									 cJSON **element);
+
+/*
  * The API's own words in an error body, whatever its shape; root is the
  * body parsed as JSON, or NULL when it is not (valid UTF-8) JSON. The
  * message is appended to out, unredacted, and is valid UTF-8.

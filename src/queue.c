@@ -27,10 +27,12 @@
 #include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
 #include "catalog/namespace.h"
+#include "catalog/dependency.h"
 #include "catalog/indexing.h"
 #include "catalog/pg_extension.h"
 #include "commands/dbcommands.h"
 #include "commands/extension.h"
+#include "commands/sequence.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "postmaster/bgworker.h"
@@ -44,6 +46,8 @@
 #include "utils/lsyscache.h"
 #include "utils/fmgroids.h"
 #include "utils/guc.h"
+#include "utils/inval.h"
+#include "utils/memutils.h"
 #include "utils/rel.h"
 #include "utils/syscache.h"
 #include "utils/uuid.h"
@@ -220,6 +224,96 @@ maestro_queue_run_as_owner(const char *sql, int nargs, Oid *types, Datum *values
 }
 
 /*
+ * The enqueue statement, prepared once per backend: one INSERT of six
+ * parameters, so a row costs one nextval and one execution of a kept plan
+ * instead of two statements parsed and planned. It is prepared as the
+ * owner with search_path pinned, and run the same way. A relcache
+ * invalidation of the queue table (DROP EXTENSION, a new owner, another
+ * schema) or a full reset forgets it; PostgreSQL's plan cache replans it
+ * on its own when needed.
+ */
+typedef struct EnqueuePlan
+{
+	bool		valid;
+	Oid			table;
+	Oid			sequence;
+	Oid			owner;
+	SPIPlanPtr	plan;
+} EnqueuePlan;
+
+static EnqueuePlan enqueue_plan;
+
+static void
+enqueue_plan_invalidate(Datum arg, Oid relid)
+{
+	if (relid == InvalidOid || relid == enqueue_plan.table)
+		enqueue_plan.valid = false;
+}
+
+/* within SPI_connect */
+static void
+enqueue_plan_prepare(void)
+{
+	static bool callback_registered = false;
+	Oid			schema;
+	Oid			table;
+	List	   *sequences;
+	HeapTuple	tuple;
+	MaestroRoleSwitch save;
+	Oid			types[6] = {INT8OID, OIDOID, OIDOID, UUIDOID, JSONBOID, TEXTOID};
+	SPIPlanPtr	plan;
+	char	   *sql;
+
+	if (enqueue_plan.valid)
+		return;
+	if (!callback_registered)
+	{
+		CacheRegisterRelcacheCallback(enqueue_plan_invalidate, (Datum) 0);
+		callback_registered = true;
+	}
+	if (enqueue_plan.plan != NULL)
+	{
+		SPI_freeplan(enqueue_plan.plan);
+		enqueue_plan.plan = NULL;
+	}
+	enqueue_plan.table = InvalidOid;
+
+	schema = extension_schema();
+	table = OidIsValid(schema) ? get_relname_relid("maestro_trigger_requests", schema) : InvalidOid;
+	tuple = OidIsValid(table) ? SearchSysCache1(RELOID, ObjectIdGetDatum(table)) : NULL;
+	if (!HeapTupleIsValid(tuple))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("the maestro queue table is missing"),
+				 errhint("Run DROP EXTENSION maestro; CREATE EXTENSION maestro;")));
+	enqueue_plan.owner = ((Form_pg_class) GETSTRUCT(tuple))->relowner;
+	ReleaseSysCache(tuple);
+	sequences = getOwnedSequences(table);
+	if (list_length(sequences) != 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("the maestro queue table has no id sequence"),
+				 errhint("Run DROP EXTENSION maestro; CREATE EXTENSION maestro;")));
+
+	sql = psprintf("INSERT INTO %s.maestro_trigger_requests"
+				   " (id, server_id, requested_by, workflow_id, inputs, instance_name)"
+				   " VALUES ($1, $2, $3, $4, $5, $6)",
+				   quote_identifier(get_namespace_name(schema)));
+	maestro_become_role(enqueue_plan.owner, &save);
+	plan = SPI_prepare(sql, 6, types);
+	if (plan == NULL)
+		elog(ERROR, "could not prepare the maestro queue statement: %s",
+			 SPI_result_code_string(SPI_result));
+	maestro_restore_role(&save);
+	if (SPI_keepplan(plan) != 0)
+		elog(ERROR, "could not keep the maestro queue statement");
+	enqueue_plan.plan = plan;
+	enqueue_plan.sequence = linitial_oid(sequences);
+	enqueue_plan.table = table;
+	enqueue_plan.valid = true;
+}
+
+/*
  * The name the instance will carry. Maestro offers no idempotency key, so
  * the name is the key: it ends in the request id and a random tag, and the
  * worker finds an instance by it when it cannot know whether a send
@@ -238,50 +332,100 @@ tagged_instance_name(const char *name, int64 id)
 					tag[0], tag[1], tag[2], tag[3]);
 }
 
+/*
+ * The server a queued row goes to, found and checked by maestro_connect
+ * (the checks a direct call makes, now rather than at send time) once per
+ * transaction: the rows of one INSERT ... SELECT share the answer. A new
+ * transaction, role or maestro.server asks again, and so does any change
+ * to wrappers, servers, user mappings, roles or role memberships, ours
+ * (at the next command) or another session's (as soon as it is seen).
+ */
+static bool server_cache_valid = false;
+
+static void
+server_cache_invalidate(Datum arg, int cacheid, uint32 hashvalue)
+{
+	server_cache_valid = false;
+}
+
+static Oid
+enqueue_server(void)
+{
+	static bool callbacks_registered = false;
+	static LocalTransactionId lxid;
+	static Oid	userid;
+	static char *server_name = NULL;
+	static Oid	server_id;
+	const char *guc = maestro_server_name ? maestro_server_name : "";
+
+	if (!callbacks_registered)
+	{
+		CacheRegisterSyscacheCallback(FOREIGNDATAWRAPPEROID, server_cache_invalidate, (Datum) 0);
+		CacheRegisterSyscacheCallback(FOREIGNSERVEROID, server_cache_invalidate, (Datum) 0);
+		CacheRegisterSyscacheCallback(USERMAPPINGOID, server_cache_invalidate, (Datum) 0);
+		CacheRegisterSyscacheCallback(AUTHMEMROLEMEM, server_cache_invalidate, (Datum) 0);
+		CacheRegisterSyscacheCallback(AUTHOID, server_cache_invalidate, (Datum) 0);
+		callbacks_registered = true;
+	}
+	if (server_cache_valid && lxid == MyProc->lxid && userid == GetUserId() &&
+		strcmp(server_name, guc) == 0)
+		return server_id;
+
+	server_cache_valid = false;
+	server_id = maestro_connect()->server_id;
+	if (server_name != NULL)
+		pfree(server_name);
+	server_name = MemoryContextStrdup(TopMemoryContext, guc);
+	lxid = MyProc->lxid;
+	userid = GetUserId();
+	server_cache_valid = true;
+	return server_id;
+}
+
+/* this database's name; a connected database cannot be renamed */
+static char *database_name = NULL;
+
 Datum
 maestro_trigger_async(PG_FUNCTION_ARGS)
 {
 	MAESTRO_CHECK_VERSION;
-	Datum		workflow_id;
 	Jsonb	   *inputs;
 	char	   *name;
-	char	   *table;
-	MaestroConnection *conn;
+	Oid			server_id;
 	int64		id;
-	Oid			types[6] = {INT8OID, OIDOID, OIDOID, UUIDOID, JSONBOID, TEXTOID};
 	Datum		values[6];
-	bool		isnull;
+	MaestroRoleSwitch save;
+	int			rc;
 
 	maestro_check_trigger_args(fcinfo, &inputs, &name);
-	workflow_id = PG_GETARG_DATUM(0);
 
-	if (strcmp(get_database_name(MyDatabaseId), maestro_database_name) != 0)
+	if (database_name == NULL)
+		database_name = MemoryContextStrdup(TopMemoryContext, get_database_name(MyDatabaseId));
+	if (strcmp(database_name, maestro_database_name) != 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("the maestro worker serves database \"%s\", not this one",
 						maestro_database_name),
 				 errdetail("Requests queued here would never be sent."),
 				 errhint("Set maestro.database_name = '%s' in postgresql.conf and restart the server.",
-						 get_database_name(MyDatabaseId))));
+						 database_name)));
 
-	/* the same checks a direct call makes, now rather than at send time */
-	conn = maestro_connect();
-	table = maestro_queue_table();
+	server_id = enqueue_server();
 
 	SPI_connect();
-	run_as_queue_owner(psprintf("SELECT nextval(pg_get_serial_sequence('%s', 'id'))", table),
-					   0, NULL, NULL, NULL, SPI_OK_SELECT);
-	id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-
+	enqueue_plan_prepare();
+	maestro_become_role(enqueue_plan.owner, &save);
+	id = nextval_internal(enqueue_plan.sequence, true);
 	values[0] = Int64GetDatum(id);
-	values[1] = ObjectIdGetDatum(conn->server_id);
-	values[2] = ObjectIdGetDatum(GetUserId());
-	values[3] = workflow_id;
+	values[1] = ObjectIdGetDatum(server_id);
+	values[2] = ObjectIdGetDatum(save.userid);
+	values[3] = PG_GETARG_DATUM(0);
 	values[4] = JsonbPGetDatum(inputs);
 	values[5] = CStringGetTextDatum(tagged_instance_name(name, id));
-	run_as_queue_owner(psprintf("INSERT INTO %s (id, server_id, requested_by, workflow_id, inputs, instance_name)"
-								" VALUES ($1, $2, $3, $4, $5, $6)", table),
-					   6, types, values, NULL, SPI_OK_INSERT);
+	rc = SPI_execute_plan(enqueue_plan.plan, values, NULL, false, 0);
+	if (rc != SPI_OK_INSERT || SPI_processed != 1)
+		elog(ERROR, "maestro queue statement failed: %s", SPI_result_code_string(rc));
+	maestro_restore_role(&save);
 	SPI_finish();
 
 	if (!maestro_queue_available())

@@ -7,17 +7,22 @@
 # until all are done, requests per second, failures, duplicates, the enqueue
 # cost per row, the worker's peak memory, and the simulator's own capacity
 # measured with curl alone. With RATE=n it also checks the rate limit: the
-# most requests the simulator received in any one-second window.
+# most requests the simulator received in any one-second window. Beside
+# the worker, the limit: bench_client.c's curl-multi loop with the same
+# concurrency on keep-alive connections against the same endpoint; the
+# ratio of the two is printed last.
 #
 # It starts its own cluster and server (in /tmp/maestro-bench, on ports
 # 57434 and 57495) after `make install`; run as root; needs node. Knobs: N, CONCURRENCY
-# (default 64), RATE (default 0: no limit), LATENCY_MS (default 20).
+# (default 64), RATE (default 0: no limit), LATENCY_MS (default 20); SHORT=1 sends
+# 500 to prove the script works.
 set -u -o pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 export MAESTRO_TEST_DIR=${MAESTRO_TEST_DIR:-/tmp/maestro-bench}
 export MAESTRO_PGPORT=${MAESTRO_PGPORT:-57434}
 source "$HERE/../lib/cluster.sh"
 N=${N:-10000}
+[ "${SHORT:-0}" = 1 ] && N=500
 CONCURRENCY=${CONCURRENCY:-64}
 RATE=${RATE:-0}
 LATENCY_MS=${LATENCY_MS:-20}
@@ -42,6 +47,10 @@ node "$HERE/trigger_server.js" "$BENCH_PORT" "$LATENCY_MS" >/dev/null &
 server_pid=$!
 for _ in $(seq 50); do curl -s "$BENCH_URL/__bench/stats" >/dev/null && break; sleep 0.1; done
 server_capacity=$(node "$HERE/load_client.js" "$BENCH_URL$trigger_url" 4000 "$CONCURRENCY")
+# the limit: a C client (libcurl multi, keep-alive), as many requests as the worker sends
+cc -O2 -I "$HERE/../../src" -o "$MAESTRO_TEST_DIR/bench_client" "$HERE/bench_client.c" \
+	"$HERE/../../src/parse.c" -lcurl -lcjson || exit 1
+c_capacity=$("$MAESTRO_TEST_DIR/bench_client" multi "$BENCH_URL$trigger_url" "$N" "$CONCURRENCY") || exit 1
 kill "$server_pid"
 wait "$server_pid" 2>/dev/null
 node "$HERE/trigger_server.js" "$BENCH_PORT" "$LATENCY_MS" >/dev/null &
@@ -107,3 +116,5 @@ printf 'POSTs the server received: %d; duplicated instance names: %d\n' "$sent" 
 printf 'most requests in any 1 s:  %d\n' "$max_per_second"
 printf 'worker peak RSS:           %s kB\n' "$(cat "$MAESTRO_TEST_DIR/worker_peak_kb" 2>/dev/null || echo '?')"
 printf 'server capacity alone:     %.0f requests/s (load_client.js, %d at a time, fresh connections, %d ms latency)\n' "$server_capacity" "$CONCURRENCY" "$LATENCY_MS"
+printf 'C curl-multi client:       %.0f requests/s (%d at a time, keep-alive, same endpoint)\n' "$c_capacity" "$CONCURRENCY"
+printf 'ratio worker / C client:   %.0f%%\n' "$(echo "100 * $N / $span / $c_capacity" | bc -l)"

@@ -15,7 +15,11 @@
  *	2. as an error body: the message extracted with no Content-Type, with
  *	   text/html and with application/problem+json, then redacted; also
  *	   with allocators that fail part way;
- *	3. as one string: through the RFC 3339 and uuid parsers.
+ *	3. as one string: through the RFC 3339 and uuid parsers;
+ *	4. as a list response read element by element (maestro_list_locate,
+ *	   maestro_list_next, maestro_list_element_parse), checked against
+ *	   cJSON's parse of the whole body: the same verdict, the same list,
+ *	   the same elements.
  *
  * Beyond "no crash, no leak, no undefined behaviour", it checks what the
  * callers rely on and aborts (a crash libFuzzer reports) when it fails:
@@ -124,9 +128,10 @@ check_uuid(const char *text)
 
 	if (!maestro_uuid_decode(text, uuid))
 		return;
+	/* each brace is optional on its own */
 	s = (text[0] == '{') ? text + 1 : text;
-	CHECK(strlen(s) == ((text[0] == '{') ? 37u : 36u));
-	CHECK(maestro_uuid_is_canonical(text) == (text[0] != '{'));
+	CHECK(strlen(s) == 36u || (strlen(s) == 37u && s[36] == '}'));
+	CHECK(maestro_uuid_is_canonical(text) == (text[0] != '{' && strlen(text) == 36u));
 	for (i = 0, j = 0; i < 36; i++)
 	{
 		if (i == 8 || i == 13 || i == 18 || i == 23)
@@ -350,6 +355,142 @@ walk_body(const cJSON *root)
 }
 
 /* ---------------------------------------------------------------------
+ * Lists read element by element
+ * ---------------------------------------------------------------------
+ */
+
+/* deepest bracket nesting outside strings */
+static size_t
+nesting(const char *s, size_t len)
+{
+	size_t		depth = 0,
+				most = 0,
+				i;
+	bool		in_string = false;
+
+	for (i = 0; i < len; i++)
+	{
+		if (in_string)
+		{
+			if (s[i] == '\\')
+				i++;
+			else if (s[i] == '"')
+				in_string = false;
+		}
+		else if (s[i] == '"')
+			in_string = true;
+		else if (s[i] == '[' || s[i] == '{')
+			most = ++depth > most ? depth : most;
+		else if ((s[i] == ']' || s[i] == '}') && depth > 0)
+			depth--;
+	}
+	return most;
+}
+
+/* equal as printed (cJSON_Compare calls inf unequal to itself) */
+static void
+same_json(const cJSON *a, const cJSON *b)
+{
+	char	   *pa = cJSON_PrintUnformatted(a);
+	char	   *pb = cJSON_PrintUnformatted(b);
+
+	if (pa != NULL && pb != NULL)
+		CHECK(strcmp(pa, pb) == 0);
+	free(pa);
+	free(pb);
+}
+
+/*
+ * The element-wise reading accepts what cJSON accepts for the whole body
+ * and finds the list maestro_response_list finds, element for element.
+ * Only the nesting limit differs (it counts from the element), so bodies
+ * nested near it are left out of the comparison.
+ */
+static void
+check_list_scan(const char *body, size_t len, const cJSON *root, const char *wrapper_key)
+{
+	size_t		list = 0,
+				pos,
+				start,
+				elen;
+	int			rc = maestro_list_locate(body, len, wrapper_key, &list);
+	const cJSON *expected = root ? maestro_response_list(root, wrapper_key) : NULL;
+	const cJSON *want = expected ? expected->child : NULL;
+	bool		comparable = nesting(body, len) < 990;
+	bool		ok = true;
+	int			next;
+
+	if (rc == MAESTRO_LIST_INVALID)
+	{
+		CHECK(root == NULL || !comparable);
+		return;
+	}
+	if (rc == MAESTRO_LIST_ABSENT)
+	{
+		CHECK(expected == NULL || !comparable);
+		CHECK(root != NULL || !comparable);
+		return;
+	}
+	CHECK(rc == MAESTRO_LIST_FOUND);
+	CHECK(list < len && body[list] == '[');
+	pos = list;
+	while ((next = maestro_list_next(body, len, &pos, &start, &elen)) == 1)
+	{
+		cJSON	   *element;
+
+		CHECK(start >= list && start + elen <= len);
+		element = maestro_list_element_parse(body + start, elen);
+		if (element == NULL)
+		{
+			ok = false;
+			break;
+		}
+		if (comparable && root != NULL)
+		{
+			CHECK(want != NULL);
+			same_json(element, want);
+			want = want->next;
+		}
+		if (cJSON_IsObject(element))
+			instance_row(element);
+		cJSON_Delete(element);
+	}
+	if (next < 0)
+		ok = false;
+
+	/* the one-step reading gives the same elements and the same verdict */
+	{
+		size_t		pos2 = list;
+		size_t		pos3 = list;
+		cJSON	   *element;
+		int			rc2;
+
+		while ((rc2 = maestro_list_next_parsed(body, len, &pos2, &element)) == 1)
+		{
+			cJSON	   *again;
+
+			CHECK(maestro_list_next(body, len, &pos3, &start, &elen) == 1);
+			again = maestro_list_element_parse(body + start, elen);
+			CHECK(again != NULL);
+			same_json(element, again);
+			CHECK(pos2 == pos3);
+			cJSON_Delete(again);
+			cJSON_Delete(element);
+		}
+		CHECK((rc2 == 0) == ok);
+	}
+	if (!comparable)
+		return;
+	/* a list cJSON rejects fails in one of its elements */
+	CHECK(ok == (root != NULL));
+	if (ok)
+	{
+		CHECK(expected != NULL);
+		CHECK(want == NULL);
+	}
+}
+
+/* ---------------------------------------------------------------------
  * Error messages and redaction
  * ---------------------------------------------------------------------
  */
@@ -503,6 +644,13 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	error_message(body, size, "text/html; charset=utf-8", utf8 ? root : NULL);
 	error_message(body, size, "application/problem+json", utf8 ? root : NULL);
 	redact(body, &plain);
+
+	/* 4. a list response read element by element (valid UTF-8 only, as json.c) */
+	if (utf8)
+	{
+		check_list_scan(body, size, root, "instances");
+		check_list_scan(body, size, root, "workflows");
+	}
 
 	/* 3. one string (up to the first NUL) */
 	check_timestamp(body);
