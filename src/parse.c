@@ -943,11 +943,15 @@ json_skim(const char *s, size_t len, size_t pos, size_t *end)
 	return false;
 }
 
-int
-maestro_list_next(const char *body, size_t len, size_t *pos, size_t *start, size_t *elem_len)
+/*
+ * From *pos (the list's '[', or the ',' or ']' after an element) to where
+ * the next element starts, in *next: 1 when there is one, 0 at the end of
+ * the list (with *pos on its ']'), -1 when the bytes are no list.
+ */
+static int
+list_advance(const char *body, size_t len, size_t *pos, size_t *next)
 {
 	size_t		p = *pos;
-	size_t		end;
 
 	if (p >= len)
 		return -1;
@@ -966,6 +970,19 @@ maestro_list_next(const char *body, size_t len, size_t *pos, size_t *start, size
 		return 0;
 	else
 		return -1;
+	*next = p;
+	return 1;
+}
+
+int
+maestro_list_next(const char *body, size_t len, size_t *pos, size_t *start, size_t *elem_len)
+{
+	size_t		p = 0;
+	size_t		end;
+	int			step = list_advance(body, len, pos, &p);
+
+	if (step != 1)
+		return step;
 	if (!json_skim(body, len, p, &end))
 		return -1;
 	*start = p;
@@ -981,27 +998,14 @@ maestro_list_next(const char *body, size_t len, size_t *pos, size_t *start, size
 int
 maestro_list_next_parsed(const char *body, size_t len, size_t *pos, cJSON **element)
 {
-	size_t		p = *pos;
+	size_t		p = 0;
 	size_t		end;
+	int			step;
 
 	*element = NULL;
-	if (p >= len)
-		return -1;
-	if (body[p] == '[')
-	{
-		p = json_skip_ws(body, len, p + 1);
-		if (p < len && body[p] == ']')
-		{
-			*pos = p;
-			return 0;
-		}
-	}
-	else if (body[p] == ',')
-		p = json_skip_ws(body, len, p + 1);
-	else if (body[p] == ']')
-		return 0;
-	else
-		return -1;
+	step = list_advance(body, len, pos, &p);
+	if (step != 1)
+		return step;
 	/* cJSON finds where the element ends: no second pass over its bytes */
 	if (!json_parse_at(body, len, p, &end, element))
 		return -1;
