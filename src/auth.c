@@ -444,6 +444,20 @@ use_until(long lifetime_s)
 }
 
 /*
+ * The token, copied where the connection itself lives. The caller's
+ * memory context may be shorter-lived than the connection (the worker
+ * prepares a send in a context it resets each round, and keeps the
+ * connection for the answer); maestro_auth_forget compares against this
+ * string when the API refuses the token, and a freed copy would make it
+ * keep a refused token cached until it expires.
+ */
+static char *
+token_for(MaestroConnection *conn, const char *token)
+{
+	return MemoryContextStrdup(GetMemoryChunkContext(conn), token);
+}
+
+/*
  * Make conn->access_token usable: a static token as it is, a minted one
  * from the cache, or a new one when the cache has none that is fresh.
  */
@@ -520,7 +534,7 @@ maestro_auth_prepare(MaestroConnection *conn)
 
 	if (token)
 	{
-		conn->access_token = (char *) token;
+		conn->access_token = token_for(conn, (char *) token);
 		return;
 	}
 
@@ -552,7 +566,7 @@ maestro_auth_prepare(MaestroConnection *conn)
 	}
 	PG_END_TRY();
 
-	conn->access_token = (char *) token;
+	conn->access_token = token_for(conn, (char *) token);
 }
 
 /* The API refused the token (401): drop it, so the next call mints anew. */
