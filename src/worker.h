@@ -75,7 +75,8 @@ typedef struct Outcome
 typedef enum TransferKind
 {
 	TRANSFER_SEND,				/* a trigger POST; owner is a Delivery */
-	TRANSFER_LOOKUP				/* an instances list; owner is a LookupGroup */
+	TRANSFER_LOOKUP,			/* an instances list; owner is a LookupGroup */
+	TRANSFER_TOKEN				/* a JWT grant; owner is delivery.c's TokenFetch */
 } TransferKind;
 
 typedef struct Transfer
