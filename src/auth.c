@@ -17,6 +17,16 @@
  * makes the old token unreachable at once, in every process. A token is
  * used until shortly before it expires; a 401 from the API drops it.
  *
+ * Getting a token is a few steps with one set of cache rules, so that the
+ * backends' synchronous path (maestro_auth_prepare) and the worker, which
+ * runs the token request on its multi handle beside its other transfers
+ * (delivery.c), cannot drift apart: look in the cache, claiming the fetch
+ * when there is no fresh token and nobody else fetches it
+ * (maestro_auth_lookup); build the request (maestro_auth_token_request);
+ * store the answer's token or raise its error (maestro_auth_token_received);
+ * give a failed or abandoned fetch up (maestro_auth_release). Every end of
+ * a claimed fetch wakes the processes waiting for it, a FATAL exit too.
+ *
  * src/auth.c
  *
  *-------------------------------------------------------------------------

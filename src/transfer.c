@@ -1,9 +1,10 @@
 /*-------------------------------------------------------------------------
  *
  * transfer.c
- *		The worker's asynchronous HTTP: every trigger POST and instance
- *		look-up runs on one curl multi handle, and the worker's single wait
- *		watches the latch and the transfers' sockets together.
+ *		The worker's asynchronous HTTP: every trigger POST, instance
+ *		look-up and token fetch (the JWT grant) runs on one curl multi
+ *		handle, and the worker's single wait watches the latch and the
+ *		transfers' sockets together.
  *
  * libcurl tells us which sockets it wants watched (CURLMOPT_SOCKETFUNCTION)
  * and we put them, with the latch and postmaster death, into one
@@ -325,7 +326,11 @@ maestro_transfer_abort_all(void)
 
 		running = t->next;
 		maestro_transfer_free(t);
-		/* a send's memory is its request's; a look-up's is its group's */
+		/*
+		 * a send's memory is its request's; a look-up's is its group's, and a
+		 * token fetch's its fetch's (delivery.c frees those, and ends the
+		 * fetch's claim, in maestro_delivery_drop_all)
+		 */
 		if (t->kind == TRANSFER_SEND)
 			MemoryContextDelete(t->cxt);
 	}

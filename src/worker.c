@@ -8,20 +8,22 @@
  * transaction), do the periodic housekeeping, claim due requests when
  * there is room to send them (one transaction; pacing.c leaves out the
  * servers that may not be sent to now), and start what may start
- * (delivery.c). Then ONE wait (transfer.c): until the latch is set (a
+ * (delivery.c), token fetches included. Then ONE wait (transfer.c): until the latch is set (a
  * commit, SIGTERM, SIGHUP), a transfer's socket is ready, or the earliest
  * of libcurl's timeout, the next due request, the next free slot of a
- * paced server, the end of a pause, and the next housekeeping. A round
- * with nothing to do costs no transaction.
+ * paced server, the end of a pause, the next look at a token another
+ * process is fetching, and the next housekeeping. A round with nothing to
+ * do costs no transaction.
  *
  * The worker exits once nothing is in flight, queued, or due, so that an
  * idle server keeps no connection to the database; a commit starts it
  * again (launcher.c). SIGTERM ends it promptly with exit code 0, which also
  * keeps the postmaster from restarting it after DROP DATABASE ... WITH
- * (FORCE): the asynchronous transfers are abandoned at once, and the
- * synchronous calls that remain (a token fetch, a periodic sync) give up
- * at their next poll (http.c). Rows it left 'sending' are looked up by the
- * next worker before they are sent again.
+ * (FORCE): the asynchronous transfers (sends, look-ups, token fetches) are
+ * abandoned at once, an abandoned token fetch waking the backends waiting
+ * for that token (delivery.c), and the synchronous call that remains (a
+ * periodic sync) gives up at its next poll (http.c). Rows it left
+ * 'sending' are looked up by the next worker before they are sent again.
  *
  * src/worker.c
  *
@@ -184,7 +186,8 @@ worker_loop(void)
 	 * memory) is handled as background workers handle theirs: the
 	 * transaction is aborted and every lock, buffer pin and wait released.
 	 * What was in flight or claimed is dropped and taken over again as
-	 * after a crash: looked up by name before it is sent.
+	 * after a crash: looked up by name before it is sent; a token fetch in
+	 * flight is given up, so that backends waiting for it fetch it.
 	 */
 	if (sigsetjmp(local_sigjmp_buf, 1) != 0)
 	{

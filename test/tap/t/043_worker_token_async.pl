@@ -125,10 +125,10 @@ is($slow_done, '0', 'and the requests needing the token were not sent without it
 
 # the worker uses (almost) no CPU while its fetch is in flight
 my ($worker) = worker_pids($node);
-my $cpu0 = cpu_seconds($worker);
+my $cpu0 = cpu_seconds($worker) // 0;
 my $w0 = time;
 sleep 0.1 while time < $w0 + 2;
-my $cpu_share = (cpu_seconds($worker) - $cpu0) / (time - $w0);
+my $cpu_share = ((cpu_seconds($worker) // 1e9) - $cpu0) / (time - $w0);
 note sprintf('worker CPU while its fetch is in flight: %.0f%%', 100 * $cpu_share);
 is(issued(), 0, 'the fetch was still under way after that window');
 cmp_ok($cpu_share, '<', 0.2, 'the worker waits for the fetch without spinning');
@@ -151,10 +151,10 @@ ok(poll(sub { count_of('beside', 'done') eq '3' }, 90), 'requests of another ser
 note sprintf('took %.2f s', time - $t0);
 is(issued(), 1, 'while the backend was still fetching');
 ($worker) = worker_pids($node);
-$cpu0 = cpu_seconds($worker);
+$cpu0 = cpu_seconds($worker) // 0;
 $w0 = time;
 sleep 0.1 while time < $w0 + 2;
-$cpu_share = (cpu_seconds($worker) - $cpu0) / (time - $w0);
+$cpu_share = ((cpu_seconds($worker) // 1e9) - $cpu0) / (time - $w0);
 note sprintf('worker CPU while another process fetches its token: %.0f%%', 100 * $cpu_share);
 cmp_ok($cpu_share, '<', 0.2, 'the worker looks again now and then, without spinning');
 ok(poll(sub { count_of('parked', 'done') eq '3' }, 180), 'the worker sent them with the token the backend got');
@@ -208,6 +208,39 @@ is($error{unreachable},
 	'could not get an access token: could not complete the Maestro request Check the base_url option of the server and that the host is reachable. (after 2 attempts)|2 0',
 	'an unreachable account server: the same error text as before');
 sim_post('/__sim/oauth/consent', { user => $user, consented => JSON::PP::true });
+
+# ---- 3c: an error escapes a round of the worker during its fetch ----
+# Recording an outcome fails (a check constraint refuses instance_url): the
+# worker's error recovery abandons what it had in flight, its token fetch
+# too, and a backend waiting for that token must not wait for the takeover.
+jwt_server('jwt8', "$url/_fault/key=tok8;latency_ms=100000;times=1");
+queue('jwt8', 'recover', 1);
+ok(poll(sub { sim_fault_count('tok8') >= 1 }, 60), 'the worker is fetching a token that does not come');
+my $waiter8 = backend_call('waiter8', 'jwt8');
+ok(poll(sub { waiting_backends('waiter8') eq '1' }, 30), 'a backend waits for that token');
+# the request that wanted it is gone, so that after its recovery the worker
+# itself needs that token no more (and cannot be the one to fetch it); and
+# a send that hangs keeps the worker busy, so that it does not exit (which
+# would also end the fetch's claim)
+$node->safe_psql('postgres', "DELETE FROM maestro_trigger_requests WHERE instance_name LIKE 'recover %'");
+add_server($node, 'slowsend', '/_fault/key=slowsend;latency_ms=100000');
+queue('slowsend', 'busy', 1);
+ok(poll(sub { sim_fault_count('slowsend') >= 1 }, 60), 'a send hangs');
+my $off = log_offset($node);
+$node->safe_psql('postgres',
+	'ALTER TABLE maestro_trigger_requests ADD CONSTRAINT no_url CHECK (instance_url IS NULL) NOT VALID');
+$t0 = time;
+queue('stat', 'boom', 1);
+ok(wait_for_log($node, qr/violates check constraint "no_url"/, $off, 60),
+	'recording an outcome failed in the worker');
+$waiter8->{h}->finish;
+$waited = time - $t0;
+note sprintf('the waiting backend had its answer %.2f s after the error', $waited);
+is(${ $waiter8->{out} }, "3\n", 'the waiting backend got its token');
+cmp_ok($waited, '<', 30, 'long before a takeover of the abandoned fetch');
+ok(poll(sub { count_of('boom', 'done') eq '1' }, 180), 'the worker recovered and settled the request');
+is(scalar(worker_pids($node)), 1, 'in the same worker, still running');
+$node->safe_psql('postgres', 'ALTER TABLE maestro_trigger_requests DROP CONSTRAINT no_url');
 
 # ---- 3b: a fast shutdown during a hung token fetch ----
 jwt_server('jwt7', "$url/_fault/key=tok7;latency_ms=100000;times=1");
