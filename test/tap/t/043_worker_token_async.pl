@@ -125,10 +125,12 @@ is($slow_done, '0', 'and the requests needing the token were not sent without it
 
 # the worker uses (almost) no CPU while its fetch is in flight
 my ($worker) = worker_pids($node);
-my $cpu0 = cpu_seconds($worker) // 0;
+my $cpu0 = $worker ? cpu_seconds($worker) : undef;
 my $w0 = time;
 sleep 0.1 while time < $w0 + 2;
-my $cpu_share = ((cpu_seconds($worker) // 1e9) - $cpu0) / (time - $w0);
+my $cpu1 = $worker ? cpu_seconds($worker) : undef;
+# no worker to measure counts as a failure
+my $cpu_share = defined $cpu0 && defined $cpu1 ? ($cpu1 - $cpu0) / (time - $w0) : 1;
 note sprintf('worker CPU while its fetch is in flight: %.0f%%', 100 * $cpu_share);
 is(issued(), 0, 'the fetch was still under way after that window');
 cmp_ok($cpu_share, '<', 0.2, 'the worker waits for the fetch without spinning');
@@ -151,10 +153,11 @@ ok(poll(sub { count_of('beside', 'done') eq '3' }, 90), 'requests of another ser
 note sprintf('took %.2f s', time - $t0);
 is(issued(), 1, 'while the backend was still fetching');
 ($worker) = worker_pids($node);
-$cpu0 = cpu_seconds($worker) // 0;
+$cpu0 = $worker ? cpu_seconds($worker) : undef;
 $w0 = time;
 sleep 0.1 while time < $w0 + 2;
-$cpu_share = ((cpu_seconds($worker) // 1e9) - $cpu0) / (time - $w0);
+$cpu1 = $worker ? cpu_seconds($worker) : undef;
+$cpu_share = defined $cpu0 && defined $cpu1 ? ($cpu1 - $cpu0) / (time - $w0) : 1;
 note sprintf('worker CPU while another process fetches its token: %.0f%%', 100 * $cpu_share);
 cmp_ok($cpu_share, '<', 0.2, 'the worker looks again now and then, without spinning');
 ok(poll(sub { count_of('parked', 'done') eq '3' }, 180), 'the worker sent them with the token the backend got');
@@ -208,6 +211,25 @@ is($error{unreachable},
 	'could not get an access token: could not complete the Maestro request Check the base_url option of the server and that the host is reachable. (after 2 attempts)|2 0',
 	'an unreachable account server: the same error text as before');
 sim_post('/__sim/oauth/consent', { user => $user, consented => JSON::PP::true });
+
+# ---- 3d: a backend fetching a token is terminated (FATAL) ----
+# A FATAL exit runs no PG_CATCH: the fetch's claim must still end, so that
+# the processes waiting for that token do not wait for the takeover.
+jwt_server('jwt9', "$url/_fault/key=tok9;latency_ms=100000;times=1");
+my $doomed = backend_call('doomed9', 'jwt9');
+ok(poll(sub { sim_fault_count('tok9') >= 1 }, 60), 'a backend is fetching a token that does not come');
+my $waiter9 = backend_call('waiter9', 'jwt9');
+ok(poll(sub { waiting_backends('waiter9') eq '1' }, 30), 'another backend waits for that token');
+$t0 = time;
+$node->safe_psql('postgres',
+	"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'doomed9'");
+$doomed->{h}->finish;
+like(${ $doomed->{err} }, qr/terminating connection due to administrator command/, 'the fetching backend was terminated');
+$waiter9->{h}->finish;
+$waited = time - $t0;
+note sprintf('the waiting backend had its answer %.2f s after the fetching one was terminated', $waited);
+is(${ $waiter9->{out} }, "3\n", 'the waiting backend got its token');
+cmp_ok($waited, '<', 30, 'long before a takeover of the abandoned fetch');
 
 # ---- 3c: an error escapes a round of the worker during its fetch ----
 # Recording an outcome fails (a check constraint refuses instance_url): the
