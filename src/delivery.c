@@ -389,7 +389,6 @@ token_gate(MaestroConnection *conn, TimestampTz now, MemoryContext keep,
 {
 	TokenFetch *volatile f;
 	volatile MaestroTokenState state = MAESTRO_TOKEN_WAIT;
-	volatile bool started = false;
 	MaestroTokenClaim claim;
 	TimestampTz wait_until = 0;
 
@@ -415,8 +414,7 @@ token_gate(MaestroConnection *conn, TimestampTz now, MemoryContext keep,
 		if (state == MAESTRO_TOKEN_FETCH)
 		{
 			f->claim = claim;
-			started = fetch_start(f);
-			if (!started)
+			if (!fetch_start(f))
 				*problem = pstrdup("could not get an access token: out of memory while preparing the request");
 		}
 	}
@@ -919,9 +917,7 @@ maestro_delivery_dispatch(TimestampTz now, TimestampTz *next_slot)
 				outcomes = group_retry_all(g, problem, outcomes);
 				group_free(g);
 			}
-			else if (gate == TOKEN_PARKED)
-				;				/* it waits for its token */
-			else
+			else if (gate == TOKEN_READY)	/* (else it waits for its token) */
 			{
 				old = MemoryContextSwitchTo(g->cxt);
 				maestro_instances_request(g->conn, g->workflow_id, &req);
@@ -984,12 +980,6 @@ fail_parked(const MaestroConnection *conn, char *problem, List *outcomes)
 	return outcomes;
 }
 
-/*
- * The worker's token request ended: the token is stored for every process
- * (its waiting requests start at the next dispatch), or the requests that
- * wait for it get the error. Either way the claim ends, and the processes
- * waiting for it are woken.
- */
 /* Store the token the answer holds: NULL; else the error, in keep. */
 static char *
 token_answer(Transfer *t, TokenFetch *f, MemoryContext keep)
@@ -1024,6 +1014,12 @@ token_answer(Transfer *t, TokenFetch *f, MemoryContext keep)
 	return problem;
 }
 
+/*
+ * The worker's token request ended: the token is stored for every process
+ * (its waiting requests start at the next dispatch), or the requests that
+ * wait for it get the error. Either way the claim ends, and the processes
+ * waiting for it are woken.
+ */
 static List *
 token_finished(Transfer *t, TokenFetch *f, List *outcomes)
 {

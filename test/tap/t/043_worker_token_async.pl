@@ -181,9 +181,18 @@ my $waited = time - $t0;
 note sprintf('the waiting backend had its answer %.2f s after the worker was stopped', $waited);
 is(${ $waiter->{out} }, "3\n", 'and got its answer');
 cmp_ok($waited, '<', 30, 'long before a takeover of the abandoned fetch (121 s)');
-# the request the stopped worker had claimed is sent by the next one
+# The request the stopped worker had claimed is looked up by name, then sent,
+# by the next one; with a new auth_url (a new token), that look-up waits for
+# the token first.
+my $seq = sim_max_seq();
+$node->safe_psql('postgres',
+	"ALTER SERVER jwt3 OPTIONS (SET auth_url '$url/_fault/key=tok3b;latency_ms=2000')");
 queue('stat', 'wake', 1);
-ok(poll(sub { count_of('hung', 'done') eq '1' }, 180), 'the next worker sent the request');
+ok(poll(sub { count_of('hung', 'done') eq '1' }, 180), 'the next worker looked the request up and sent it');
+is(sim_fault_count('tok3b'), 1, 'with one token request');
+my @gets = grep { $_->{auth} eq 'ok' }
+  @{ sim_log(since => $seq, path_contains => "/workflows/$WF1/instances", method => 'GET') };
+is(scalar(@gets), 1, 'after one look-up, with the new token');
 
 # ---- 4: a refused grant, a server error, no answer: recorded as before ----
 jwt_server('jwt4', $url);
