@@ -796,10 +796,24 @@ maestro_delivery_dispatch(TimestampTz now, TimestampTz *next_slot)
 	Delivery   *kept_tail = NULL;
 	int			kept = 0;
 	LookupGroup *g;
+	TokenFetch *f;
+	TokenFetch *next_f;
 
 	*next_slot = 0;
 	ready_head = ready_tail = NULL;
 	ready_count = 0;
+
+	/*
+	 * A token another process fetches whose time to look again has come
+	 * is looked at by the next request that needs it, as if never seen:
+	 * forgotten here, it cannot outlive the requests that waited for it.
+	 */
+	for (f = fetches; f; f = next_f)
+	{
+		next_f = f->next;
+		if (!f->in_flight && f->recheck_at <= now)
+			fetch_forget(f);
+	}
 
 	/* requests to verify join their workflow's look-up, whatever the slots */
 	while (d)
