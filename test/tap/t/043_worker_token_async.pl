@@ -195,25 +195,30 @@ my @gets = grep { $_->{auth} eq 'ok' }
 is(scalar(@gets), 1, 'after one look-up, with the new token');
 
 # ---- 4: a refused grant, a server error, no answer: recorded as before ----
-jwt_server('jwt4', $url);
+# (times=0: the fault never fires, it only counts the token requests)
+my $auth4 = "$url/_fault/key=tok4;times=0";
+jwt_server('jwt4', $auth4);
 jwt_server('jwt5', "$url/_fault/key=tok5;status=503");
 jwt_server('jwt6', 'http://127.0.0.1:9');
 sim_post('/__sim/oauth/consent', { user => $user, consented => JSON::PP::false });
-queue('jwt4', 'refused', 2);
+queue('jwt4', 'refused', 4);
 queue('jwt5', 'unavailable', 1);
 queue('jwt6', 'unreachable', 1);
-ok(poll(sub { count_of('refused', 'failed') eq '2' && count_of('unavailable', 'failed') eq '1'
+ok(poll(sub { count_of('refused', 'failed') eq '4' && count_of('unavailable', 'failed') eq '1'
 			&& count_of('unreachable', 'failed') eq '1' }, 180),
 	'the requests failed after their two attempts');
 my %error = map { split /\|/, $_, 2 } split /\n/, $node->safe_psql('postgres',
 	"SELECT DISTINCT split_part(instance_name, ' ', 1), last_error || '|' || attempts || ' ' || coalesce(http_status, 0)"
 	  . " FROM maestro_trigger_requests WHERE state = 'failed'");
 my $consent = "could not get an access token: DocuSign user $user has not consented to integration key $ik"
-  . " Have the user (or an organization administrator) open $url/oauth/auth?response_type=code"
+  . " Have the user (or an organization administrator) open $auth4/oauth/auth?response_type=code"
   . "&scope=signature%20aow_manage%20impersonation&client_id=$ik"
   . "&redirect_uri=<a redirect URI registered for the integration key> once and accept. (after 2 attempts)";
 
 is($error{refused}, "$consent|2 0", 'a refused grant: the same error text as before');
+# one request per token and round of attempts, not one per request and attempt (8)
+note 'token requests for the 4 refused requests of 2 attempts each: ' . sim_fault_count('tok4');
+cmp_ok(sim_fault_count('tok4'), '<=', 5, 'the refused requests shared their token requests');
 is($error{unavailable}, 'could not get an access token: Maestro server error (after 2 attempts)|2 0',
 	'a 503 from the account server: the same error text as before');
 is($error{unreachable},
