@@ -1006,8 +1006,8 @@ token_answer(Transfer *t, TokenFetch *f, MemoryContext keep)
 		char	   *ctype = NULL;
 
 		if (t->result != CURLE_OK)
-			maestro_http_raise_transport_error(t->conn, &t->req, t->result, t->errbuf,
-											   &t->buf, 0, t->easy);
+			maestro_http_raise_transport_error(t->conn, &t->req, t->easy, t->result,
+											   t->errbuf, &t->buf, 0);
 		memset(&resp, 0, sizeof(resp));
 		resp.status = t->status;
 		curl_easy_getinfo(t->easy, CURLINFO_CONTENT_TYPE, &ctype);

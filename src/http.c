@@ -433,14 +433,13 @@ maestro_http_configure(CURL *easy, const MaestroConnection *conn, const char *ur
 }
 
 /*
- * The error for a transfer that got no complete answer, for the synchronous
- * client and the worker alike (the worker's token fetch reports its failure
- * in the same words); easy is the transfer's handle, for what the proxy said.
+ * The error for a transfer that failed below HTTP, on the easy handle that
+ * ran it; also the worker's, for the pages of its sync (sync_loop.c).
  */
 void
 maestro_http_raise_transport_error(const MaestroConnection *conn, const MaestroRequest *req,
-								   CURLcode rc, const char *curl_message,
-								   const MaestroBuffer *buf, int retries, CURL *easy)
+								   CURL *easy, CURLcode rc, const char *curl_message,
+								   const MaestroBuffer *buf, int retries)
 {
 	const char *what = curl_message[0] ? curl_message : curl_easy_strerror(rc);
 
@@ -630,8 +629,8 @@ maestro_http_execute(const MaestroConnection *conn, const MaestroRequest *req,
 					 errmsg("canceling Maestro request due to an interrupt")));
 		}
 		if (rc != CURLE_OK)
-			maestro_http_raise_transport_error(conn, req, (CURLcode) rc, curl_message,
-											   (MaestroBuffer *) buf, resp->retries, maestro_easy);
+			maestro_http_raise_transport_error(conn, req, maestro_easy, (CURLcode) rc, curl_message,
+											   (MaestroBuffer *) buf, resp->retries);
 
 		{
 			char	   *ctype = NULL;

@@ -182,12 +182,12 @@ extern void maestro_http_configure(CURL *easy, const MaestroConnection *conn,
 								   struct curl_slist *headers, MaestroBuffer *buf,
 								   char *errbuf);
 extern MaestroFailure maestro_http_classify(CURLcode rc, long status);
-extern long maestro_http_retry_after_ms(CURL *easy);
 extern void maestro_http_raise_transport_error(const MaestroConnection *conn,
-											   const MaestroRequest *req, CURLcode rc,
-											   const char *curl_message,
-											   const MaestroBuffer *buf, int retries,
-											   CURL *easy) pg_attribute_noreturn();
+											   const MaestroRequest *req, CURL *easy,
+											   CURLcode rc, const char *curl_message,
+											   const MaestroBuffer *buf,
+											   int retries) pg_attribute_noreturn();
+extern long maestro_http_retry_after_ms(CURL *easy);
 extern volatile sig_atomic_t maestro_shutdown_requested;
 
 /*
