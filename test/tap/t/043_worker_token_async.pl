@@ -103,8 +103,8 @@ sub waiting_backends
 }
 
 # ---- 1 and 2: the worker fetches; other sends go on; one token request ----
-# The account server takes 25 s over the first token request of jwt1.
-jwt_server('jwt1', "$url/_fault/key=tok1;latency_ms=25000;times=1");
+# The account server takes 40 s over the first token request of jwt1.
+jwt_server('jwt1', "$url/_fault/key=tok1;latency_ms=40000;times=1");
 queue('jwt1', 'slow', 4);
 ok(poll(sub { sim_fault_count('tok1') >= 1 }, 60), 'the worker asked the account server for the token');
 
@@ -142,7 +142,7 @@ is(sim_fault_count('tok1'), 1, 'the account server was asked once for the worker
 is(issued(), 1, 'one token was issued');
 
 # ---- 2b: a backend fetches; the worker parks its requests, sends others ----
-jwt_server('jwt2', "$url/_fault/key=tok2;latency_ms=15000;times=1");
+jwt_server('jwt2', "$url/_fault/key=tok2;latency_ms=30000;times=1");
 my $fetcher = backend_call('fetcher2', 'jwt2');
 ok(poll(sub { sim_fault_count('tok2') >= 1 }, 60), 'a backend is fetching the token');
 queue('jwt2', 'parked', 3);
