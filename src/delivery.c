@@ -85,7 +85,10 @@ typedef struct KnownNames
 
 /*
  * A token the worker's requests wait for: the worker's own fetch (in
- * flight), or another process's (looked at again at recheck_at).
+ * flight), or another process's (looked at again at recheck_at). A fetch
+ * of the worker that failed stays until the next dispatch, with its error,
+ * for the callers of maestro_delivery_token other than this file, whose
+ * requests it fails at once.
  */
 typedef struct TokenFetch
 {
@@ -94,16 +97,9 @@ typedef struct TokenFetch
 	MaestroTokenClaim claim;	/* ours, while in flight */
 	bool		in_flight;
 	TimestampTz recheck_at;
+	char	   *failed;			/* the error of our fetch that failed */
 	struct TokenFetch *next;
 } TokenFetch;
-
-/* how a request's token stands (token_gate) */
-typedef enum TokenGate
-{
-	TOKEN_READY,				/* conn->access_token is set */
-	TOKEN_PARKED,				/* being fetched: the request waits */
-	TOKEN_FAILED				/* could not even be asked for */
-} TokenGate;
 
 /* claimed requests waiting for a free slot, in claim order */
 static Delivery *ready_head = NULL;
@@ -380,8 +376,8 @@ fetch_start(TokenFetch *f)
 /*
  * Can a request with this connection start: its token is there (set in
  * conn), or it waits for it (a fetch is under way, maybe started here; the
- * time to look again, if any, goes into *wake), or it failed before a
- * fetch could start (*problem says why, in the synchronous path's words).
+ * time to look again, if any, goes into *wake), or it failed (*problem
+ * says why, in the synchronous path's words).
  */
 static TokenGate
 token_gate(MaestroConnection *conn, TimestampTz now, MemoryContext keep,
@@ -396,6 +392,11 @@ token_gate(MaestroConnection *conn, TimestampTz now, MemoryContext keep,
 	if (!conn->jwt)
 		return TOKEN_READY;
 	f = fetch_for(conn);
+	if (f && f->failed)
+	{
+		*problem = MemoryContextStrdup(keep, f->failed);
+		return TOKEN_FAILED;
+	}
 	if (f && f->in_flight)
 		return TOKEN_PARKED;	/* its end wakes the worker */
 	if (f && now < f->recheck_at)
@@ -449,6 +450,22 @@ token_gate(MaestroConnection *conn, TimestampTz now, MemoryContext keep,
 	if (*wake == 0 || f->recheck_at < *wake)
 		*wake = f->recheck_at;
 	return TOKEN_PARKED;
+}
+
+/*
+ * The token gate for the worker's other calls (its periodic sync): READY,
+ * conn->access_token is set; PARKED, a fetch is under way (the worker's
+ * own, whose end wakes the loop, or another process's: look again at
+ * *wake, when set); FAILED, *problem (palloc'd) says why, as the requests
+ * record it ("could not get an access token: " and the error's message
+ * and hint). A fetch that failed is reported so until the next dispatch;
+ * after that, the next call asks anew.
+ */
+TokenGate
+maestro_delivery_token(MaestroConnection *conn, TimestampTz now, char **problem,
+					   TimestampTz *wake)
+{
+	return token_gate(conn, now, CurrentMemoryContext, problem, wake);
 }
 
 /* ---- sending ---- */
@@ -806,12 +823,14 @@ maestro_delivery_dispatch(TimestampTz now, TimestampTz *next_slot)
 	/*
 	 * A token another process fetches whose time to look again has come
 	 * is looked at by the next request that needs it, as if never seen:
-	 * forgotten here, it cannot outlive the requests that waited for it.
+	 * forgotten here, it cannot outlive the requests that waited for it. A
+	 * failed fetch of ours has failed its requests already: the next that
+	 * needs the token asks anew.
 	 */
 	for (f = fetches; f; f = next_f)
 	{
 		next_f = f->next;
-		if (!f->in_flight && f->recheck_at <= now)
+		if (!f->in_flight && (f->failed || f->recheck_at <= now))
 			fetch_forget(f);
 	}
 
@@ -1041,10 +1060,14 @@ token_finished(Transfer *t, TokenFetch *f, List *outcomes)
 
 	maestro_auth_release(&f->claim);	/* nothing left to do once stored */
 	maestro_transfer_free(t);
-	if (problem)
-		outcomes = fail_parked(f->conn, problem, outcomes);
-	fetch_forget(f);
-	return outcomes;
+	f->in_flight = false;
+	if (problem == NULL)
+	{
+		fetch_forget(f);
+		return outcomes;
+	}
+	f->failed = MemoryContextStrdup(f->cxt, problem);
+	return fail_parked(f->conn, problem, outcomes);
 }
 
 /*

@@ -128,6 +128,14 @@ extern void maestro_transfer_free(Transfer *t);
 extern void maestro_transfer_abort_all(void);
 
 /* delivery.c */
+typedef enum TokenGate
+{
+	TOKEN_READY,				/* conn->access_token is set */
+	TOKEN_PARKED,				/* being fetched: the caller waits */
+	TOKEN_FAILED				/* the fetch failed, or could not start */
+} TokenGate;
+extern TokenGate maestro_delivery_token(MaestroConnection *conn, TimestampTz now,
+										char **problem, TimestampTz *wake);
 extern long maestro_retry_backoff_ms(int attempts);
 extern Outcome *maestro_new_outcome(int64 id, const char *state);
 extern Outcome *maestro_retry_or_fail(int64 id, int attempts, int http_status,
