@@ -53,6 +53,8 @@ extern int	maestro_retry_delay_ms;
 extern int	maestro_sync_interval_ms;
 extern int	maestro_request_retention_s;
 extern int	maestro_event_retention_s;
+extern char *maestro_fault_injection;
+extern void maestro_fault_point(const char *point);
 extern int	maestro_connect_timeout_ms;
 extern int	maestro_request_timeout_ms;
 extern int	maestro_max_response_kb;
