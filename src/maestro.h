@@ -313,6 +313,7 @@ extern void maestro_ratelimit_check(const MaestroConnection *conn);
  */
 extern bool maestro_check_version(void);
 extern bool maestro_worker_version_ok(void);
+extern bool maestro_extension_row(Oid *extension, Oid *schema, char **version);
 #define MAESTRO_CHECK_VERSION \
 	bool		maestro_version_checked pg_attribute_unused() = maestro_check_version()
 
