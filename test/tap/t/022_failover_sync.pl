@@ -14,28 +14,11 @@ use Time::HiRes qw(time sleep);
 use MaestroTAP;
 
 my $n = 2000;
-my $concurrency = 16;
 start_simulator();
 
-my $primary = PostgreSQL::Test::Cluster->new('primary');
-$primary->init(allows_streaming => 1);
-$primary->append_conf('postgresql.conf', <<"EOC");
-shared_preload_libraries = 'maestro'
-maestro.database_name = 'postgres'
-maestro.rate_limit = 0
-maestro.max_concurrency = $concurrency
-log_min_messages = info
-EOC
-$primary->start;
-# every trigger is answered after 20 ms, so that the batch takes seconds
-maestro_setup($primary, 'postgres', sim_url() . '/_fault/key=lat;latency_ms=20;method=POST');
-
-$primary->backup('bk');
-my $standby = PostgreSQL::Test::Cluster->new('standby');
-$standby->init_from_backup($primary, 'bk', has_streaming => 1);
-# once promoted it has no standby of its own to wait for
-$standby->append_conf('postgresql.conf', "synchronous_standby_names = ''");
-$standby->start;
+# once promoted, the standby has no standby of its own to wait for
+my ($primary, $standby) = failover_pair(standby_conf => "synchronous_standby_names = ''");
+my $concurrency = 16;    # the pair's maestro.max_concurrency
 
 # from now on every commit on the primary waits for the standby's flush
 $primary->append_conf('postgresql.conf', "synchronous_standby_names = '*'");
@@ -53,17 +36,12 @@ is(scalar_sql($standby, "SELECT count(*) FROM maestro_trigger_requests WHERE ins
 	"the standby has the $n queued requests");
 
 # a few hundred sends into the batch, the standby stops receiving WAL
-my $deadline = time + 60;
-sleep 0.01 while sim_fault_count('lat') < 200 && time < $deadline;
-my $walrcv = scalar_sql($standby, 'SELECT pid FROM pg_stat_wal_receiver');
-ok($walrcv =~ /^\d+$/, 'the standby streams from the primary');
-kill 'STOP', $walrcv;
-my $at_freeze = sim_fault_count('lat');
+my ($walrcv, $at_freeze) = freeze_wal_receiver($standby, 200);
 
 # the worker's next commit (a claim or an outcome) waits for the standby,
 # so the POSTs stop: wait until none arrived for 3 s (at most 90 s)
 my ($last, $since) = ($at_freeze, time);
-$deadline = time + 90;
+my $deadline = time + 90;
 while (time < $deadline)
 {
 	my $now = sim_fault_count('lat');
@@ -90,10 +68,7 @@ $standby->promote;
 ok(wait_for($standby, "SELECT count(*) FROM maestro_trigger_requests WHERE instance_name LIKE 'fo %' AND state IN ('done', 'failed')",
 	$n, 120), 'the promoted standby\'s worker settled every request');
 
-my %accepted;
-$accepted{ $_->{instance_name} }++ for grep { $_->{seq} > $seq0 && $_->{status} == 201
-	  && ($_->{instance_name} // '') =~ /^fo \d+ \[mq / } @{ sim_log(method => 'POST') };
-my $doubled = grep { $_ > 1 } values %accepted;
+my $doubled = started_twice('fo', $seq0);
 my $found = check_exactly_once($standby, 'fo', $n, $seq0);
 note "after the failover: $doubled of $n started twice, $found settled by a look-up by name";
 
