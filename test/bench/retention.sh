@@ -108,6 +108,7 @@ echo "rows left in the table: $(bench_psql -c 'SELECT count(*) FROM maestro_trig
 echo "worker: $(bench_psql -c "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'maestro worker'") running at the end;" \
 	"real requests sent: $(bench_posts) of $batches"
 
+[ "$SHORT" = 1 ] && echo "(short mode: over in seconds, before autovacuum's first run; the verdicts below mean nothing)"
 # each relation: peak of the last quarter of the samples against the second quarter's
 awk -v header="$(sizes_header)" '
 	{ n++; for (i = 2; i <= NF; i++) v[n, i] = $i; cols = NF }
