@@ -59,6 +59,9 @@ typedef struct SyncRun
 
 static SyncRun *run = NULL;
 
+/* when the next run is due once this one ends; 0: at once (the first) */
+static TimestampTz next_start = 0;
+
 static void
 sync_warning(ErrorData *edata)
 {
@@ -70,10 +73,11 @@ sync_warning(ErrorData *edata)
 			 errhint("It is tried again in %d ms.", maestro_sync_interval_ms)));
 }
 
-/* Forget the run, its pages and its transfer. */
+/* Forget the run, its pages and its transfer; the next is due an interval on. */
 static void
 run_end(void)
 {
+	next_start = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), maestro_sync_interval_ms);
 	if (run == NULL)
 		return;
 	if (run->transfer)
@@ -152,11 +156,12 @@ connect_as_owner(void *arg)
 static bool
 run_begin(void)
 {
+	MemoryContext cxt = AllocSetContextCreate(TopMemoryContext, "maestro periodic sync",
+											  ALLOCSET_DEFAULT_SIZES);
 	bool		have_extension = true;
 
-	run = MemoryContextAllocZero(TopMemoryContext, sizeof(SyncRun));
-	run->cxt = AllocSetContextCreate(TopMemoryContext, "maestro periodic sync",
-									 ALLOCSET_DEFAULT_SIZES);
+	run = MemoryContextAllocZero(cxt, sizeof(SyncRun));
+	run->cxt = cxt;
 	run->tail = &run->pages;
 	pgstat_report_activity(STATE_RUNNING, SYNC_ACTIVITY);
 	if (!guarded(connect_as_owner, &have_extension))
@@ -327,31 +332,33 @@ run_step(TimestampTz now)
 }
 
 /*
- * Run the sync if it is due, or take the one under way a step on; returns
- * when it next wants to run (0: syncing is off, or a page is under way).
- * Called once a round by the loop's housekeeping.
+ * Start the sync if it is due, or take the one under way a step on;
+ * returns when it next wants to run (0: syncing is off, or a page is under
+ * way). Called once a round by the loop's housekeeping. The first run is
+ * due when the worker starts; each next one an interval after the last
+ * ended, whether it succeeded or failed.
  */
 TimestampTz
-maestro_sync_loop_run(TimestampTz now, TimestampTz next_sync)
+maestro_sync_loop_run(TimestampTz now)
 {
 	TimestampTz next;
 
 	if (maestro_sync_interval_ms <= 0)
 	{
-		run_end();
+		if (run != NULL)
+			run_end();
+		next_start = 0;
 		return 0;
 	}
 	if (run == NULL)
 	{
-		if (next_sync != 0 && now < next_sync)
-			return next_sync;
+		if (next_start != 0 && now < next_start)
+			return next_start;
 		if (!run_begin())
-			return TimestampTzPlusMilliseconds(GetCurrentTimestamp(), maestro_sync_interval_ms);
+			return next_start;
 	}
 	next = run_step(now);
-	if (next < 0)
-		return TimestampTzPlusMilliseconds(GetCurrentTimestamp(), maestro_sync_interval_ms);
-	return next;
+	return next < 0 ? next_start : next;
 }
 
 /* The HTTP failure of a page, raised as the synchronous call raises it. */

@@ -56,7 +56,6 @@
 static bool recover = true;
 static bool need_claim = true;
 static TimestampTz next_due = 0;
-static TimestampTz next_sync = 0;
 static TimestampTz idle_since = 0;
 static bool checked_before_exit = false;
 
@@ -150,8 +149,7 @@ housekeeping(TimestampTz now)
 	 * runs its statement only once they are all here: it never holds the
 	 * loop on the network.
 	 */
-	next_sync = maestro_sync_loop_run(now, next_sync);
-	next = earlier(next, next_sync);
+	next = earlier(next, maestro_sync_loop_run(now));
 	next = earlier(next, maestro_retention_run(now));
 	return next;
 }

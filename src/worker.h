@@ -148,7 +148,7 @@ extern bool maestro_queue_sql_claim(int limit, bool recover, List **claimed,
 extern void maestro_queue_sql_record(List *outcomes);
 
 /* sync_loop.c */
-extern TimestampTz maestro_sync_loop_run(TimestampTz now, TimestampTz next_sync);
+extern TimestampTz maestro_sync_loop_run(TimestampTz now);
 extern void maestro_sync_loop_finished(Transfer *t);
 extern void maestro_sync_loop_show_activity(void);
 extern void maestro_sync_loop_drop(void);
