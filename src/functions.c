@@ -29,6 +29,7 @@
 #include "commands/dbcommands.h"
 #include "funcapi.h"
 #include "miscadmin.h"
+#include "storage/buffile.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
@@ -744,6 +745,18 @@ prefetched_answer(InstanceWalk *walk, const MaestroRequest *req, bool missing_ok
 	walk->page_pos = page->next;
 	if (page->missing)
 		return NULL;
+	if (page->body == NULL)
+	{
+		char	   *body = palloc(page->len + 1);
+
+		if (BufFileSeek(page->file, page->fileno, page->offset, SEEK_SET) != 0 ||
+			BufFileRead(page->file, body, page->len) != page->len)
+			ereport(ERROR,
+					(errcode_for_file_access(),
+					 errmsg("could not read a prefetched page of the instance list from its temporary file")));
+		body[page->len] = '\0';
+		return maestro_json_parse(body, page->len, req);
+	}
 	return maestro_json_parse(page->body, page->len, req);
 }
 

@@ -167,7 +167,9 @@ typedef struct MaestroInstanceFilter
 /*
  * One answer of a walk of the account's instances, fetched beforehand (the
  * worker's sync): the request it answers, and its 2xx body or, with
- * missing, the 404 the walk allowed. A list, in the walk's order.
+ * missing, the 404 the walk allowed. The body is in memory, or, when body
+ * is NULL, in a temporary file at (fileno, offset). A list, in the walk's
+ * order.
  */
 typedef struct MaestroPage
 {
@@ -176,6 +178,9 @@ typedef struct MaestroPage
 	bool		missing;
 	char	   *body;
 	size_t		len;
+	struct BufFile *file;
+	int			fileno;
+	off_t		offset;
 	struct MaestroPage *next;
 } MaestroPage;
 

@@ -36,6 +36,7 @@
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "pgstat.h"
+#include "storage/buffile.h"
 #include "utils/memutils.h"
 #include "utils/resowner.h"
 #include "utils/snapmgr.h"
@@ -50,6 +51,8 @@ typedef struct SyncRun
 	MaestroInstanceWalk *walk;
 	MaestroPage *pages;			/* the answers so far, in the walk's order */
 	MaestroPage **tail;
+	Size		in_memory;		/* bytes of the bodies kept in memory */
+	BufFile    *file;			/* the bodies beyond work_mem; NULL: none */
 	MemoryContext page_cxt;		/* the page under way: its request, transfer */
 	MaestroRequest req;
 	bool		missing_ok;
@@ -83,6 +86,8 @@ run_end(void)
 	if (run->transfer)
 		maestro_transfer_cancel(run->transfer);
 	maestro_instance_walk_use_pages(NULL);
+	if (run->file)
+		BufFileClose(run->file);
 	MemoryContextDelete(run->cxt);
 	run = NULL;
 	pgstat_report_activity(STATE_IDLE, NULL);
@@ -381,13 +386,48 @@ raise_page_error(void *arg)
 	maestro_raise_http_error(run->conn, &t->req, &resp);
 }
 
-/* The walk reads the page just kept (the run's last). */
+/*
+ * Keep the answer of the page that came (run->transfer) for the statement,
+ * and let the walk read it. Bodies go to memory up to work_mem in all, and
+ * to a temporary file beyond, so that the worker's memory does not grow
+ * with the account; the file lives as long as the run.
+ */
 static void
-take_page(void *arg)
+keep_page(void *arg)
 {
-	MaestroPage *page = (MaestroPage *) arg;
+	Transfer   *t = run->transfer;
+	bool		missing = *(bool *) arg;
+	MaestroPage *page = MemoryContextAllocZero(run->cxt, sizeof(MaestroPage));
+	char	   *body = t->buf.data ? t->buf.data : "";
 
-	maestro_instance_walk_take(run->walk, &run->req, page->body, page->len, page->missing);
+	page->endpoint = run->req.endpoint;
+	page->path = MemoryContextStrdup(run->cxt, run->req.path);
+	page->missing = missing;
+	page->len = missing ? 0 : t->buf.len;
+	if (!missing && run->in_memory + page->len <= (Size) work_mem * 1024)
+	{
+		page->body = MemoryContextAllocHuge(run->cxt, page->len + 1);
+		memcpy(page->body, body, page->len);
+		page->body[page->len] = '\0';
+		run->in_memory += page->len;
+	}
+	else if (!missing)
+	{
+		if (run->file == NULL)
+		{
+			MemoryContext old = MemoryContextSwitchTo(run->cxt);
+
+			/* outlives the transactions of the run's steps */
+			run->file = BufFileCreateTemp(true);
+			MemoryContextSwitchTo(old);
+		}
+		page->file = run->file;
+		BufFileTell(run->file, &page->fileno, &page->offset);
+		BufFileWrite(run->file, body, page->len);
+	}
+	*run->tail = page;
+	run->tail = &page->next;
+	maestro_instance_walk_take(run->walk, &run->req, body, t->buf.len, missing);
 }
 
 /* A page's transfer ended (the loop hands it over). */
@@ -405,7 +445,6 @@ maestro_sync_loop_finished(Transfer *t)
 		maestro_transfer_free(t);
 		return;
 	}
-	run->transfer = NULL;
 	missing = status == 404 && run->missing_ok;
 
 	curl_easy_getinfo(t->easy, CURLINFO_TOTAL_TIME_T, &total_us);
@@ -418,34 +457,19 @@ maestro_sync_loop_finished(Transfer *t)
 		maestro_ratelimit_observe(t->server_id, t->easy);
 	maestro_pacing_pause(t->server_id, maestro_pacing_pause_ms(status, retry_after_ms, 1));
 
+	/* run->transfer stays t until it is dealt with: a run's end releases it */
 	if (maestro_http_classify(t->result, t->status) == MAESTRO_SUCCESS || missing)
 	{
-		MaestroPage *page = MemoryContextAllocZero(run->cxt, sizeof(MaestroPage));
-
-		page->endpoint = run->req.endpoint;
-		page->path = MemoryContextStrdup(run->cxt, run->req.path);
-		page->missing = missing;
-		if (!missing)
-		{
-			page->body = MemoryContextAllocHuge(run->cxt, t->buf.len + 1);
-			if (t->buf.len > 0)
-				memcpy(page->body, t->buf.data, t->buf.len);
-			page->body[t->buf.len] = '\0';
-			page->len = t->buf.len;
-		}
-		maestro_transfer_free(t);
-		*run->tail = page;
-		run->tail = &page->next;
-		if (!guarded(take_page, page))
+		if (!guarded(keep_page, &missing))
 			return;
+		run->transfer = NULL;
+		maestro_transfer_free(t);
 	}
 	else
 	{
 		/* a refused minted token: the next run mints anew */
 		if (status == 401 && run->conn->jwt)
 			maestro_auth_forget(run->conn);
-		/* the run's end releases the transfer, after the error is raised */
-		run->transfer = t;
 		if (guarded(raise_page_error, t))
 			run_end();			/* not reached: it raises */
 		return;
