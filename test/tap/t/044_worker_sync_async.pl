@@ -3,7 +3,9 @@
 # account-wide list hangs, queued triggers are sent and done; the sync then
 # completes with the mirror right, one request per page; a 429 on a page
 # fails that run with a WARNING and holds the sends for its Retry-After;
-# and pg_ctl stop -m fast during a hung page returns at once.
+# pages beyond work_mem wait in a temporary file; where the API lacks the
+# account-wide list the sync falls back to one list per workflow; and
+# pg_ctl stop -m fast during a hung page returns at once.
 use strict;
 use warnings;
 use POSIX qw(ceil);
@@ -11,6 +13,7 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use Time::HiRes qw(time sleep);
+use JSON::PP;
 use MaestroTAP;
 
 my $PAGE_SIZE = 2;
@@ -122,6 +125,45 @@ sim_post('/__sim/instances/b5500000-0000-4000-8000-000000000003/status',
 	{ workflow_status => 'Completed' });
 ok(wait_for($node, "SELECT workflow_status FROM maestro_synced_instances WHERE id = '$SEEDED[2]'",
 		'Completed', 180), 'a later run succeeds');
+
+# --- many pages: those beyond work_mem wait in a temporary file ------------
+$node->append_conf('postgresql.conf', "work_mem = '64kB'\nmaestro.page_size = 20\n");
+$node->reload;
+ok(wait_for($node, "SELECT setting FROM pg_settings WHERE name = 'maestro.page_size'", '20', 30),
+	'pages of 20, work_mem 64kB');
+sim_post('/__sim/instances', { workflow_id => 'a4490cd8-4a4f-4b4e-9a0c-1c5b0e6e0003',
+	count => 300, status => 'Completed' });
+# the tenth GET (a page of a run, after some 150 kB of pages) waits 20 s
+set_base_url("/_fault/key=midway;method=GET;after=9;times=1;latency_ms=20000");
+$deadline = time + 120;
+sleep 0.05 while sim_fault_count('midway') < 10 && time < $deadline;
+is(sim_fault_count('midway'), 10, 'a sync waits for its tenth page');
+my $tmpdir = $node->data_dir . '/base/pgsql_tmp';
+my @tmp = glob("$tmpdir/*");
+ok(scalar(@tmp) >= 1, '... with the pages beyond work_mem in a temporary file, before its statement runs');
+is(scalar_sql($node, "SELECT count(*) FROM maestro_synced_instances WHERE workflow_id = 'a4490cd8-4a4f-4b4e-9a0c-1c5b0e6e0003'"),
+	'0', '... which has not run yet');
+$api = api_instances();
+$n = scalar(split /\n/, $api);
+ok(wait_for($node, "SELECT count(*) FROM maestro_synced_instances", $n, 180),
+	"the sync of $n instances completes");
+is(mirror_instances(), $api, '... and the mirror holds exactly what the API lists');
+$deadline = time + 60;
+sleep 0.05 while glob("$tmpdir/*") && time < $deadline;
+is(scalar(my @left = glob("$tmpdir/*")), 0, 'the temporary file is removed after the run');
+set_base_url();
+
+# --- an API without the account-wide list: one list per workflow ----------
+sim_post('/__sim/account-instances', { enabled => JSON::PP::false });
+my $workflow_gets = sim_get('/__sim/count?method=GET&path_contains=/workflows');
+sim_post('/__sim/instances/b5500000-0000-4000-8000-000000000004/status',
+	{ workflow_status => 'Canceled' });
+ok(wait_for($node, "SELECT workflow_status FROM maestro_synced_instances WHERE id = '$SEEDED[3]'",
+		'Canceled', 180), 'where the account-wide list answers 404, the sync falls back and succeeds');
+cmp_ok(sim_get('/__sim/count?method=GET&path_contains=/workflows') - $workflow_gets, '>=', 4,
+	'... through the workflow list and one instances list per workflow');
+is(mirror_instances(), api_instances(), '... and the mirror holds exactly what the API lists');
+sim_post('/__sim/account-instances', { enabled => JSON::PP::true });
 
 # --- pg_ctl stop -m fast during a hung page ---------------------------------
 $node->append_conf('postgresql.conf', "maestro.sync_interval = '1h'\n");
