@@ -16,7 +16,9 @@
  * The account-wide instance list is paged: maestro_account_instances and
  * maestro_all_instances return it row by row (value-per-call), keeping
  * one page in memory and asking for the next only when the rows of the
- * current one are used up.
+ * current one are used up. The worker's periodic sync drives the same walk
+ * page by page on its own transfers, and hands maestro_all_instances the
+ * pages it fetched (see "page source" below).
  *
  * src/functions.c
  *

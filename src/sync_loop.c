@@ -10,12 +10,13 @@
  * it, the workflow list and one list per workflow), and each goes out on
  * the worker's multi handle (transfer.c) like a send, paced with the sends
  * (pacing.c) and counted in maestro_stats. The sends go on meanwhile. The
- * answers are kept in the run's memory context. Then, with every page
- * here, maestro_sync() runs through SPI, as today's statement, with those
- * pages installed as the page source of its maestro_all_instances(): the
- * statement that upserts the mirror and records the events is the one in
- * the extension's SQL, and costs no network call. The run's memory, pages
- * included, is freed when it ends, whatever the ending.
+ * answers are kept in the run's memory context (beyond work_mem, in a
+ * temporary file). Then, with every page here, maestro_sync() runs through
+ * SPI, with those pages installed as the page source of its
+ * maestro_all_instances(): the statement that upserts the mirror and
+ * records the events is the one in the extension's SQL, and waits on no
+ * network call. The run's memory and file are freed when it ends, whatever
+ * the ending.
  *
  * A run fails, is logged as a WARNING and is tried again at the next
  * interval when: a page fails (an HTTP error, a transport error, a body
@@ -37,6 +38,7 @@
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "storage/buffile.h"
+#include "utils/backend_status.h"
 #include "utils/memutils.h"
 #include "utils/resowner.h"
 #include "utils/snapmgr.h"
@@ -486,19 +488,22 @@ maestro_sync_loop_finished(Transfer *t)
 void
 maestro_sync_loop_show_activity(void)
 {
-	if (run != NULL)
-		pgstat_report_activity(STATE_RUNNING, SYNC_ACTIVITY);
+	if (run == NULL)
+		return;
+	/* our own entry, read without its lock: only this process writes it */
+	if (MyBEEntry != NULL && MyBEEntry->st_state == STATE_RUNNING &&
+		strcmp(MyBEEntry->st_activity_raw, SYNC_ACTIVITY) == 0)
+		return;
+	pgstat_report_activity(STATE_RUNNING, SYNC_ACTIVITY);
 }
 
 /*
  * Forget the run under way (shutdown, or recovery from an error, after
- * maestro_transfer_abort_all() abandoned its page).
+ * maestro_transfer_abort_all(); releasing its page again is harmless).
  */
 void
 maestro_sync_loop_drop(void)
 {
-	if (run == NULL)
-		return;
-	run->transfer = NULL;
-	run_end();
+	if (run != NULL)
+		run_end();
 }
