@@ -220,8 +220,8 @@ prepare_token(void *arg)
 }
 
 /*
- * The statement, with the pages installed: as today's synchronous sync did
- * it, as the mirror's owner, in a subtransaction of its own.
+ * The statement, with the pages installed: as the mirror's owner, in a
+ * subtransaction of its own, so that a failed sync leaves the queue alone.
  */
 static void
 apply(void)
