@@ -432,10 +432,14 @@ maestro_http_configure(CURL *easy, const MaestroConnection *conn, const char *ur
 	curl_easy_setopt(easy, CURLOPT_PREREQDATA, buf);
 }
 
-static void
-raise_transport_error(const MaestroConnection *conn, const MaestroRequest *req, CURLcode rc,
-					  const char *curl_message, const MaestroBuffer *buf,
-					  int retries)
+/*
+ * The error for a transfer that failed below HTTP, on the easy handle that
+ * ran it; also the worker's, for the pages of its sync (sync_loop.c).
+ */
+void
+maestro_http_raise_transport_error(const MaestroConnection *conn, const MaestroRequest *req,
+								   CURL *easy, CURLcode rc, const char *curl_message,
+								   const MaestroBuffer *buf, int retries)
 {
 	const char *what = curl_message[0] ? curl_message : curl_easy_strerror(rc);
 
@@ -467,11 +471,11 @@ raise_transport_error(const MaestroConnection *conn, const MaestroRequest *req, 
 				 errhint("maestro.connect_timeout is %d ms and maestro.request_timeout is %d ms.",
 						 maestro_connect_timeout_ms, maestro_request_timeout_ms)));
 	if ((rc == CURLE_PEER_FAILED_VERIFICATION || rc == CURLE_SSL_CACERT_BADFILE) &&
-		conn->proxy && maestro_easy != NULL)
+		conn->proxy && easy != NULL)
 	{
 		long		proxy_verify = 0;
 
-		curl_easy_getinfo(maestro_easy, CURLINFO_PROXY_SSL_VERIFYRESULT, &proxy_verify);
+		curl_easy_getinfo(easy, CURLINFO_PROXY_SSL_VERIFYRESULT, &proxy_verify);
 		if (proxy_verify != 0)
 			ereport(ERROR,
 					(errcode(ERRCODE_CONNECTION_FAILURE),
@@ -488,11 +492,11 @@ raise_transport_error(const MaestroConnection *conn, const MaestroRequest *req, 
 				 errdetail("%s %s: %s (curl error %d).", req->method, req->path,
 						   maestro_redact(what), (int) rc),
 				 errhint("If the host uses a private CA, name its certificate in the server option ca_file.")));
-	if (conn->proxy && maestro_easy != NULL)
+	if (conn->proxy && easy != NULL)
 	{
 		long		connect_code = 0;
 
-		curl_easy_getinfo(maestro_easy, CURLINFO_HTTP_CONNECTCODE, &connect_code);
+		curl_easy_getinfo(easy, CURLINFO_HTTP_CONNECTCODE, &connect_code);
 		if (connect_code == 401 || connect_code == 407)
 			ereport(ERROR,
 					(errcode(ERRCODE_CONNECTION_FAILURE),
@@ -625,7 +629,8 @@ maestro_http_execute(const MaestroConnection *conn, const MaestroRequest *req,
 					 errmsg("canceling Maestro request due to an interrupt")));
 		}
 		if (rc != CURLE_OK)
-			raise_transport_error(conn, req, (CURLcode) rc, curl_message, (MaestroBuffer *) buf, resp->retries);
+			maestro_http_raise_transport_error(conn, req, maestro_easy, (CURLcode) rc, curl_message,
+											   (MaestroBuffer *) buf, resp->retries);
 
 		{
 			char	   *ctype = NULL;

@@ -166,6 +166,35 @@ typedef struct MaestroInstanceFilter
 	const char *started_by;
 } MaestroInstanceFilter;
 
+/*
+ * One answer of a walk of the account's instances, fetched beforehand (the
+ * worker's sync): the request it answers, and its 2xx body or, with
+ * missing, the 404 the walk allowed. The body is in memory, or, when body
+ * is NULL, in a temporary file at (fileno, offset). A list, in the walk's
+ * order.
+ */
+typedef struct MaestroPage
+{
+	MaestroEndpoint endpoint;
+	char	   *path;
+	bool		missing;
+	char	   *body;
+	size_t		len;
+	struct BufFile *file;
+	int			fileno;
+	off_t		offset;
+	struct MaestroPage *next;
+} MaestroPage;
+
+/* functions.c: maestro_all_instances()'s walk, driven page by page */
+typedef struct MaestroInstanceWalk MaestroInstanceWalk;
+extern MaestroInstanceWalk *maestro_instance_walk_begin(MaestroConnection *conn);
+extern bool maestro_instance_walk_next_request(MaestroInstanceWalk *walk, MaestroRequest *req,
+											   bool *missing_ok);
+extern void maestro_instance_walk_take(MaestroInstanceWalk *walk, const MaestroRequest *req,
+									   const char *body, size_t len, bool missing);
+extern void maestro_instance_walk_use_pages(const MaestroPage *pages);
+
 /* options.c */
 extern MaestroConnection *maestro_connect(void);
 extern MaestroConnection *maestro_connection_for(Oid serverid, Oid userid, char **problem);
@@ -184,6 +213,11 @@ extern void maestro_http_configure(CURL *easy, const MaestroConnection *conn,
 								   struct curl_slist *headers, MaestroBuffer *buf,
 								   char *errbuf);
 extern MaestroFailure maestro_http_classify(CURLcode rc, long status);
+extern void maestro_http_raise_transport_error(const MaestroConnection *conn,
+											   const MaestroRequest *req, CURL *easy,
+											   CURLcode rc, const char *curl_message,
+											   const MaestroBuffer *buf,
+											   int retries) pg_attribute_noreturn();
 extern long maestro_http_retry_after_ms(CURL *easy);
 extern volatile sig_atomic_t maestro_shutdown_requested;
 
@@ -244,9 +278,11 @@ extern cJSON *maestro_post_workflow_action(MaestroConnection *conn,
 										   const char *workflow_id, const char *action);
 extern cJSON *maestro_post_cancel(MaestroConnection *conn, const char *workflow_id,
 								  const char *instance_id);
-extern cJSON *maestro_get_account_instances(MaestroConnection *conn,
-											const MaestroInstanceFilter *filter,
-											const char *ctoken, bool missing_ok);
+extern void maestro_account_instances_request(MaestroConnection *conn,
+											  const MaestroInstanceFilter *filter,
+											  const char *ctoken, MaestroRequest *req);
+extern void maestro_workflows_request(MaestroConnection *conn, MaestroRequest *req);
+extern cJSON *maestro_call(MaestroConnection *conn, const MaestroRequest *req, bool missing_ok);
 
 /* arguments.c */
 extern char *maestro_uuid_argument(FunctionCallInfo fcinfo, int argno, const char *name);
