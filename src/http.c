@@ -25,6 +25,9 @@
  */
 #include "maestro.h"
 
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include <curl/curl.h>
 
 #include "miscadmin.h"
@@ -40,6 +43,10 @@
 
 /* How long one poll may block before interrupts are looked at again. */
 #define INTERRUPT_POLL_MS	25
+
+/* A body smaller than this is not worth releasing page by page. */
+#define RELEASE_MIN_BYTES	(1024 * 1024)
+#define RELEASE_STEP_BYTES	(256 * 1024)
 
 /* Backoff between GET retries, as DocuSign's SDKs do it. */
 #define RETRY_INITIAL_MS	500
@@ -65,7 +72,19 @@ write_callback(char *ptr, size_t size, size_t nmemb, void *userdata)
 	{
 		size_t		newcap = Max(buf->cap * 2, buf->len + n + 1);
 		char	   *grown;
+		curl_off_t	announced = -1;
 
+		/*
+		 * The first bytes: room for the whole body its Content-Length
+		 * announces (within the cap), so that a large list is received
+		 * without being moved as the buffer grows. A compressed body is
+		 * longer than announced and grows from there.
+		 */
+		if (buf->cap == 0 && buf->easy != NULL &&
+			curl_easy_getinfo(buf->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T,
+							  &announced) == CURLE_OK &&
+			announced > 0 && (size_t) announced <= buf->limit)
+			newcap = Max(newcap, (size_t) announced + 1);
 		newcap = Max(newcap, 8192);
 		grown = realloc(buf->data, newcap);
 		if (grown == NULL)
@@ -80,6 +99,64 @@ write_callback(char *ptr, size_t size, size_t nmemb, void *userdata)
 	buf->len += n;
 	buf->data[buf->len] = '\0';
 	return n;
+}
+
+static void
+free_body(void *arg)
+{
+	free(arg);
+}
+
+/*
+ * The received body becomes the response's without a copy: a list of
+ * 10,000 instances is 9 MB, and copying it doubled the backend's peak
+ * memory before a row was built. The buffer is freed when the current
+ * memory context is reset or deleted, errors included, as a palloc'd copy
+ * would be.
+ */
+static void
+hand_over_body(MaestroBuffer *buf, MaestroResponse *resp)
+{
+	MemoryContextCallback *cb;
+
+	resp->body_len = buf->len;
+	if (buf->data == NULL)
+	{
+		resp->body = palloc0(1);
+		return;
+	}
+	cb = palloc(sizeof(MemoryContextCallback));
+	cb->func = free_body;
+	cb->arg = buf->data;
+	MemoryContextRegisterResetCallback(CurrentMemoryContext, cb);
+	/* a retry that received nothing leaves the last attempt's bytes */
+	buf->data[buf->len] = '\0';
+	resp->body = buf->data;
+	buf->data = NULL;			/* no longer freed by the caller */
+}
+
+/*
+ * Give the pages of a response body before offset back to the kernel: a
+ * list read element by element no longer needs what lies behind it, and
+ * the rows built from it take its place in memory instead of adding to
+ * it. Only whole pages inside the body are released; they read as zeros
+ * afterwards, so nothing may look at the body before offset again. Where
+ * the platform cannot do it, nothing happens.
+ */
+void
+maestro_response_release(MaestroResponse *resp, size_t offset)
+{
+#ifdef MADV_DONTNEED
+	uintptr_t	page = (uintptr_t) sysconf(_SC_PAGESIZE);
+	uintptr_t	from = TYPEALIGN(page, (uintptr_t) resp->body + resp->released);
+	uintptr_t	to = TYPEALIGN_DOWN(page, (uintptr_t) resp->body + Min(offset, resp->body_len));
+
+	/* in steps: a system call per page would cost more than it saves */
+	if (resp->body_len < RELEASE_MIN_BYTES || to < from + RELEASE_STEP_BYTES)
+		return;
+	if (madvise((void *) from, to - from, MADV_DONTNEED) == 0)
+		resp->released = (size_t) (to - (uintptr_t) resp->body);
+#endif
 }
 
 /*
@@ -406,6 +483,7 @@ maestro_http_configure(CURL *easy, const MaestroConnection *conn, const char *ur
 	curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, write_callback);
 	curl_easy_setopt(easy, CURLOPT_WRITEDATA, buf);
 	curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, errbuf);
+	buf->easy = easy;
 
 	buf->sends = 0;
 	buf->resend_refused = false;
@@ -633,11 +711,7 @@ maestro_http_execute(const MaestroConnection *conn, const MaestroRequest *req,
 			curl_easy_getinfo(maestro_easy, CURLINFO_CONTENT_TYPE, &ctype);
 			strlcpy(resp->content_type, ctype ? ctype : "", sizeof(resp->content_type));
 		}
-		resp->body = palloc(buf->len + 1);
-		if (buf->len > 0)
-			memcpy(resp->body, buf->data, buf->len);
-		resp->body[buf->len] = '\0';
-		resp->body_len = buf->len;
+		hand_over_body((MaestroBuffer *) buf, resp);
 	}
 	PG_FINALLY();
 	{

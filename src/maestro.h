@@ -114,12 +114,17 @@ typedef struct MaestroRequest
 	MaestroEndpoint endpoint;	/* what the statistics count it as */
 } MaestroRequest;
 
-/* What came back; body is palloc'd and NUL-terminated. */
+/*
+ * What came back; body is NUL-terminated and lives as long as the memory
+ * context that was current when the request was executed (it is malloc'd,
+ * freed by a reset callback of that context: handed over, not copied).
+ */
 typedef struct MaestroResponse
 {
 	long		status;
 	char	   *body;
 	size_t		body_len;
+	size_t		released;		/* bytes before this given back (maestro_response_release) */
 	char		content_type[128];
 	int			retries;		/* how many times the request was re-sent */
 } MaestroResponse;
@@ -134,6 +139,7 @@ typedef struct MaestroBuffer
 	size_t		len;
 	size_t		cap;
 	size_t		limit;
+	CURL	   *easy;			/* the handle it is configured on */
 	bool		too_large;
 	bool		out_of_memory;
 	const char *upload;			/* a POST's body, sent as POSTFIELDS */
@@ -183,6 +189,7 @@ extern void maestro_http_configure(CURL *easy, const MaestroConnection *conn,
 								   char *errbuf);
 extern MaestroFailure maestro_http_classify(CURLcode rc, long status);
 extern long maestro_http_retry_after_ms(CURL *easy);
+extern void maestro_response_release(MaestroResponse *resp, size_t offset);
 extern volatile sig_atomic_t maestro_shutdown_requested;
 
 /* auth.c */

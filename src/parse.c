@@ -524,6 +524,48 @@ maestro_number_to_int32(const cJSON *item, int32_t *value)
 	return true;
 }
 
+/*
+ * The decimal cJSON prints for a number that is not an int: "%1.15g" when
+ * that reads back as the same double, else "%1.17g" (print_number). Most
+ * numbers an API sends are short decimals such as 9.99, and for those
+ * the answer needs no printing: if digits / 10^scale, with fewer than 16
+ * digits, is exactly d once rounded to a double (an IEEE division of two
+ * exactly representable values is correctly rounded), then it is the
+ * only decimal of 15 significant digits that rounds to d (DBL_DIG is 15),
+ * so "%1.15g" prints it and cJSON keeps that printing. The smallest such
+ * scale is taken, so digits has no trailing zero and scale is the number
+ * of digits after the point in the printing (in "1.5e-07" too). False
+ * when d is no such decimal: then the printing has to be done.
+ */
+bool
+maestro_double_decimal(double d, int64_t *digits, int *scale)
+{
+	static const double pow10[16] = {
+		1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7,
+		1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15
+	};
+	int			k;
+
+	for (k = 0; k < 16; k++)
+	{
+		double		scaled = d * pow10[k];
+		int64_t		m;
+
+		/* fewer than 16 digits, so exactly representable; NaN and inf fail */
+		if (!(scaled < 1e15 && scaled > -1e15))
+			return false;
+		/* the nearest integer: adding 0.5 is exact below 2^52 */
+		m = (int64_t) (scaled < 0 ? scaled - 0.5 : scaled + 0.5);
+		if ((double) m / pow10[k] == d)
+		{
+			*digits = m;
+			*scale = k;
+			return true;
+		}
+	}
+	return false;
+}
+
 /* An array whose every element is a string; [] is one. */
 bool
 maestro_is_string_array(const cJSON *item)

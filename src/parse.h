@@ -97,6 +97,8 @@ extern const cJSON *maestro_object_member(const cJSON *object, const char *key);
 extern const cJSON *maestro_response_list(const cJSON *root, const char *wrapper_key);
 extern bool maestro_number_to_int32(const cJSON *item, int32_t *value);
 extern bool maestro_is_string_array(const cJSON *item);
+/* a number cJSON prints with "%g" as digits * 10^-scale, without printing it */
+extern bool maestro_double_decimal(double d, int64_t *digits, int *scale);
 
 /*
  * The list in a list response without parsing the whole body into one

@@ -10,7 +10,8 @@
  *	1. as a 2xx body: parsed by cJSON and, if an object or array, walked
  *	   as functions.c and worker.c walk workflow lists, instance lists and
  *	   single instances (every column: uuid, text, RFC 3339 timestamps,
- *	   int32, string arrays, nested objects printed for jsonb), trigger
+ *	   int32, string arrays, nested objects printed for jsonb, and the
+ *	   numbers in them that convert.c builds without printing), trigger
  *	   requirements (trigger-input rows) and the trigger response;
  *	2. as an error body: the message extracted with no Content-Type, with
  *	   text/html and with application/problem+json, then redacted; also
@@ -222,6 +223,76 @@ column_text_array(const cJSON *item)
 }
 
 /*
+ * maestro_double_decimal: when it finds digits and a scale for a number,
+ * they are the decimal cJSON prints for it (the value numeric_in reads,
+ * with as many digits after the point), "%d", "%1.15g" with or without an
+ * exponent alike. Compared as sign, digits without leading zeros, scale.
+ */
+static void
+check_double_decimal(const cJSON *item)
+{
+	int64_t		digits;
+	int			scale;
+	char	   *printed;
+	const char *p;
+	char		want[64];
+	char		got[64];
+	size_t		n = 0;
+	int			frac = 0,
+				exponent = 0,
+				got_scale;
+	int			negative = 0;
+	uint64_t	magnitude;
+
+	if (!maestro_double_decimal(item->valuedouble, &digits, &scale))
+		return;
+	CHECK(scale >= 0 && scale <= 15);
+	CHECK(digits > -1000000000000000LL && digits < 1000000000000000LL);
+	CHECK(scale == 0 || digits % 10 != 0);
+	printed = cJSON_PrintUnformatted(item);
+	if (printed == NULL)
+		return;
+	p = printed;
+	if (*p == '-')
+	{
+		negative = 1;
+		p++;
+	}
+	for (; *p >= '0' && *p <= '9'; p++)
+		if (n > 0 || *p != '0')
+			got[n++] = *p;
+	if (*p == '.')
+		for (p++; *p >= '0' && *p <= '9'; p++, frac++)
+			if (n > 0 || *p != '0')
+				got[n++] = *p;
+	if (*p == 'e' || *p == 'E')
+		exponent = atoi(p + 1);
+	got[n] = '\0';
+	got_scale = frac - exponent;
+	CHECK(got_scale >= 0);		/* no "1e+20" for fewer than 16 digits */
+	magnitude = digits < 0 ? (uint64_t) -digits : (uint64_t) digits;
+	if (magnitude == 0)
+		want[0] = '\0';
+	else
+		snprintf(want, sizeof(want), "%llu", (unsigned long long) magnitude);
+	CHECK(strcmp(got, want) == 0);
+	CHECK(got_scale == scale);
+	CHECK(magnitude == 0 || negative == (digits < 0));
+	free(printed);
+}
+
+static void
+check_numbers(const cJSON *item)
+{
+	for (; item != NULL; item = item->next)
+	{
+		if (cJSON_IsNumber(item))
+			check_double_decimal(item);
+		check_numbers(item->child);
+	}
+}
+
+/*
  * maestro_json_to_jsonb: any value but null, printed by cJSON for jsonb_in.
  * What cJSON prints must be JSON again, or jsonb_in would reject it.
  */
@@ -352,6 +423,8 @@ walk_body(const cJSON *root)
 		trigger_response(root);
 	}
 	column_jsonb(root);			/* maestro_trigger_requirements */
+	/* the numbers in every jsonb column, as convert.c builds them */
+	check_numbers(root);
 }
 
 /* ---------------------------------------------------------------------
