@@ -144,16 +144,19 @@ is_ascii_digit(unsigned char c)
 	return c >= '0' && c <= '9';
 }
 
+/* a table, not branches: every instance row decodes three uuids */
+static const signed char hex_values[256] = {
+	['0'] = 1, ['1'] = 2, ['2'] = 3, ['3'] = 4, ['4'] = 5,
+	['5'] = 6, ['6'] = 7, ['7'] = 8, ['8'] = 9, ['9'] = 10,
+	['a'] = 11, ['b'] = 12, ['c'] = 13, ['d'] = 14, ['e'] = 15, ['f'] = 16,
+	['A'] = 11, ['B'] = 12, ['C'] = 13, ['D'] = 14, ['E'] = 15, ['F'] = 16
+};
+
+/* 0..15, or -1 for anything but an ASCII hex digit (entries are value + 1) */
 static int
 hex_value(unsigned char c)
 {
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
+	return hex_values[c] - 1;
 }
 
 static unsigned char
@@ -316,37 +319,35 @@ maestro_uuid_is_canonical(const char *text)
 bool
 maestro_uuid_decode(const char *text, unsigned char uuid[16])
 {
+	/* where each byte's two hex digits start in 8-4-4-4-12 */
+	static const unsigned char digit_at[16] = {
+		0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34
+	};
 	unsigned char bytes[16];
-	const char *p = text;
-	int			i,
-				j;
+	const unsigned char *p = (const unsigned char *) text;
+	int			i;
+
+	size_t		len;
 
 	if (text == NULL)
 		return false;
 	if (p[0] == '{')
 		p++;
-	for (i = 0, j = 0; i < 36; i++)
-	{
-		int			nibble;
-
-		if (i == 8 || i == 13 || i == 18 || i == 23)
-		{
-			if (p[i] != '-')
-				return false;
-			continue;
-		}
-		nibble = hex_value((unsigned char) p[i]);
-		if (nibble < 0)
-			return false;		/* also where the text ends */
-		if (j % 2 == 0)
-			bytes[j / 2] = (unsigned char) (nibble << 4);
-		else
-			bytes[j / 2] |= (unsigned char) nibble;
-		j++;
-	}
-	/* a closing brace, or none, whether or not one opened */
-	if (p[36] == '}' ? p[37] != '\0' : p[36] != '\0')
+	/* 36 characters and a closing brace, or none, whether or not one opened */
+	len = strnlen((const char *) p, 38);
+	if (!(len == 36 || (len == 37 && p[36] == '}')))
 		return false;
+	if (p[8] != '-' || p[13] != '-' || p[18] != '-' || p[23] != '-')
+		return false;
+	for (i = 0; i < 16; i++)
+	{
+		int			hi = hex_value(p[digit_at[i]]);
+		int			lo = hex_value(p[digit_at[i] + 1]);
+
+		if ((hi | lo) < 0)
+			return false;
+		bytes[i] = (unsigned char) (hi << 4 | lo);
+	}
 	memcpy(uuid, bytes, 16);
 	return true;
 }
