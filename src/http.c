@@ -48,6 +48,9 @@
 #define RELEASE_MIN_BYTES	(1024 * 1024)
 #define RELEASE_STEP_BYTES	(256 * 1024)
 
+/* libcurl's receive buffer for the backend's handle */
+#define RECEIVE_BUFFER_BYTES	(256 * 1024)
+
 /* Backoff between GET retries, as DocuSign's SDKs do it. */
 #define RETRY_INITIAL_MS	500
 #define RETRY_MAX_BACKOFF_MS 5000
@@ -642,6 +645,12 @@ maestro_http_execute(const MaestroConnection *conn, const MaestroRequest *req,
 			curl_message[0] = '\0';
 			maestro_http_configure(maestro_easy, conn, url, req, (struct curl_slist *) headers,
 								   (MaestroBuffer *) buf, curl_message);
+			/*
+			 * A list of thousands of instances arrives in 16 kB reads by
+			 * default: a read, a poll and a callback each. The backend's one
+			 * handle reads larger pieces (the worker's many keep the default).
+			 */
+			curl_easy_setopt(maestro_easy, CURLOPT_BUFFERSIZE, (long) RECEIVE_BUFFER_BYTES);
 
 			rc = run_transfer((bool *) &interrupted);
 			bytes += buf->len;
