@@ -44,3 +44,20 @@ SELECT g, count(*) FROM generate_series(1, 2) g, LATERAL
   (SELECT * FROM maestro_instances(:wf) WHERE g > 0) i GROUP BY g ORDER BY g;
 RESET work_mem;
 RESET maestro.server;
+
+-- what follows the root's "data" list is checked once the list has been
+-- read: a body broken there is still the error, and no row comes back
+CREATE FUNCTION pg_temp.serve(body text) RETURNS void LANGUAGE sql AS $$
+  SELECT mt.fault('key=' || md5(body) || ';status=200;body_hex=' || encode(convert_to(body, 'UTF8'), 'hex'))
+$$;
+SET maestro.server = 'faulty';
+SELECT pg_temp.serve('{"instances":[{"x":1},{]},"data":[{"name":"a"}]}');
+SELECT mt.try($$SELECT * FROM maestro_instances('a4490cd8-4a4f-4b4e-9a0c-1c5b0e6e0003')$$);
+SELECT pg_temp.serve('{"data":[{"name":"a"}],"data":tru}');
+SELECT mt.try($$SELECT * FROM maestro_instances('a4490cd8-4a4f-4b4e-9a0c-1c5b0e6e0003')$$);
+SELECT pg_temp.serve('{"data":[{"name":"a"}],"page":{"next":null}');
+SELECT mt.try($$SELECT * FROM maestro_instances('a4490cd8-4a4f-4b4e-9a0c-1c5b0e6e0003')$$);
+-- and one that is whole: a wrapper array before the list, a second "data" after it
+SELECT pg_temp.serve('{"instances":[{"x":1}],"data":[{"name":"a"},{"name":"b"}],"data":7,"workflows":[],"page":{"next":null}} trailing');
+SELECT name FROM maestro_instances('a4490cd8-4a4f-4b4e-9a0c-1c5b0e6e0003');
+RESET maestro.server;

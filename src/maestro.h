@@ -26,6 +26,8 @@
 #include <cjson/cJSON.h>
 #include <curl/curl.h>
 
+#include "parse.h"
+
 #include "fmgr.h"
 #include "lib/stringinfo.h"
 #include "utils/jsonb.h"
@@ -213,6 +215,8 @@ typedef struct MaestroListReader
 	const char *body;
 	size_t		len;
 	size_t		pos;			/* at the list's '[', a ',' or the ']' */
+	const char *wrapper_key;
+	MaestroListWalk walk;		/* what is left to check after the list */
 	const MaestroRequest *req;	/* for error messages */
 } MaestroListReader;
 

@@ -1128,7 +1128,14 @@ typedef struct ListCandidates
 	size_t		data_wrapped;
 	size_t		root_wrapped;
 	bool		data_seen;
+	bool		stop_at_data;	/* stop the walk at the root's "data" array */
+	bool		stopped;		/* and it did: the rest is still unchecked */
+	bool		wrapper_seen;	/* at the root, when it stopped */
 } ListCandidates;
+
+static bool json_walk_members(const char *s, size_t len, size_t pos, int level,
+							  ListCandidates *cand, bool wrapper_seen, bool after_value,
+							  size_t *end);
 
 /*
  * The object at s[pos]: every member value parsed by cJSON except the
@@ -1139,57 +1146,80 @@ static bool
 json_walk_object(const char *s, size_t len, size_t pos, int level,
 				 ListCandidates *cand, size_t *end)
 {
-	bool		wrapper_seen = false;
-
 	pos = json_skip_ws(s, len, pos + 1);
 	if (pos < len && s[pos] == '}')
 	{
 		*end = pos + 1;
 		return true;
 	}
+	return json_walk_members(s, len, pos, level, cand, false, false, end);
+}
+
+/*
+ * An object's members from s[pos], a key, or (after_value) from just past
+ * a member's value. With cand->stop_at_data, the root's "data" array ends
+ * the walk there (cand->stopped), with nothing after it checked yet.
+ */
+static bool
+json_walk_members(const char *s, size_t len, size_t pos, int level,
+				  ListCandidates *cand, bool wrapper_seen, bool after_value, size_t *end)
+{
 	for (;;)
 	{
-		cJSON	   *key;
-		const char *name;
-		size_t		vend = 0;
-		bool		ok;
-		size_t	   *slot = NULL;
-		bool		descend = false;
-
-		key = json_key_at(s, len, pos, &pos);
-		if (key == NULL)
-			return false;
-		name = key->valuestring;
-		if (level == 0 && !cand->data_seen && strcmp(name, "data") == 0)
+		if (!after_value)
 		{
-			cand->data_seen = true;
-			slot = &cand->data_array;
-			descend = true;
-		}
-		else if (cand->wrapper_key != NULL && !wrapper_seen &&
-				 strcmp(name, cand->wrapper_key) == 0)
-		{
-			wrapper_seen = true;
-			slot = (level == 0) ? &cand->root_wrapped : &cand->data_wrapped;
-		}
-		cJSON_Delete(key);
+			cJSON	   *key;
+			const char *name;
+			size_t		vend = 0;
+			bool		ok;
+			size_t	   *slot = NULL;
+			bool		descend = false;
 
+			key = json_key_at(s, len, pos, &pos);
+			if (key == NULL)
+				return false;
+			name = key->valuestring;
+			if (level == 0 && !cand->data_seen && strcmp(name, "data") == 0)
+			{
+				cand->data_seen = true;
+				slot = &cand->data_array;
+				descend = true;
+			}
+			else if (cand->wrapper_key != NULL && !wrapper_seen &&
+					 strcmp(name, cand->wrapper_key) == 0)
+			{
+				wrapper_seen = true;
+				slot = (level == 0) ? &cand->root_wrapped : &cand->data_wrapped;
+			}
+			cJSON_Delete(key);
+
+			pos = json_skip_ws(s, len, pos);
+			if (pos >= len || s[pos] != ':')
+				return false;
+			pos = json_skip_ws(s, len, pos + 1);
+			if (slot != NULL && pos < len && s[pos] == '[')
+			{
+				*slot = pos;
+				if (slot == &cand->data_array && cand->stop_at_data)
+				{
+					/* the first choice whatever follows: the caller reads it */
+					cand->stopped = true;
+					cand->wrapper_seen = wrapper_seen;
+					*end = pos;
+					return true;
+				}
+				ok = json_array_check(s, len, pos, false, &vend);
+			}
+			else if (descend && pos < len && s[pos] == '{')
+				ok = json_walk_object(s, len, pos, 1, cand, &vend);
+			else
+				ok = json_parse_at(s, len, pos, &vend, NULL);
+			if (!ok)
+				return false;
+			pos = vend;
+		}
+		after_value = false;
 		pos = json_skip_ws(s, len, pos);
-		if (pos >= len || s[pos] != ':')
-			return false;
-		pos = json_skip_ws(s, len, pos + 1);
-		if (slot != NULL && pos < len && s[pos] == '[')
-		{
-			*slot = pos;
-			ok = json_array_check(s, len, pos, false, &vend);
-		}
-		else if (descend && pos < len && s[pos] == '{')
-			ok = json_walk_object(s, len, pos, 1, cand, &vend);
-		else
-			ok = json_parse_at(s, len, pos, &vend, NULL);
-		if (!ok)
-			return false;
-		pos = json_skip_ws(s, len, vend);
 		if (pos < len && s[pos] == ',')
 		{
 			pos = json_skip_ws(s, len, pos + 1);
@@ -1204,8 +1234,9 @@ json_walk_object(const char *s, size_t len, size_t pos, int level,
 	}
 }
 
-int
-maestro_list_locate(const char *body, size_t len, const char *wrapper_key, size_t *list)
+static int
+list_locate(const char *body, size_t len, const char *wrapper_key, bool lazy,
+			MaestroListWalk *walk)
 {
 	ListCandidates cand;
 	size_t		pos = 0;
@@ -1214,10 +1245,12 @@ maestro_list_locate(const char *body, size_t len, const char *wrapper_key, size_
 	size_t		others[3];
 	int			i;
 
+	memset(walk, 0, sizeof(*walk));
 	if (body == NULL || len == 0)
 		return MAESTRO_LIST_INVALID;
 	memset(&cand, 0, sizeof(cand));
 	cand.wrapper_key = wrapper_key;
+	cand.stop_at_data = lazy;
 	/* cJSON skips a byte order mark before the root value only (and only in a body of 5 bytes or more) */
 	if (len > 4 && memcmp(body, "\xEF\xBB\xBF", 3) == 0)
 		pos = 3;
@@ -1228,7 +1261,7 @@ maestro_list_locate(const char *body, size_t len, const char *wrapper_key, size_
 	{
 		if (!json_array_check(body, len, pos, false, &end))
 			return MAESTRO_LIST_INVALID;
-		*list = pos;
+		walk->list = pos;
 		return MAESTRO_LIST_FOUND;
 	}
 	if (body[pos] != '{')
@@ -1236,6 +1269,14 @@ maestro_list_locate(const char *body, size_t len, const char *wrapper_key, size_
 			MAESTRO_LIST_ABSENT : MAESTRO_LIST_INVALID;
 	if (!json_walk_object(body, len, pos, 0, &cand, &end))
 		return MAESTRO_LIST_INVALID;
+	if (cand.stopped)
+	{
+		walk->list = cand.data_array;
+		walk->pending = cand.root_wrapped;
+		walk->wrapper_seen = cand.wrapper_seen;
+		walk->unchecked = true;
+		return MAESTRO_LIST_FOUND;
+	}
 
 	/* maestro_response_list's order; the arrays not chosen must parse too */
 	chosen = cand.data_array ? cand.data_array :
@@ -1251,6 +1292,58 @@ maestro_list_locate(const char *body, size_t len, const char *wrapper_key, size_
 	}
 	if (chosen == 0)
 		return MAESTRO_LIST_ABSENT;
-	*list = chosen;
+	walk->list = chosen;
 	return MAESTRO_LIST_FOUND;
+}
+
+int
+maestro_list_locate(const char *body, size_t len, const char *wrapper_key, size_t *list)
+{
+	MaestroListWalk walk;
+	int			rc = list_locate(body, len, wrapper_key, false, &walk);
+
+	if (rc == MAESTRO_LIST_FOUND)
+		*list = walk.list;
+	return rc;
+}
+
+/*
+ * The root's "data" array, where the spec puts the list, is the list
+ * whatever follows it; skimming it whole first only to find where the
+ * envelope goes on would be a second pass over nearly the whole body.
+ * So the walk stops there, and the rest is checked by maestro_list_end
+ * once the caller has read the list to its ']', with the same verdict as
+ * maestro_list_locate's in the end. Any other shape is located whole.
+ */
+int
+maestro_list_begin(const char *body, size_t len, const char *wrapper_key,
+				   MaestroListWalk *walk)
+{
+	return list_locate(body, len, wrapper_key, true, walk);
+}
+
+bool
+maestro_list_end(const char *body, size_t len, const char *wrapper_key,
+				 MaestroListWalk *walk, size_t close)
+{
+	ListCandidates cand;
+	size_t		end;
+
+	if (!walk->unchecked)
+		return true;
+	if (close >= len || body[close] != ']')
+		return false;
+	memset(&cand, 0, sizeof(cand));
+	cand.wrapper_key = wrapper_key;
+	cand.data_seen = true;
+	/* the root's members after the list */
+	if (!json_walk_members(body, len, close + 1, 0, &cand, walk->wrapper_seen, true, &end))
+		return false;
+	/* an array under wrapper_key at the root, before or after the list, is not chosen */
+	if (walk->pending != 0 && !json_array_check(body, len, walk->pending, true, &end))
+		return false;
+	if (cand.root_wrapped != 0 && !json_array_check(body, len, cand.root_wrapped, true, &end))
+		return false;
+	walk->unchecked = false;
+	return true;
 }

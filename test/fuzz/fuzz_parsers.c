@@ -20,7 +20,9 @@
  *	4. as a list response read element by element (maestro_list_locate,
  *	   maestro_list_next, maestro_list_element_parse), checked against
  *	   cJSON's parse of the whole body: the same verdict, the same list,
- *	   the same elements.
+ *	   the same elements; and read in two halves as json.c reads it
+ *	   (maestro_list_begin, the elements, maestro_list_end), with the
+ *	   same verdict.
  *
  * Beyond "no crash, no leak, no undefined behaviour", it checks what the
  * callers rely on and aborts (a crash libFuzzer reports) when it fails:
@@ -563,6 +565,51 @@ check_list_scan(const char *body, size_t len, const cJSON *root, const char *wra
 	}
 }
 
+/*
+ * The reading in two halves (maestro_list_begin, the elements,
+ * maestro_list_end), as json.c does it, reaches the verdict of
+ * maestro_list_locate and the elements together, on the same list.
+ */
+static void
+check_list_halves(const char *body, size_t len, const char *wrapper_key)
+{
+	MaestroListWalk walk;
+	size_t		list = 0,
+				pos;
+	int			full = maestro_list_locate(body, len, wrapper_key, &list);
+	int			rc = maestro_list_begin(body, len, wrapper_key, &walk);
+	bool		full_ok = false,
+				halves_ok = false;
+	cJSON	   *element;
+	int			step;
+
+	if (full == MAESTRO_LIST_FOUND)
+	{
+		pos = list;
+		while ((step = maestro_list_next_parsed(body, len, &pos, &element)) == 1)
+			cJSON_Delete(element);
+		full_ok = (step == 0);
+	}
+	if (rc != MAESTRO_LIST_FOUND)
+	{
+		CHECK(rc == full);
+		CHECK(!walk.unchecked);
+		return;
+	}
+	CHECK(full != MAESTRO_LIST_ABSENT);
+	CHECK(walk.list < len && body[walk.list] == '[');
+	if (full == MAESTRO_LIST_FOUND)
+		CHECK(walk.list == list);
+	else
+		CHECK(walk.unchecked);	/* only what follows the list can be wrong */
+	pos = walk.list;
+	while ((step = maestro_list_next_parsed(body, len, &pos, &element)) == 1)
+		cJSON_Delete(element);
+	if (step == 0)
+		halves_ok = maestro_list_end(body, len, wrapper_key, &walk, pos);
+	CHECK(halves_ok == (full == MAESTRO_LIST_FOUND && full_ok));
+}
+
 /* ---------------------------------------------------------------------
  * Error messages and redaction
  * ---------------------------------------------------------------------
@@ -723,6 +770,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	{
 		check_list_scan(body, size, root, "instances");
 		check_list_scan(body, size, root, "workflows");
+		check_list_halves(body, size, "instances");
 	}
 
 	/* 3. one string (up to the first NUL) */
