@@ -275,12 +275,13 @@ json_value(const cJSON *item, JsonbValue *v)
 	const cJSON *child;
 	int			n = 0;
 
-	check_stack_depth();
 	if (!cJSON_IsObject(item) && !cJSON_IsArray(item))
 	{
 		jsonb_scalar(item, v);
 		return;
 	}
+	/* only containers nest: a scalar needs no check */
+	check_stack_depth();
 	for (child = item->child; child != NULL; child = child->next)
 		n++;
 	if (cJSON_IsObject(item))
