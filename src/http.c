@@ -47,6 +47,8 @@
 /* A body smaller than this is not worth releasing page by page. */
 #define RELEASE_MIN_BYTES	(1024 * 1024)
 #define RELEASE_STEP_BYTES	(256 * 1024)
+/* A body announced this large is faulted in at once. */
+#define POPULATE_MIN_BYTES	(1024 * 1024)
 
 /* libcurl's receive buffer for the backend's handle */
 #define RECEIVE_BUFFER_BYTES	(256 * 1024)
@@ -97,6 +99,24 @@ write_callback(char *ptr, size_t size, size_t nmemb, void *userdata)
 		}
 		buf->data = grown;
 		buf->cap = newcap;
+#ifdef MADV_POPULATE_WRITE
+		/*
+		 * A large announced body: its pages faulted in by one call rather
+		 * than one fault each as the bytes arrive (about a fifth of the
+		 * time of reading 10,000 instances went to page faults). Only the
+		 * whole pages inside the new buffer; an older kernel refuses, and
+		 * the pages then fault in as usual.
+		 */
+		if (buf->len == 0 && newcap >= POPULATE_MIN_BYTES)
+		{
+			uintptr_t	page = (uintptr_t) sysconf(_SC_PAGESIZE);
+			uintptr_t	from = TYPEALIGN(page, (uintptr_t) grown);
+			uintptr_t	to = TYPEALIGN_DOWN(page, (uintptr_t) grown + newcap);
+
+			if (to > from)
+				(void) madvise((void *) from, to - from, MADV_POPULATE_WRITE);
+		}
+#endif
 	}
 	memcpy(buf->data + buf->len, ptr, n);
 	buf->len += n;
