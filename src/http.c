@@ -47,6 +47,8 @@
 /* A body smaller than this is not worth releasing page by page. */
 #define RELEASE_MIN_BYTES	(1024 * 1024)
 #define RELEASE_STEP_BYTES	(256 * 1024)
+/* A body this large is handed over rather than copied. */
+#define HAND_OVER_MIN_BYTES	(64 * 1024)
 /* A body announced this large is faulted in at once. */
 #define POPULATE_MIN_BYTES	(1024 * 1024)
 
@@ -131,11 +133,12 @@ free_body(void *arg)
 }
 
 /*
- * The received body becomes the response's without a copy: a list of
+ * A large received body becomes the response's without a copy: a list of
  * 10,000 instances is 9 MB, and copying it doubled the backend's peak
  * memory before a row was built. The buffer is freed when the current
  * memory context is reset or deleted, errors included, as a palloc'd copy
- * would be.
+ * would be. A small body is copied into the context as before, exactly
+ * sized (the buffer has room for at least 8 kB).
  */
 static void
 hand_over_body(MaestroBuffer *buf, MaestroResponse *resp)
@@ -143,10 +146,13 @@ hand_over_body(MaestroBuffer *buf, MaestroResponse *resp)
 	MemoryContextCallback *cb;
 
 	resp->body_len = buf->len;
-	if (buf->data == NULL)
+	if (buf->data == NULL || buf->len < HAND_OVER_MIN_BYTES)
 	{
-		resp->body = palloc0(1);
-		return;
+		resp->body = palloc(buf->len + 1);
+		if (buf->len > 0)
+			memcpy(resp->body, buf->data, buf->len);
+		resp->body[buf->len] = '\0';
+		return;					/* the buffer is freed by the caller */
 	}
 	cb = palloc(sizeof(MemoryContextCallback));
 	cb->func = free_body;
