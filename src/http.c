@@ -10,6 +10,11 @@
  * slices lets pg_cancel_backend() and statement_timeout stop a transfer
  * within INTERRUPT_POLL_MS instead of curl's one-second progress ticks.
  *
+ * A large response body is handed to the caller where libcurl's buffer
+ * holds it (sized from Content-Length, faulted in at once, freed with the
+ * caller's memory context), and a list reader may give back the pages it
+ * has read (maestro_response_release).
+ *
  * It also holds what every HTTP caller shares: the one classification of
  * a failed exchange (maestro_http_classify), the one reading of
  * Retry-After, and the worker's stop flag, which every wait here watches

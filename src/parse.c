@@ -8,8 +8,9 @@
  *
  *	- uuid text (canonical, or in braces) and its 16 bytes;
  *	- RFC 3339 date-times, broken down into their fields;
- *	- whether a JSON number fits an int32, whether a JSON value is an array
- *	  of strings, and where the list is in a list response;
+ *	- whether a JSON number fits an int32, which short decimal cJSON
+ *	  prints for a double, whether a JSON value is an array of strings,
+ *	  and where the list is in a list response;
  *	- the message in an error body of any shape (API-NOTES.md section 6),
  *	  and the redaction of URL query strings and bearer tokens.
  *
