@@ -166,6 +166,7 @@ hand_over_body(MaestroBuffer *buf, MaestroResponse *resp)
 	/* a retry that received nothing leaves the last attempt's bytes */
 	buf->data[buf->len] = '\0';
 	resp->body = buf->data;
+	resp->handed_over = true;
 	buf->data = NULL;			/* no longer freed by the caller */
 }
 
@@ -185,8 +186,13 @@ maestro_response_release(MaestroResponse *resp, size_t offset)
 	uintptr_t	from = TYPEALIGN(page, (uintptr_t) resp->body + resp->released);
 	uintptr_t	to = TYPEALIGN_DOWN(page, (uintptr_t) resp->body + Min(offset, resp->body_len));
 
-	/* in steps: a system call per page would cost more than it saves */
-	if (resp->body_len < RELEASE_MIN_BYTES || to < from + RELEASE_STEP_BYTES)
+	/*
+	 * Only libcurl's buffer, a mapping of its own (a palloc'd copy shares
+	 * its pages with other chunks); in steps: a system call per page would
+	 * cost more than it saves.
+	 */
+	if (!resp->handed_over || resp->body_len < RELEASE_MIN_BYTES ||
+		to < from + RELEASE_STEP_BYTES)
 		return;
 	if (madvise((void *) from, to - from, MADV_DONTNEED) == 0)
 		resp->released = (size_t) (to - (uintptr_t) resp->body);

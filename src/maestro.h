@@ -126,6 +126,7 @@ typedef struct MaestroResponse
 	long		status;
 	char	   *body;
 	size_t		body_len;
+	bool		handed_over;	/* body is libcurl's buffer, not a palloc'd copy */
 	size_t		released;		/* bytes before this given back (maestro_response_release) */
 	char		content_type[128];
 	int			retries;		/* how many times the request was re-sent */
