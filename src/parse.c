@@ -1272,8 +1272,15 @@ list_locate(const char *body, size_t len, const char *wrapper_key, bool lazy,
 		return MAESTRO_LIST_INVALID;
 	if (cand.stopped)
 	{
+		/*
+		 * An array under wrapper_key before the list is not chosen: parsed
+		 * now, so that nothing before the list is read again (a reader may
+		 * give back the body's pages behind it).
+		 */
+		if (cand.root_wrapped != 0 &&
+			!json_array_check(body, len, cand.root_wrapped, true, &end))
+			return MAESTRO_LIST_INVALID;
 		walk->list = cand.data_array;
-		walk->pending = cand.root_wrapped;
 		walk->wrapper_seen = cand.wrapper_seen;
 		walk->unchecked = true;
 		return MAESTRO_LIST_FOUND;
@@ -1314,7 +1321,8 @@ maestro_list_locate(const char *body, size_t len, const char *wrapper_key, size_
  * envelope goes on would be a second pass over nearly the whole body.
  * So the walk stops there, and the rest is checked by maestro_list_end
  * once the caller has read the list to its ']', with the same verdict as
- * maestro_list_locate's in the end. Any other shape is located whole.
+ * maestro_list_locate's in the end. Everything before the list is checked
+ * here and never read again. Any other shape is located whole.
  */
 int
 maestro_list_begin(const char *body, size_t len, const char *wrapper_key,
@@ -1337,12 +1345,10 @@ maestro_list_end(const char *body, size_t len, const char *wrapper_key,
 	memset(&cand, 0, sizeof(cand));
 	cand.wrapper_key = wrapper_key;
 	cand.data_seen = true;
-	/* the root's members after the list */
+	/* the root's members after the list; nothing before it is read */
 	if (!json_walk_members(body, len, close + 1, 0, &cand, walk->wrapper_seen, true, &end))
 		return false;
-	/* an array under wrapper_key at the root, before or after the list, is not chosen */
-	if (walk->pending != 0 && !json_array_check(body, len, walk->pending, true, &end))
-		return false;
+	/* an array under wrapper_key after the list is not chosen */
 	if (cand.root_wrapped != 0 && !json_array_check(body, len, cand.root_wrapped, true, &end))
 		return false;
 	walk->unchecked = false;

@@ -126,13 +126,13 @@ extern int	maestro_list_next_parsed(const char *body, size_t len, size_t *pos,
  * its end: maestro_list_begin may leave what follows the list unchecked
  * (when the list is the root's "data" array), and maestro_list_end checks
  * it, given the offset of the list's ']' (where maestro_list_next_parsed
- * returned 0). Begin's verdict, the elements' and end's together are
- * maestro_list_locate's and the elements'.
+ * returned 0), reading nothing before that. Begin's verdict, the
+ * elements' and end's together are maestro_list_locate's and the
+ * elements'.
  */
 typedef struct MaestroListWalk
 {
 	size_t		list;			/* offset of the list's '[' */
-	size_t		pending;		/* an array at the root still to be parsed, or 0 */
 	bool		wrapper_seen;	/* wrapper_key was met at the root before the list */
 	bool		unchecked;		/* what follows the list is for maestro_list_end */
 } MaestroListWalk;
