@@ -26,6 +26,8 @@
 #include <cjson/cJSON.h>
 #include <curl/curl.h>
 
+#include "parse.h"
+
 #include "fmgr.h"
 #include "lib/stringinfo.h"
 #include "utils/jsonb.h"
@@ -116,12 +118,18 @@ typedef struct MaestroRequest
 	MaestroEndpoint endpoint;	/* what the statistics count it as */
 } MaestroRequest;
 
-/* What came back; body is palloc'd and NUL-terminated. */
+/*
+ * What came back; body is NUL-terminated and lives as long as the memory
+ * context that was current when the request was executed (it is malloc'd,
+ * freed by a reset callback of that context: handed over, not copied).
+ */
 typedef struct MaestroResponse
 {
 	long		status;
 	char	   *body;
 	size_t		body_len;
+	bool		handed_over;	/* body is libcurl's buffer, not a palloc'd copy */
+	size_t		released;		/* bytes before this given back (maestro_response_release) */
 	char		content_type[128];
 	int			retries;		/* how many times the request was re-sent */
 } MaestroResponse;
@@ -136,6 +144,7 @@ typedef struct MaestroBuffer
 	size_t		len;
 	size_t		cap;
 	size_t		limit;
+	CURL	   *easy;			/* the handle it is configured on */
 	bool		too_large;
 	bool		out_of_memory;
 	const char *upload;			/* a POST's body, sent as POSTFIELDS */
@@ -219,6 +228,7 @@ extern void maestro_http_raise_transport_error(const MaestroConnection *conn,
 											   const MaestroBuffer *buf,
 											   int retries) pg_attribute_noreturn();
 extern long maestro_http_retry_after_ms(CURL *easy);
+extern void maestro_response_release(MaestroResponse *resp, size_t offset);
 extern volatile sig_atomic_t maestro_shutdown_requested;
 
 /* auth.c */
@@ -242,6 +252,8 @@ typedef struct MaestroListReader
 	const char *body;
 	size_t		len;
 	size_t		pos;			/* at the list's '[', a ',' or the ']' */
+	const char *wrapper_key;
+	MaestroListWalk walk;		/* what is left to check after the list */
 	const MaestroRequest *req;	/* for error messages */
 } MaestroListReader;
 
