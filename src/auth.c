@@ -549,6 +549,7 @@ maestro_auth_lookup(MaestroConnection *conn, MaestroTokenClaim *claim,
 	claim->config_hash = hash;
 
 	cache_lock(cache);
+	maestro_fault_point("token_cache_lock");
 	slot = find_slot(cache, conn->mapping_id, hash, true);
 	if (slot == NULL)
 		state = MAESTRO_TOKEN_FETCH;	/* every slot is being fetched: uncached */
