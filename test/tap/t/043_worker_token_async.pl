@@ -15,16 +15,8 @@ use Time::HiRes qw(time sleep);
 use JSON::PP;
 use MaestroTAP;
 
-my $ik = '11111111-2222-4333-8444-555555555555';
-my $user = '0ccdbb0b-a72e-452f-95f0-9f19654cb620';
-
-my $certs = PostgreSQL::Test::Utils::tempdir();
-my $script = -f 'make_test_certs.sh' ? 'make_test_certs.sh' : "$ENV{MAESTRO_TOP}/test/simulator/make_test_certs.sh";
-is(system('bash', $script, $certs), 0, 'test keys made');
-my $key = slurp_file("$certs/jwt_private.pem");
-
-start_simulator('--oauth-public-key', "$certs/jwt_public.pem", '--integration-key', $ik,
-	'--oauth-user', $user, '--oauth-aud', '127.0.0.1', '--token-lifetime', '3600');
+my ($ik, $user) = ($IK, $JWT_USER);
+my $key = start_jwt_simulator();
 my $url = sim_url();
 # request_timeout is long, so that a hung fetch is never over by a timeout
 # (nor taken over) while a test looks at it
