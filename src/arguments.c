@@ -49,7 +49,11 @@ default_instance_name(void)
 void
 maestro_check_trigger_args(FunctionCallInfo fcinfo, Jsonb **inputs, char **instance_name)
 {
-	(void) maestro_uuid_argument(fcinfo, 0, "workflow_id");
+	/* only its presence: the callers format it themselves when they need it */
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("%s must not be null", "workflow_id")));
 	if (PG_ARGISNULL(1))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),

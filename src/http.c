@@ -53,6 +53,31 @@ static CURL *maestro_easy = NULL;
 static bool maestro_easy_clean = false;
 
 /*
+ * What maestro_easy's connection-wide options were last set for. While a
+ * call's connection and settings are the same, only the request's own
+ * options are set, instead of a reset and the whole set: together 5% of a
+ * trigger call's instructions. Anything else, or a call that did not end
+ * well, resets the handle. The copies live in TopMemoryContext; the proxy
+ * password is wiped before it is freed.
+ */
+typedef struct EasyProfile
+{
+	bool		valid;
+	char	   *ca_file;
+	char	   *proxy;
+	char	   *proxy_user;
+	char	   *proxy_password;
+	int			connect_timeout_ms;
+	int			request_timeout_ms;
+} EasyProfile;
+
+static EasyProfile easy_profile;
+
+static void configure_request(CURL *easy, const char *url, const MaestroRequest *req,
+							  struct curl_slist *headers, MaestroBuffer *buf,
+							  char *errbuf);
+
+/*
  * The response buffer of the last call, kept for the next one when it is
  * small: a new 8 kB malloc per call made glibc consolidate the small
  * chunks libcurl had just freed, a percent of a trigger call's CPU.
@@ -211,9 +236,101 @@ ensure_handles(void)
 					(errcode(ERRCODE_OUT_OF_MEMORY),
 					 errmsg("could not create a libcurl handle")));
 	}
-	else if (!maestro_easy_clean)
+}
+
+static bool
+same_option(const char *a, const char *b)
+{
+	if (a == NULL || b == NULL)
+		return a == b;
+	return strcmp(a, b) == 0;
+}
+
+static bool
+profile_matches(const MaestroConnection *conn)
+{
+	return easy_profile.valid &&
+		same_option(easy_profile.ca_file, conn->ca_file) &&
+		same_option(easy_profile.proxy, conn->proxy) &&
+		same_option(easy_profile.proxy_user, conn->proxy_user) &&
+		same_option(easy_profile.proxy_password, conn->proxy_password) &&
+		easy_profile.connect_timeout_ms == maestro_connect_timeout_ms &&
+		easy_profile.request_timeout_ms == maestro_request_timeout_ms;
+}
+
+static void
+profile_free_string(char **s, bool wipe)
+{
+	if (*s == NULL)
+		return;
+	if (wipe)
+		explicit_bzero(*s, strlen(*s));
+	pfree(*s);
+	*s = NULL;
+}
+
+static void
+profile_forget(void)
+{
+	easy_profile.valid = false;
+	profile_free_string(&easy_profile.ca_file, false);
+	profile_free_string(&easy_profile.proxy, false);
+	profile_free_string(&easy_profile.proxy_user, false);
+	profile_free_string(&easy_profile.proxy_password, true);
+}
+
+static char *
+profile_copy(const char *s)
+{
+	return s ? MemoryContextStrdup(TopMemoryContext, s) : NULL;
+}
+
+static void
+profile_remember(const MaestroConnection *conn)
+{
+	profile_forget();
+	easy_profile.ca_file = profile_copy(conn->ca_file);
+	easy_profile.proxy = profile_copy(conn->proxy);
+	easy_profile.proxy_user = profile_copy(conn->proxy_user);
+	easy_profile.proxy_password = profile_copy(conn->proxy_password);
+	easy_profile.connect_timeout_ms = maestro_connect_timeout_ms;
+	easy_profile.request_timeout_ms = maestro_request_timeout_ms;
+	easy_profile.valid = true;
+}
+
+/*
+ * maestro_easy set up for one request of conn: only the request's own
+ * options when the handle is already set up for conn's connection, else
+ * a reset (unless it is fresh) and every option.
+ */
+static void
+configure_sync_handle(const MaestroConnection *conn, const char *url,
+					  const MaestroRequest *req, struct curl_slist *headers,
+					  MaestroBuffer *buf, char *errbuf)
+{
+	if (profile_matches(conn))
+	{
+		configure_request(maestro_easy, url, req, headers, buf, errbuf);
+		return;
+	}
+	if (!maestro_easy_clean)
 		curl_easy_reset(maestro_easy);	/* keeps connections and caches */
 	maestro_easy_clean = false;
+	profile_forget();
+	maestro_http_configure(maestro_easy, conn, url, req, headers, buf, errbuf);
+	profile_remember(conn);
+}
+
+/* Forget every option of maestro_easy; it keeps its connections. */
+static void
+reset_sync_handle(void)
+{
+	profile_forget();
+	if (maestro_easy != NULL && !maestro_easy_clean)
+	{
+		curl_easy_reset(maestro_easy);
+		maestro_easy_clean = true;
+	}
 }
 
 /*
@@ -392,7 +509,6 @@ maestro_http_configure(CURL *easy, const MaestroConnection *conn, const char *ur
 					   const MaestroRequest *req, struct curl_slist *headers,
 					   MaestroBuffer *buf, char *errbuf)
 {
-	curl_easy_setopt(easy, CURLOPT_URL, url);
 	/* certificates are always verified; ca_file only says against what */
 	if (conn->ca_file)
 		curl_easy_setopt(easy, CURLOPT_CAINFO, conn->ca_file);
@@ -414,10 +530,22 @@ maestro_http_configure(CURL *easy, const MaestroConnection *conn, const char *ur
 	curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
 	curl_easy_setopt(easy, CURLOPT_FOLLOWLOCATION, 0L);
-	curl_easy_setopt(easy, CURLOPT_HTTPHEADER, headers);
 	curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS, (long) maestro_connect_timeout_ms);
 	curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, (long) maestro_request_timeout_ms);
 	curl_easy_setopt(easy, CURLOPT_TCP_KEEPALIVE, 1L);
+	configure_request(easy, url, req, headers, buf, errbuf);
+}
+
+/*
+ * The options of one request, which differ from request to request on a
+ * connection: all of them are set every time, to a value or cleared.
+ */
+static void
+configure_request(CURL *easy, const char *url, const MaestroRequest *req,
+				  struct curl_slist *headers, MaestroBuffer *buf, char *errbuf)
+{
+	curl_easy_setopt(easy, CURLOPT_URL, url);
+	curl_easy_setopt(easy, CURLOPT_HTTPHEADER, headers);
 	/*
 	 * Compression pays for list answers of megabytes; the answer to a POST
 	 * is a small object, and the header cost a few percent of a trigger
@@ -589,8 +717,8 @@ maestro_http_execute(const MaestroConnection *conn, const MaestroRequest *req,
 			buf->len = 0;
 			buf->too_large = buf->out_of_memory = false;
 			curl_message[0] = '\0';
-			maestro_http_configure(maestro_easy, conn, url, req, (struct curl_slist *) headers,
-								   (MaestroBuffer *) buf, curl_message);
+			configure_sync_handle(conn, url, req, (struct curl_slist *) headers,
+								  (MaestroBuffer *) buf, curl_message);
 
 			rc = run_transfer((bool *) &interrupted);
 			bytes += buf->len;
@@ -680,12 +808,21 @@ maestro_http_execute(const MaestroConnection *conn, const MaestroRequest *req,
 		}
 		else
 			free(buf->data);
-		/* the handle must not point at freed headers or a stack buffer */
-		if (maestro_easy != NULL)
+		/*
+		 * The handle must not point at freed headers or a stack buffer. After
+		 * a completed exchange that is all it keeps of this call; after
+		 * anything else it forgets every option.
+		 */
+		if (maestro_easy != NULL && rc == CURLE_OK && !interrupted && easy_profile.valid)
 		{
-			curl_easy_reset(maestro_easy);
-			maestro_easy_clean = true;
+			curl_easy_setopt(maestro_easy, CURLOPT_HTTPHEADER, NULL);
+			curl_easy_setopt(maestro_easy, CURLOPT_WRITEDATA, NULL);
+			curl_easy_setopt(maestro_easy, CURLOPT_ERRORBUFFER, NULL);
+			curl_easy_setopt(maestro_easy, CURLOPT_POSTFIELDS, NULL);
+			curl_easy_setopt(maestro_easy, CURLOPT_PREREQDATA, NULL);
 		}
+		else
+			reset_sync_handle();
 	}
 	PG_END_TRY();
 
