@@ -140,6 +140,44 @@ SET ROLE cc_alice;
 SELECT mt.call();
 RESET ROLE;
 
+-- the HTTP handle keeps a connection's options only for that connection:
+-- a server whose ca_file trusts the TLS simulator, then one without, then
+-- the first again, each call in turn
+\getenv tls_url MAESTRO_TLS_URL
+\getenv certs MAESTRO_CERTS
+\set ca_file :certs '/ca.pem'
+CREATE SERVER cc_ca FOREIGN DATA WRAPPER maestro
+  OPTIONS (base_url :'tls_url', account_id '7f09961a-42f9-4c2b-9d5e-3f1f0f6a2b10', ca_file :'ca_file');
+CREATE USER MAPPING FOR CURRENT_USER SERVER cc_ca OPTIONS (access_token 'sim-token');
+CREATE SERVER cc_noca FOREIGN DATA WRAPPER maestro
+  OPTIONS (base_url :'tls_url', account_id '7f09961a-42f9-4c2b-9d5e-3f1f0f6a2b10');
+CREATE USER MAPPING FOR CURRENT_USER SERVER cc_noca OPTIONS (access_token 'sim-token');
+SET maestro.server = 'cc_ca';
+SELECT mt.call();
+SET maestro.server = 'cc_noca';
+SELECT mt.call();
+SET maestro.server = 'cc_ca';
+SELECT mt.call();
+SELECT mt.call();
+SET maestro.server = 'cc_noca';
+SELECT mt.call();
+RESET maestro.server;
+-- a changed timeout applies at the next call on the same connection:
+-- every answer of server "faulty" now takes 1.5 s
+SET maestro.server = 'faulty';
+SET maestro.max_retries = 0;
+SELECT mt.fault('key=cc;latency_ms=1500');
+SELECT mt.call();
+SET maestro.request_timeout = 300;
+SELECT mt.call();
+RESET maestro.request_timeout;
+SELECT mt.call();
+ALTER SERVER faulty OPTIONS (SET base_url :'sim_url');
+RESET maestro.max_retries;
+RESET maestro.server;
+DROP SERVER cc_ca CASCADE;
+DROP SERVER cc_noca CASCADE;
+
 DROP FUNCTION mt.call_as_alice();
 DROP FUNCTION mt.call_as_owner();
 DROP FUNCTION mt.call();
