@@ -812,28 +812,37 @@ maestro_connect(void)
 
 	/* a change committed by another session since the last call flushes now */
 	AcceptInvalidationMessages();
+	/* before the look-up: it may read catalogs, and so flush the cache */
+	maestro_encoding_prepare();
 
+	generation = conn_cache_generation;
 	for (i = 0; i < conn_cache_count; i++)
 	{
 		entry = &conn_cache[i];
 		if (entry->userid == userid && strcmp(entry->server_guc, guc) == 0)
 		{
-			/* memberships can change without touching the server's row */
-			if (pg_foreign_server_aclcheck(entry->conn->server_id, userid,
-										   ACL_USAGE) != ACLCHECK_OK)
+			/*
+			 * Memberships can change without touching the server's row. The
+			 * check may read invalidations (a catalog lock), and a flush then
+			 * frees the entry: resolve afresh in that case.
+			 */
+			bool		usable = pg_foreign_server_aclcheck(entry->conn->server_id, userid,
+															ACL_USAGE) == ACLCHECK_OK;
+
+			if (generation != conn_cache_generation)
+				break;
+			if (!usable)
 			{
 				/* resolve_connection() raises the error */
 				conn_cache_flush((Datum) 0, 0, 0);
 				break;
 			}
-			maestro_encoding_prepare();
 			return connection_unflatten(entry->conn, entry->size);
 		}
 	}
 
 	generation = conn_cache_generation;
 	conn = resolve_connection(userid);
-	maestro_encoding_prepare();
 
 	/* not kept when a flush came while it was read: it may be stale */
 	if (generation == conn_cache_generation)
