@@ -4,7 +4,7 @@
 -- effect at the next call of the same session
 --
 -- Which mapping or server a call used shows in its outcome: the simulator
--- accepts the token of the setup's mappings and answers 401 to 'wrong-token'.
+-- accepts the token of the setup's mappings and answers 401 to any other.
 \getenv sim_url MAESTRO_SIM_URL
 SET maestro.server = 'sim';
 CREATE SERVER cc FOREIGN DATA WRAPPER maestro
