@@ -762,10 +762,6 @@ maestro_http_execute(const MaestroConnection *conn, const MaestroRequest *req,
 	int			attempt;
 
 	buf->limit = (size_t) maestro_max_response_kb * 1024;
-	buf->data = kept_buffer;
-	buf->cap = kept_buffer_cap;
-	kept_buffer = NULL;
-	kept_buffer_cap = 0;
 	memset(resp, 0, sizeof(*resp));
 
 	/* the token endpoint is the account server's, outside the API's quota */
@@ -776,6 +772,12 @@ maestro_http_execute(const MaestroConnection *conn, const MaestroRequest *req,
 
 	PG_TRY();
 	{
+		/* taken here, so that PG_FINALLY gives it back on every path */
+		buf->data = kept_buffer;
+		buf->cap = kept_buffer_cap;
+		kept_buffer = NULL;
+		kept_buffer_cap = 0;
+
 		headers = sync_headers(conn, req);
 		if (headers == NULL)
 			ereport(ERROR,
