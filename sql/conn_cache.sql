@@ -178,6 +178,17 @@ RESET maestro.server;
 DROP SERVER cc_ca CASCADE;
 DROP SERVER cc_noca CASCADE;
 
+-- what a request says of itself: every one names maestro; a GET asks for
+-- a compressed answer (lists can be megabytes), a POST does not (its
+-- answer is a small object)
+SET maestro.server = 'sim';
+\! python3 test/simulator/sim_requests.py --clear
+SELECT count(*) > 0 AS listed FROM maestro_workflows();
+SELECT instance_id IS NOT NULL AS started
+  FROM maestro_trigger('a4490cd8-4a4f-4b4e-9a0c-1c5b0e6e0001', '{"Name": "C", "Email": "c@example.com"}', 'conn_cache headers');
+\! curl -s "$MAESTRO_SIM_URL/__sim/requests" | python3 -c 'import json, re, sys; [print(e["method"], re.sub(r"^.*/v1/accounts/[^/]+", "", e["path"]), e["user_agent"].split("/")[0], "gzip" in (e["accept_encoding"] or "")) for e in json.load(sys.stdin)]'
+RESET maestro.server;
+
 DROP FUNCTION mt.call_as_alice();
 DROP FUNCTION mt.call_as_owner();
 DROP FUNCTION mt.call();
