@@ -524,8 +524,8 @@ hold(const MaestroTokenClaim *claim)
  *	started longer ago than a request can take: its process died or hangs).
  *
  * A process never waits for itself: a fetch this process claimed and has
- * not ended (the worker's own, while its periodic sync needs the token
- * synchronously) is claimed again.
+ * not ended is claimed again, so that no path can deadlock on its own
+ * claim.
  */
 MaestroTokenState
 maestro_auth_lookup(MaestroConnection *conn, MaestroTokenClaim *claim,

@@ -213,12 +213,6 @@ raise_paused(void *arg)
 					   timestamptz_to_str(until))));
 }
 
-static void
-prepare_token(void *arg)
-{
-	maestro_auth_prepare(run->conn);
-}
-
 /*
  * The statement, with the pages installed: as the mirror's owner, in a
  * subtransaction of its own, so that a failed sync leaves the queue alone.
@@ -320,9 +314,29 @@ run_step(TimestampTz now)
 		return slot;
 	if (maestro_transfer_count() >= maestro_max_concurrency)
 		return 0;
-	/* a token as the sends get theirs */
-	if (run->conn->jwt && !guarded(prepare_token, NULL))
-		return -1;
+	/* a token as the sends get theirs: fetched beside them, never waited for */
+	if (run->conn->jwt)
+	{
+		char	   *problem = NULL;
+		TimestampTz wake = 0;
+
+		switch (maestro_delivery_token(run->conn, now, &problem, &wake))
+		{
+			case TOKEN_READY:
+				break;
+			case TOKEN_PARKED:
+				return wake;	/* 0: the worker's own fetch, whose end wakes it */
+			case TOKEN_FAILED:
+				{
+					ErrorData	edata = {0};
+
+					edata.message = problem;
+					sync_warning(&edata);
+					run_end();
+					return -1;
+				}
+		}
+	}
 	run->transfer = maestro_transfer_start(TRANSFER_SYNC_PAGE, run, run->conn, &run->req,
 										   run->page_cxt);
 	if (run->transfer == NULL)

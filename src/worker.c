@@ -21,9 +21,8 @@
  * keeps the postmaster from restarting it after DROP DATABASE ... WITH
  * (FORCE): the asynchronous transfers (sends, look-ups, token fetches, the
  * pages of a periodic sync) are abandoned at once, an abandoned token fetch
- * waking the backends waiting for that token (delivery.c), and the
- * synchronous call that remains (the periodic sync's own token fetch)
- * gives up at its next poll (http.c). Rows it left 'sending' are looked up
+ * waking the backends waiting for that token (delivery.c). The worker
+ * makes no synchronous network call. Rows it left 'sending' are looked up
  * by the next worker before they are sent again.
  *
  * src/worker.c
