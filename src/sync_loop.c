@@ -120,6 +120,36 @@ guarded(SyncStep step, void *arg)
 	return ok;
 }
 
+/* A transaction with SPI and a snapshot, for the run's two database steps. */
+static void
+begin_transaction(void)
+{
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+}
+
+static void
+end_transaction(void)
+{
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+}
+
+/* The mirror's owner: the role the sync runs as, with its user mapping. */
+static Oid
+mirror_owner(const char *schema)
+{
+	bool		isnull;
+
+	SPI_execute(psprintf("SELECT relowner FROM pg_catalog.pg_class"
+						 " WHERE oid = '%s.maestro_synced_instances'::pg_catalog.regclass",
+						 schema), true, 1);
+	return DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+}
+
 /*
  * The run's connection: the mirror owner's, as maestro_sync() would make
  * it. *(bool *) arg is cleared when there is no extension to sync.
@@ -129,24 +159,17 @@ connect_as_owner(void *arg)
 {
 	char	   *schema;
 
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	SPI_connect();
-	PushActiveSnapshot(GetTransactionSnapshot());
+	begin_transaction();
 	schema = maestro_extension_schema_name();
 	if (schema == NULL)
 		*(bool *) arg = false;
 	else
 	{
 		Oid			owner;
-		bool		isnull;
 		MaestroRoleSwitch save;
 		MaestroConnection *conn;
 
-		SPI_execute(psprintf("SELECT relowner FROM pg_catalog.pg_class"
-							 " WHERE oid = '%s.maestro_synced_instances'::pg_catalog.regclass",
-							 schema), true, 1);
-		owner = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+		owner = mirror_owner(schema);
 		maestro_become_role(owner, &save);
 		conn = maestro_connect();
 		maestro_restore_role(&save);
@@ -154,9 +177,7 @@ connect_as_owner(void *arg)
 		run->conn = maestro_connection_copy(conn);
 		run->walk = maestro_instance_walk_begin(run->conn);
 	}
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
+	end_transaction();
 }
 
 /* Start a run; false when there is nothing to run or it failed at once. */
@@ -223,10 +244,7 @@ apply(void)
 	MemoryContext caller = CurrentMemoryContext;
 	char	   *schema;
 
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	SPI_connect();
-	PushActiveSnapshot(GetTransactionSnapshot());
+	begin_transaction();
 
 	schema = maestro_extension_schema_name();
 	if (schema != NULL)
@@ -234,12 +252,8 @@ apply(void)
 		MemoryContext oldcontext = CurrentMemoryContext;
 		ResourceOwner oldowner = CurrentResourceOwner;
 		Oid			owner;
-		bool		isnull;
 
-		SPI_execute(psprintf("SELECT relowner FROM pg_catalog.pg_class"
-							 " WHERE oid = '%s.maestro_synced_instances'::pg_catalog.regclass",
-							 schema), true, 1);
-		owner = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+		owner = mirror_owner(schema);
 
 		BeginInternalSubTransaction(NULL);
 		MemoryContextSwitchTo(oldcontext);
@@ -272,9 +286,7 @@ apply(void)
 		}
 		PG_END_TRY();
 	}
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
+	end_transaction();
 	pgstat_report_stat(false);
 	MemoryContextSwitchTo(caller);
 }
