@@ -4,11 +4,14 @@
  *		The background worker that sends queued trigger requests: its loop,
  *		its one wait, and its recovery from errors.
  *
- * Each round: take the transfers that ended and record their outcomes (one
- * transaction), do the periodic housekeeping, claim due requests when
- * there is room to send them (one transaction; pacing.c leaves out the
- * servers that may not be sent to now), and start what may start
- * (delivery.c). Then ONE wait (transfer.c): until the latch is set (a
+ * Each round: take the transfers that ended, and at once refill their
+ * slots from the requests claimed in an earlier round (delivery.c); a
+ * freed slot waits for no database work. Do the periodic housekeeping.
+ * Then, in ONE transaction, record the round's outcomes and claim due
+ * requests when there is room for them (pacing.c leaves out the servers
+ * that may not be sent to now), and start what may start. A steady
+ * backlog so costs one commit per round, however many requests the round
+ * settles. Then ONE wait (transfer.c): until the latch is set (a
  * commit, SIGTERM, SIGHUP), a transfer's socket is ready, or the earliest
  * of libcurl's timeout, the next due request, the next free slot of a
  * paced server, the end of a pause, and the next housekeeping. A round
@@ -151,7 +154,7 @@ housekeeping(TimestampTz now)
 	return next;
 }
 
-/* Record the outcomes of a round and note when their retries fall due. */
+/* Record outcomes on their own and note when their retries fall due. */
 static void
 record(List *outcomes)
 {
@@ -235,14 +238,27 @@ worker_loop(void)
 		/* what the last wait brought */
 		while ((t = maestro_transfer_take_finished()) != NULL)
 			outcomes = list_concat(outcomes, maestro_delivery_finished(t));
-		record(outcomes);
 		busy = outcomes != NIL;
 		if (maestro_shutdown_requested)
+		{
+			record(outcomes);
 			break;
+		}
+
+		/*
+		 * The freed slots first: what they take was claimed, durably, in an
+		 * earlier round, so it may leave before this round's database work.
+		 */
+		outcomes = list_concat(outcomes,
+							   maestro_delivery_dispatch(GetCurrentTimestamp(), &next_slot));
+		busy |= outcomes != NIL;
 
 		next_housekeeping = housekeeping(GetCurrentTimestamp());
 		if (maestro_shutdown_requested)
+		{
+			record(outcomes);
 			break;
+		}
 
 		now = GetCurrentTimestamp();
 		if (next_due != 0 && now >= next_due)
@@ -259,18 +275,21 @@ worker_loop(void)
 			bool		more;
 			TimestampTz due;
 
-			if (!maestro_queue_sql_claim(claim_room(), recover, &claimed, &more, &due))
+			/* the outcomes are written in the claim's transaction */
+			if (!maestro_queue_sql_claim(outcomes, claim_room(), recover, &claimed, &more, &due))
 				break;			/* the extension is gone */
 			recover = false;
 			need_claim = more;
 			if (!more)
 				next_due = due;
+			next_due = earliest_retry(outcomes, next_due);
 			busy |= claimed != NIL;
-		}
 
-		outcomes = maestro_delivery_dispatch(GetCurrentTimestamp(), &next_slot);
+			/* what was just claimed, into the slots still free */
+			outcomes = maestro_delivery_dispatch(GetCurrentTimestamp(), &next_slot);
+			busy |= outcomes != NIL;
+		}
 		record(outcomes);
-		busy |= outcomes != NIL;
 		if (maestro_shutdown_requested)
 			break;
 

@@ -139,8 +139,9 @@ extern List *maestro_delivery_finished(Transfer *t);
 extern void maestro_delivery_drop_all(void);
 
 /* queue_sql.c */
-extern bool maestro_queue_sql_claim(int limit, bool recover, List **claimed,
-									bool *more, TimestampTz *next_due);
+extern bool maestro_queue_sql_claim(List *outcomes, int limit, bool recover,
+									List **claimed, bool *more,
+									TimestampTz *next_due);
 extern void maestro_queue_sql_record(List *outcomes);
 
 /* sync_loop.c */
