@@ -247,11 +247,12 @@ worker_loop(void)
 
 		/*
 		 * The freed slots first: what they take was claimed, durably, in an
-		 * earlier round, so it may leave before this round's database work.
+		 * earlier round, so it leaves before this round's database work.
 		 */
 		outcomes = list_concat(outcomes,
 							   maestro_delivery_dispatch(GetCurrentTimestamp(), &next_slot));
 		busy |= outcomes != NIL;
+		maestro_transfer_kick();
 
 		next_housekeeping = housekeeping(GetCurrentTimestamp());
 		if (maestro_shutdown_requested)

@@ -121,6 +121,7 @@ extern Transfer *maestro_transfer_start(TransferKind kind, void *owner,
 										MaestroRequest *req,
 										MemoryContext cxt);
 extern int	maestro_transfer_count(void);
+extern void maestro_transfer_kick(void);
 extern void maestro_transfer_wait(long timeout_ms);
 extern Transfer *maestro_transfer_take_finished(void);
 extern void maestro_transfer_free(Transfer *t);
