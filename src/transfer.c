@@ -315,7 +315,9 @@ rebuild_wait_set(void)
 
 /*
  * Let the transfers just started leave now, before the round's database
- * work, rather than at the next wait.
+ * work, rather than at the next wait. What ends meanwhile is harvested
+ * only by the wait: until its answer is read (a 429 pauses its server),
+ * it must keep its slot, or the round would send into that slot unpaced.
  */
 void
 maestro_transfer_kick(void)
@@ -323,7 +325,6 @@ maestro_transfer_kick(void)
 	int			still;
 
 	curl_multi_socket_action(multi, CURL_SOCKET_TIMEOUT, 0, &still);
-	harvest();
 }
 
 /*
