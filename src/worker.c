@@ -54,6 +54,8 @@
 #define IDLE_EXIT_MS		2000
 /* the pause after an error escaped a round, so that it cannot spin */
 #define ERROR_PAUSE_MS		1000
+/* longest an outcome waits to be recorded with a claim (see below) */
+#define RECORD_DELAY_MS		10
 
 /* the loop's state, static so that it survives a longjmp */
 static bool recover = true;
@@ -62,6 +64,20 @@ static TimestampTz next_due = 0;
 static TimestampTz next_sync = 0;
 static TimestampTz idle_since = 0;
 static bool checked_before_exit = false;
+
+/*
+ * Outcomes not yet recorded, in loop_cxt (not reset while there are any),
+ * and since when. The database work of a round costs per statement and
+ * per commit as much as per row, so outcomes wait for the next claim to
+ * be written in its transaction, and claims wait until there is room for
+ * a batch (claim_batch()): the slots are refilled meanwhile from the
+ * requests claimed earlier. An outcome waits RECORD_DELAY_MS at most, and
+ * not at all once nothing is in flight. Waiting costs no guarantee: until
+ * it is recorded its row stays 'sending', so it is neither claimed again
+ * nor, after a crash, sent again before it is looked up.
+ */
+static List *unrecorded = NIL;
+static TimestampTz unrecorded_since = 0;
 
 static void
 worker_sigterm(SIGNAL_ARGS)
@@ -154,14 +170,26 @@ housekeeping(TimestampTz now)
 	return next;
 }
 
-/* Record outcomes on their own and note when their retries fall due. */
+/* Record what is unrecorded on its own and note when retries fall due. */
 static void
-record(List *outcomes)
+record_now(void)
+{
+	if (unrecorded == NIL)
+		return;
+	maestro_queue_sql_record(unrecorded);
+	next_due = earliest_retry(unrecorded, next_due);
+	unrecorded = NIL;
+	unrecorded_since = 0;
+}
+
+static void
+add_unrecorded(List *outcomes)
 {
 	if (outcomes == NIL)
 		return;
-	maestro_queue_sql_record(outcomes);
-	next_due = earliest_retry(outcomes, next_due);
+	if (unrecorded == NIL)
+		unrecorded_since = GetCurrentTimestamp();
+	unrecorded = list_concat(unrecorded, outcomes);
 }
 
 /* Room for more claimed requests: a round in flight and one ready. */
@@ -173,6 +201,13 @@ claim_room(void)
 	if (pending >= maestro_max_concurrency)
 		return 0;
 	return Max(2 * maestro_max_concurrency - maestro_transfer_count() - pending, 0);
+}
+
+/* The least room worth a claim: a quarter of the slots. */
+static int
+claim_batch(void)
+{
+	return Max(maestro_max_concurrency / 4, 1);
 }
 
 static void
@@ -201,6 +236,9 @@ worker_loop(void)
 		MemoryContextSwitchTo(TopMemoryContext);
 		FlushErrorState();
 		MemoryContextReset(loop_cxt);
+		/* their rows stay 'sending': looked up before they are sent again */
+		unrecorded = NIL;
+		unrecorded_since = 0;
 		maestro_transfer_abort_all();
 		maestro_delivery_drop_all();
 		recover = true;
@@ -223,9 +261,11 @@ worker_loop(void)
 		Transfer   *t;
 		long		timeout_ms = -1;
 		bool		busy;
+		bool		claim_now;
 
 		MemoryContextSwitchTo(loop_cxt);
-		MemoryContextReset(loop_cxt);
+		if (unrecorded == NIL)
+			MemoryContextReset(loop_cxt);
 
 		if (ConfigReloadPending)
 		{
@@ -239,9 +279,10 @@ worker_loop(void)
 		while ((t = maestro_transfer_take_finished()) != NULL)
 			outcomes = list_concat(outcomes, maestro_delivery_finished(t));
 		busy = outcomes != NIL;
+		add_unrecorded(outcomes);
 		if (maestro_shutdown_requested)
 		{
-			record(outcomes);
+			record_now();
 			break;
 		}
 
@@ -249,15 +290,15 @@ worker_loop(void)
 		 * The freed slots first: what they take was claimed, durably, in an
 		 * earlier round, so it leaves before this round's database work.
 		 */
-		outcomes = list_concat(outcomes,
-							   maestro_delivery_dispatch(GetCurrentTimestamp(), &next_slot));
+		outcomes = maestro_delivery_dispatch(GetCurrentTimestamp(), &next_slot);
 		busy |= outcomes != NIL;
+		add_unrecorded(outcomes);
 		maestro_transfer_kick();
 
 		next_housekeeping = housekeeping(GetCurrentTimestamp());
 		if (maestro_shutdown_requested)
 		{
-			record(outcomes);
+			record_now();
 			break;
 		}
 
@@ -270,27 +311,35 @@ worker_loop(void)
 		if (maestro_pacing_wants_claim(now, &reopen))
 			need_claim = true;
 
-		if (need_claim && claim_room() > 0)
+		claim_now = need_claim && claim_room() >= claim_batch();
+		if (claim_now)
 		{
 			List	   *claimed;
 			bool		more;
 			TimestampTz due;
 
 			/* the outcomes are written in the claim's transaction */
-			if (!maestro_queue_sql_claim(outcomes, claim_room(), recover, &claimed, &more, &due))
+			if (!maestro_queue_sql_claim(unrecorded, claim_room(), recover, &claimed, &more, &due))
 				break;			/* the extension is gone */
 			recover = false;
 			need_claim = more;
 			if (!more)
 				next_due = due;
-			next_due = earliest_retry(outcomes, next_due);
+			next_due = earliest_retry(unrecorded, next_due);
+			unrecorded = NIL;
+			unrecorded_since = 0;
 			busy |= claimed != NIL;
 
 			/* what was just claimed, into the slots still free */
 			outcomes = maestro_delivery_dispatch(GetCurrentTimestamp(), &next_slot);
 			busy |= outcomes != NIL;
+			add_unrecorded(outcomes);
 		}
-		record(outcomes);
+		if (unrecorded != NIL &&
+			(claim_now || maestro_transfer_count() == 0 ||
+			 list_length(unrecorded) >= claim_batch() ||
+			 TimestampDifferenceExceeds(unrecorded_since, GetCurrentTimestamp(), RECORD_DELAY_MS)))
+			record_now();
 		if (maestro_shutdown_requested)
 			break;
 
@@ -299,13 +348,16 @@ worker_loop(void)
 		if (maestro_pacing_wants_claim(now, &reopen))
 			need_claim = true;
 
-		if (need_claim && claim_room() > 0)
+		if (need_claim && claim_room() >= claim_batch())
 			timeout_ms = 0;
 		else
 		{
 			bool		waiting = maestro_transfer_count() > 0 || maestro_delivery_pending() > 0;
 
 			wake_at = earlier(earlier(next_due, next_slot), earlier(reopen, next_housekeeping));
+			if (unrecorded != NIL)
+				wake_at = earlier(wake_at, TimestampTzPlusMilliseconds(unrecorded_since,
+																	   RECORD_DELAY_MS));
 			if (busy || waiting || wake_at != 0 || need_claim)
 			{
 				idle_since = 0;
