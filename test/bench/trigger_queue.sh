@@ -54,6 +54,19 @@ start_server() {
 	for _ in $(seq 50); do curl -s "$BENCH_URL/__bench/stats" >/dev/null && break; sleep 0.1; done
 }
 
+# run a command with its CPU time (perf stat's task-clock, in ms) written to
+# file $1; without perf, just run it
+perf_stat() {
+	local out=$1
+	shift
+	if command -v perf >/dev/null && perf stat -x, -e task-clock -o "$out" -- true 2>/dev/null; then
+		perf stat -x, -e task-clock -o "$out" -- "$@"
+	else
+		: >"$out"
+		"$@"
+	fi
+}
+
 median() {
 	sort -n | awk '{v[NR] = $1} END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
 }
@@ -78,7 +91,8 @@ worker_pid() {
 	pgrep -P "$postmaster" -f 'maestro trigger queue worker' | head -1
 }
 
-# watch the worker's peak memory while it runs
+# watch the worker's peak memory and its CPU time (clock ticks) while it runs
+: >"$MAESTRO_TEST_DIR/worker_cpu"
 (
 	peak=0
 	while :; do
@@ -86,6 +100,9 @@ worker_pid() {
 		if [ -n "$pid" ]; then
 			hwm=$(awk '/VmHWM/ {print $2}' "/proc/$pid/status" 2>/dev/null)
 			[ -n "$hwm" ] && [ "$hwm" -gt "$peak" ] && peak=$hwm && echo "$peak" >"$MAESTRO_TEST_DIR/worker_peak_kb"
+			# utime + stime: fields 14 and 15 after the command name
+			ticks=$(sed 's/.*) //' "/proc/$pid/stat" 2>/dev/null | awk '{print $12 + $13}')
+			[ -n "$ticks" ] && echo "$pid $ticks" >>"$MAESTRO_TEST_DIR/worker_cpu"
 		fi
 		sleep 0.1
 	done
@@ -96,10 +113,13 @@ watcher=$!
 for run in $(seq "$RUNS"); do
 	# the limit: a C client (libcurl multi, keep-alive), as many requests as the worker sends
 	start_server
-	c_rate=$("$MAESTRO_TEST_DIR/bench_client" multi "$BENCH_URL$trigger_url" "$N" "$CONCURRENCY") || exit 1
+	c_rate=$(perf_stat "$MAESTRO_TEST_DIR/c_cpu" "$MAESTRO_TEST_DIR/bench_client" multi \
+		"$BENCH_URL$trigger_url" "$N" "$CONCURRENCY") || exit 1
+	c_cpu_ms=$(awk -F, '/task-clock/ {printf "%.0f", $1}' "$MAESTRO_TEST_DIR/c_cpu" 2>/dev/null)
 
 	start_server
 	psql -X -q -d postgres -c 'TRUNCATE maestro_trigger_requests, maestro_synced_instances, maestro_instance_events' || exit 1
+	cpu_from=$(wc -l <"$MAESTRO_TEST_DIR/worker_cpu")
 	read -r enqueue_ms committed <<<"$(psql -X -q -A -t -F ' ' -d postgres -v n="$N" -v wf="$wf" <<'SQL'
 BEGIN;
 SELECT clock_timestamp() AS t0 \gset
@@ -135,14 +155,18 @@ SQL
 		FROM maestro_trigger_requests")"
 	read -r sent duplicates max_per_second <<<"$(curl -s "$BENCH_URL/__bench/stats" |
 		python3 -c 'import json,sys; s=json.load(sys.stdin); print(s["requests"], s["duplicates"], s["max_per_second"])')"
+	# the CPU of the workers that ran for this run (each one's last reading)
+	worker_cpu_ms=$(tail -n +$((cpu_from + 1)) "$MAESTRO_TEST_DIR/worker_cpu" |
+		awk -v hz="$(getconf CLK_TCK)" '{t[$1] = $2} END {for (p in t) s += t[p]; printf "%.0f", 1000 * s / hz}')
 	span=$(echo "$last_done - $committed" | bc -l)
 	rate=$(echo "$N / $span" | bc -l)
-	printf 'run %d: worker %.0f req/s, C client %.0f req/s, ratio %.0f%%; done %d, failed %d, POSTs %d, duplicated %d; first send %.1f ms after commit; enqueue %.1f us/row; %.2f transactions and %.0f WAL bytes per request; most in 1 s: %d (load %s)\n' \
+	printf 'run %d: worker %.0f req/s, C client %.0f req/s, ratio %.0f%%; done %d, failed %d, POSTs %d, duplicated %d; first send %.1f ms after commit; enqueue %.1f us/row; %.2f transactions and %.0f WAL bytes per request; CPU per request: worker %.0f us, C client %s us; most in 1 s: %d (load %s)\n' \
 		"$run" "$rate" "$c_rate" "$(echo "100 * $rate / $c_rate" | bc -l)" "$done" "$failed" "$sent" "$duplicates" \
 		"$(echo "($first_sent - $committed) * 1000" | bc -l)" "$(echo "$enqueue_ms * 1000 / $N" | bc -l)" \
-		"$(echo "$xacts / $N" | bc -l)" "$(echo "$wal_bytes / $N" | bc -l)" "$max_per_second" \
+		"$(echo "$xacts / $N" | bc -l)" "$(echo "$wal_bytes / $N" | bc -l)" \
+		"$(echo "$worker_cpu_ms * 1000 / $N" | bc -l)" "${c_cpu_ms:+$(echo "$c_cpu_ms * 1000 / $N" | bc)}" "$max_per_second" \
 		"$(cut -d' ' -f1-3 /proc/loadavg)"
-	echo "$rate $c_rate $(echo "100 * $rate / $c_rate" | bc -l) $done $failed $sent $duplicates $(echo "$enqueue_ms * 1000 / $N" | bc -l) $(echo "$xacts / $N" | bc -l) $(echo "$wal_bytes / $N" | bc -l)" >>"$MAESTRO_TEST_DIR/runs"
+	echo "$rate $c_rate $(echo "100 * $rate / $c_rate" | bc -l) $done $failed $sent $duplicates $(echo "$enqueue_ms * 1000 / $N" | bc -l) $(echo "$xacts / $N" | bc -l) $(echo "$wal_bytes / $N" | bc -l) $(echo "$worker_cpu_ms * 1000 / $N" | bc -l) ${c_cpu_ms:+$(echo "$c_cpu_ms * 1000 / $N" | bc -l)}" >>"$MAESTRO_TEST_DIR/runs"
 done
 kill "$watcher" 2>/dev/null
 
@@ -153,6 +177,7 @@ printf 'enqueue:                   %.1f us per row (median)\n' "$(col 8 | median
 printf 'done / failed:             %d / %d (all runs)\n' "$(sum 4)" "$(sum 5)"
 printf 'POSTs the server received: %d; duplicated instance names: %d (all runs)\n' "$(sum 6)" "$(sum 7)"
 printf 'worker per request:        %.2f transactions, %.0f bytes of WAL (medians)\n' "$(col 9 | median)" "$(col 10 | median)"
+printf 'CPU per request:           worker %.0f us (its database work included), C client %.0f us (medians)\n' "$(col 11 | median)" "$(col 12 | median)"
 printf 'worker peak RSS:           %s kB\n' "$(cat "$MAESTRO_TEST_DIR/worker_peak_kb" 2>/dev/null || echo '?')"
 printf 'server capacity alone:     %.0f requests/s (load_client.js, %d at a time, fresh connections, %d ms latency)\n' "$server_capacity" "$CONCURRENCY" "$LATENCY_MS"
 printf 'worker throughput:         %.0f requests/s (median; commit to last done_at)\n' "$(col 1 | median)"
