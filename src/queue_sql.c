@@ -10,11 +10,11 @@
  * POST can leave. Recording writes the outcomes of a round, notifies
  * listeners, and puts started instances into the mirror.
  *
- * The worker's database work is per round, not per request: a round's
- * outcomes are written by one statement (an UPDATE from arrays that also
- * fills the mirror), in the same transaction as the round's claim, so a
- * steady backlog costs one commit per round. That commit is synchronous
- * because of the claim in it.
+ * The worker's database work is per batch, not per request: outcomes are
+ * written by one statement (an UPDATE from arrays that also fills the
+ * mirror), in the transaction of the next claim (worker.c decides when),
+ * so a steady backlog costs one commit per batch. That commit is
+ * synchronous because of the claim in it.
  *
  * src/queue_sql.c
  *

@@ -7,15 +7,16 @@
  * Each round: take the transfers that ended, and at once refill their
  * slots from the requests claimed in an earlier round (delivery.c); a
  * freed slot waits for no database work. Do the periodic housekeeping.
- * Then, in ONE transaction, record the round's outcomes and claim due
- * requests when there is room for them (pacing.c leaves out the servers
- * that may not be sent to now), and start what may start. A steady
- * backlog so costs one commit per round, however many requests the round
- * settles. Then ONE wait (transfer.c): until the latch is set (a
- * commit, SIGTERM, SIGHUP), a transfer's socket is ready, or the earliest
- * of libcurl's timeout, the next due request, the next free slot of a
- * paced server, the end of a pause, and the next housekeeping. A round
- * with nothing to do costs no transaction.
+ * Then, once there is room for a batch, claim due requests (pacing.c
+ * leaves out the servers that may not be sent to now) in ONE transaction
+ * that also records the outcomes gathered since the last one, and start
+ * what may start. A steady backlog so costs one commit per batch, however
+ * many requests it settles. Then ONE wait (transfer.c): until the latch is
+ * set (a commit, SIGTERM, SIGHUP), a transfer's socket is ready, or the
+ * earliest of libcurl's timeout, the next due request, the next free slot
+ * of a paced server, the end of a pause, the next housekeeping, and the
+ * latest an outcome may wait to be recorded. A round with nothing to do
+ * costs no transaction.
  *
  * The worker exits once nothing is in flight, queued, or due, so that an
  * idle server keeps no connection to the database; a commit starts it
@@ -341,7 +342,10 @@ worker_loop(void)
 			 TimestampDifferenceExceeds(unrecorded_since, GetCurrentTimestamp(), RECORD_DELAY_MS)))
 			record_now();
 		if (maestro_shutdown_requested)
+		{
+			record_now();
 			break;
+		}
 
 		/* ---- the one wait ---- */
 		now = GetCurrentTimestamp();
