@@ -3,17 +3,19 @@
 #
 # 10,000 requests (N) are queued in one transaction against a server that
 # answers each trigger after 20 ms (trigger_server.js: the Python simulator
-# answers fresh connections too slowly to be the thing not measured); the script reports the time from commit
-# until all are done, requests per second, failures, duplicates, the enqueue
-# cost per row, the worker's peak memory, and the simulator's own capacity
-# measured with curl alone. With RATE=n it also checks the rate limit: the
-# most requests the simulator received in any one-second window. Beside
+# answers fresh connections too slowly to be the thing not measured). Beside
 # the worker, the limit: bench_client.c's curl-multi loop with the same
-# concurrency on keep-alive connections against the same endpoint; the
-# ratio of the two is printed last. The two take turns, RUNS times (default
-# 5; 1 with SHORT=1), each worker run against a freshly started server, and
-# the medians are reported. Per request it also counts the worker's
-# transactions and WAL bytes, which load does not distort.
+# concurrency on keep-alive connections against the same endpoint. The two
+# take turns, RUNS times (default 5; 1 with SHORT=1), each against a freshly
+# started server. Each run prints requests per second from commit to the
+# last done_at, failures, duplicates, the enqueue cost per row, and what
+# load distorts least: the worker's transactions, WAL bytes and CPU time per
+# request (its database work runs in it), beside the C client's CPU time
+# (perf stat, where perf is installed). With RATE=n it also shows the rate
+# limit at work: the most requests the server received in any one-second
+# window. Then the medians, the worker's peak memory, the server's own
+# capacity (a Node client alone, fresh connections), and last the ratio of
+# worker to C client.
 #
 # It starts its own cluster and server (in /tmp/maestro-bench, on ports
 # 57434 and 57495) after `make install`; run as root; needs node. Knobs: N, CONCURRENCY
