@@ -45,24 +45,14 @@ account_path(MaestroConnection *conn, const char *fmt,...)
 }
 
 /*
- * Send one request and return its 2xx response, unparsed; req and resp
- * are filled in (req's strings must outlive it). With missing_ok, a 404
- * returns false instead of raising: for an endpoint this API version may
- * lack.
+ * Send a request and return its 2xx response, unparsed; resp is filled in
+ * (req's strings must outlive it). With missing_ok, a 404 returns false
+ * instead of raising: for an endpoint this API version may lack.
  */
 static bool
-call_raw(MaestroConnection *conn, MaestroEndpoint endpoint, const char *method,
-		 const char *path, const char *query, const char *body, bool missing_ok,
-		 MaestroRequest *req, MaestroResponse *resp)
+send_request(MaestroConnection *conn, const MaestroRequest *req, bool missing_ok,
+			 MaestroResponse *resp)
 {
-	memset(req, 0, sizeof(*req));
-	req->method = method;
-	req->path = path;
-	req->query = query;
-	req->body = body;
-	req->idempotent = (strcmp(method, "GET") == 0);
-	req->endpoint = endpoint;
-
 	maestro_auth_prepare(conn);
 	maestro_http_execute(conn, req, resp);
 
@@ -82,6 +72,36 @@ call_raw(MaestroConnection *conn, MaestroEndpoint endpoint, const char *method,
 	if (resp->status < 200 || resp->status > 299)
 		maestro_raise_http_error(conn, req, resp);
 	return true;
+}
+
+/* The same for a request given by its parts; req is filled in. */
+static bool
+call_raw(MaestroConnection *conn, MaestroEndpoint endpoint, const char *method,
+		 const char *path, const char *query, const char *body, bool missing_ok,
+		 MaestroRequest *req, MaestroResponse *resp)
+{
+	memset(req, 0, sizeof(*req));
+	req->method = method;
+	req->path = path;
+	req->query = query;
+	req->body = body;
+	req->idempotent = (strcmp(method, "GET") == 0);
+	req->endpoint = endpoint;
+	return send_request(conn, req, missing_ok, resp);
+}
+
+/*
+ * Send a request built by one of the *_request functions below and parse
+ * its 2xx body. With missing_ok, a 404 returns NULL instead of raising.
+ */
+cJSON *
+maestro_call(MaestroConnection *conn, const MaestroRequest *req, bool missing_ok)
+{
+	MaestroResponse resp;
+
+	if (!send_request(conn, req, missing_ok, &resp))
+		return NULL;
+	return maestro_json_parse(resp.body, resp.body_len, req);
 }
 
 /*
@@ -138,6 +158,17 @@ maestro_get_workflows(MaestroConnection *conn, const char *status)
 		curl_free(escaped);
 	}
 	return call(conn, MAESTRO_EP_WORKFLOWS, "GET", account_path(conn, "/workflows"), query, NULL);
+}
+
+/* The workflow list (all of them), for callers that send it themselves. */
+void
+maestro_workflows_request(MaestroConnection *conn, MaestroRequest *req)
+{
+	memset(req, 0, sizeof(*req));
+	req->method = "GET";
+	req->path = account_path(conn, "/workflows");
+	req->idempotent = true;
+	req->endpoint = MAESTRO_EP_WORKFLOWS;
 }
 
 cJSON *
@@ -204,13 +235,13 @@ maestro_instances_request(MaestroConnection *conn, const char *workflow_id,
 }
 
 /*
- * One page of the account-wide instance list (GET /workflow-instances).
- * The filters go to the API; ctoken is NULL for the first page. With
- * missing_ok, NULL when the API answers 404 (an API without the endpoint).
+ * The request for one page of the account-wide instance list (GET
+ * /workflow-instances). The filters go to the API; ctoken is NULL for the
+ * first page.
  */
-cJSON *
-maestro_get_account_instances(MaestroConnection *conn, const MaestroInstanceFilter *filter,
-							  const char *ctoken, bool missing_ok)
+void
+maestro_account_instances_request(MaestroConnection *conn, const MaestroInstanceFilter *filter,
+								  const char *ctoken, MaestroRequest *req)
 {
 	StringInfoData query;
 	int			i;
@@ -227,9 +258,12 @@ maestro_get_account_instances(MaestroConnection *conn, const MaestroInstanceFilt
 	if (ctoken != NULL)
 		append_param(&query, "ctoken", ctoken);
 
-	return call_ex(conn, MAESTRO_EP_ACCOUNT_INSTANCES, "GET",
-				   account_path(conn, "/workflow-instances"),
-				   query.len > 0 ? query.data : NULL, NULL, missing_ok);
+	memset(req, 0, sizeof(*req));
+	req->method = "GET";
+	req->path = account_path(conn, "/workflow-instances");
+	req->query = query.len > 0 ? query.data : NULL;
+	req->idempotent = true;
+	req->endpoint = MAESTRO_EP_ACCOUNT_INSTANCES;
 }
 
 /*

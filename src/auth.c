@@ -496,6 +496,7 @@ maestro_auth_prepare(MaestroConnection *conn)
 		long		wait_ms = 0;
 
 		cache_lock(cache);
+		maestro_fault_point("token_cache_lock");
 		slot = find_slot(cache, conn, hash, true);
 		if (slot && slot->use_until > now)
 			token = pstrdup(slot->token);

@@ -133,13 +133,18 @@ maestro_json_to_int4(const cJSON *item, bool *isnull)
  * A JSON number as jsonb_in would read cJSON's printing of it: what the
  * API sent is gone once cJSON has made it a double, and the printing is
  * what raw held before it was built directly. An integral value within
- * int32 (the common case: cJSON prints it with "%d") needs no text;
- * infinity, which cJSON prints as null, is null.
+ * int32 (the common case: cJSON prints it with "%d") needs no text, nor
+ * does a short decimal such as a price (parse.c finds the digits cJSON
+ * would print, and numeric_in gives such a text exactly their value with
+ * their number of decimals); infinity, which cJSON prints as null, is
+ * null.
  */
 static void
 jsonb_number(const cJSON *item, JsonbValue *v)
 {
 	double		d = item->valuedouble;
+	int64_t		digits;
+	int			scale;
 
 	if (isnan(d) || isinf(d))
 	{
@@ -149,6 +154,8 @@ jsonb_number(const cJSON *item, JsonbValue *v)
 	v->type = jbvNumeric;
 	if (d == (double) item->valueint)
 		v->val.numeric = int64_to_numeric(item->valueint);
+	else if (maestro_double_decimal(d, &digits, &scale))
+		v->val.numeric = int64_div_fast_to_numeric((int64) digits, scale);
 	else
 		v->val.numeric = DatumGetNumeric(DirectFunctionCall3(numeric_in,
 															 CStringGetDatum(maestro_json_print(item)),
@@ -268,12 +275,13 @@ json_value(const cJSON *item, JsonbValue *v)
 	const cJSON *child;
 	int			n = 0;
 
-	check_stack_depth();
 	if (!cJSON_IsObject(item) && !cJSON_IsArray(item))
 	{
 		jsonb_scalar(item, v);
 		return;
 	}
+	/* only containers nest: a scalar needs no check */
+	check_stack_depth();
 	for (child = item->child; child != NULL; child = child->next)
 		n++;
 	if (cJSON_IsObject(item))

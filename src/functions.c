@@ -16,7 +16,9 @@
  * The account-wide instance list is paged: maestro_account_instances and
  * maestro_all_instances return it row by row (value-per-call), keeping
  * one page in memory and asking for the next only when the rows of the
- * current one are used up.
+ * current one are used up. The worker's periodic sync drives the same walk
+ * page by page on its own transfers, and hands maestro_all_instances the
+ * pages it fetched (see "page source" below).
  *
  * src/functions.c
  *
@@ -29,6 +31,7 @@
 #include "commands/dbcommands.h"
 #include "funcapi.h"
 #include "miscadmin.h"
+#include "storage/buffile.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
@@ -52,6 +55,7 @@ PG_FUNCTION_INFO_V1(maestro_all_instances);
 #define WORKFLOW_COLUMNS 9
 #define INPUT_COLUMNS 3
 #define INSTANCE_COLUMNS 22
+#define ROW_BLOCK_BYTES (32 * 1024)
 
 /* A context for one call's JSON trees and intermediate values. */
 static MemoryContext
@@ -355,20 +359,26 @@ maestro_trigger(PG_FUNCTION_ARGS)
  * A list's rows take about twice the response's size. A tuplestore of
  * work_mem (4 MB by default) writes the rest of them to a temporary file,
  * which for 10,000 instances was a tenth of the function's time. The
- * response is in memory already, bounded by maestro.max_response_kb, so
- * rows up to its size are kept in memory as well: at most about twice the
- * response at once (it, and then it and half its rows), as long as the
- * download itself needed. Beyond that the tuplestore spills as usual.
+ * response is in memory already, bounded by maestro.max_response_kb, and
+ * is given back page by page as its elements are read
+ * (maestro_response_release), so rows up to 2.5 times its size are kept
+ * in memory: at most about that much at once, beyond which the tuplestore
+ * spills as usual. The rows go into a generation context, which packs
+ * tuples of ~2 kB where the per-query context would round each one up to
+ * a power of two; they are never freed one by one before the query ends.
  */
 static void
 rows_in_memory(ReturnSetInfo *rsinfo, size_t response_bytes)
 {
-	int			kbytes = (int) Min(response_bytes / 1024, (size_t) MAX_KILOBYTES);
+	int			kbytes = (int) Min(response_bytes / 1024 * 5 / 2, (size_t) MAX_KILOBYTES);
 	MemoryContext oldcxt;
+	MemoryContext rows_cxt;
 
 	if (kbytes <= work_mem)
 		return;
-	oldcxt = MemoryContextSwitchTo(rsinfo->econtext->ecxt_per_query_memory);
+	rows_cxt = GenerationContextCreate(rsinfo->econtext->ecxt_per_query_memory,
+									   "maestro rows", ALLOCSET_DEFAULT_SIZES);
+	oldcxt = MemoryContextSwitchTo(rows_cxt);
 	tuplestore_end(rsinfo->setResult);
 	rsinfo->setResult = tuplestore_begin_heap((rsinfo->allowedModes & SFRM_Materialize_Random) != 0,
 											  false, kbytes);
@@ -409,8 +419,13 @@ maestro_instances(PG_FUNCTION_ARGS)
 		return (Datum) 0;
 	}
 	rows_in_memory(rsinfo, resp.body_len);
+	/*
+	 * One instance's tree, jsonb and values fit in 32 kB (the benchmark's
+	 * do): a first block of that size, kept across resets, spares a malloc
+	 * and free per row.
+	 */
 	row_cxt = AllocSetContextCreate(CurrentMemoryContext, "maestro row",
-									ALLOCSET_DEFAULT_SIZES);
+									0, ROW_BLOCK_BYTES, ALLOCSET_DEFAULT_MAXSIZE);
 	for (;;)
 	{
 		Datum		values[INSTANCE_COLUMNS];
@@ -426,6 +441,8 @@ maestro_instances(PG_FUNCTION_ARGS)
 			MemoryContextSwitchTo(call_cxt);
 			break;
 		}
+		/* what lies behind this element is never read again */
+		maestro_response_release(&resp, reader.pos);
 		if (cJSON_IsObject(inst))
 		{
 			instance_row(workflow_datum, inst, values, nulls);
@@ -530,16 +547,27 @@ maestro_cancel(PG_FUNCTION_ARGS)
  * when the account list cannot serve: the API answers its first page with
  * 404 (a version without the endpoint), or its elements do not say which
  * workflow they belong to. Both are known before the first row is returned.
+ *
+ * The walk is one state machine with two halves: walk_next_request() says
+ * which GET comes next, walk_take() reads its answer and decides what
+ * follows. Between them the answer comes from one of two page sources: the
+ * network (http.c, synchronously), or pages fetched beforehand. The
+ * worker's periodic sync uses the second: it drives the same state machine
+ * itself, fetching each page on its multi handle while it goes on sending
+ * (sync_loop.c), then runs maestro_sync(), whose maestro_all_instances()
+ * reads the fetched pages in order instead of the network.
  */
-typedef struct InstanceWalk
+struct MaestroInstanceWalk
 {
 	MaestroConnection *conn;
+	MemoryContext cxt;			/* the walk's own: ctokens, the workflow list */
 	MemoryContext page_cxt;		/* the current page */
 	MaestroInstanceFilter filter;
 	Datum		filter_workflow;	/* the one workflow the filter names */
 	bool		has_filter_workflow;
 	bool		fallback;		/* maestro_all_instances() */
 	bool		per_workflow;	/* falling back: one workflow at a time */
+	bool		workflows_listed;	/* per workflow: the workflow list came */
 	bool		started;
 	bool		done;
 	char	   *ctoken;			/* of the next page; NULL: first or none */
@@ -548,7 +576,15 @@ typedef struct InstanceWalk
 	Datum	   *workflows;		/* per workflow: every workflow's id */
 	int			nworkflows;
 	int			next_workflow;
-} InstanceWalk;
+	/* the page source: fetched beforehand (the next to read), else the network */
+	bool		prefetched;
+	const MaestroPage *page_pos;
+};
+
+typedef struct MaestroInstanceWalk InstanceWalk;
+
+/* pages fetched beforehand for the next maestro_all_instances() walk */
+static const MaestroPage *installed_pages = NULL;
 
 /* The workflow an account-list element names, as a uuid Datum. */
 static bool
@@ -572,100 +608,6 @@ element_workflow(const cJSON *inst, Datum *workflow_id)
 }
 
 /*
- * Fetch the next page of the account list into walk->next. Returns false
- * when the first page answered 404 and the walk may fall back.
- */
-static bool
-walk_account_page(InstanceWalk *walk, MemoryContext multi_cxt)
-{
-	MemoryContext old;
-	cJSON	   *root;
-	const cJSON *list;
-	const cJSON *ctoken;
-	char	   *next_ctoken = NULL;
-
-	MemoryContextReset(walk->page_cxt);
-	old = MemoryContextSwitchTo(walk->page_cxt);
-	root = maestro_get_account_instances(walk->conn, &walk->filter, walk->ctoken,
-										 walk->fallback && !walk->started);
-	walk->started = true;
-	if (root == NULL)
-	{
-		MemoryContextSwitchTo(old);
-		return false;
-	}
-	list = required_list(root, "instances", "instances");
-	ctoken = maestro_json_member(root, "ctoken");
-	MemoryContextSwitchTo(old);
-
-	/* "absent or empty on the last page"; null and other kinds end it too */
-	if (cJSON_IsString(ctoken) && ctoken->valuestring[0] != '\0')
-	{
-		if (walk->ctoken != NULL && strcmp(walk->ctoken, ctoken->valuestring) == 0)
-			ereport(ERROR,
-					(errcode(ERRCODE_PROTOCOL_VIOLATION),
-					 errmsg("Maestro returned the same ctoken for two pages of the instance list"),
-					 errdetail("Following it would ask for the same page forever.")));
-		next_ctoken = MemoryContextStrdup(multi_cxt, ctoken->valuestring);
-	}
-	if (walk->ctoken != NULL)
-		pfree(walk->ctoken);
-	walk->ctoken = next_ctoken;
-	walk->done = (next_ctoken == NULL);
-	walk->next = list ? list->child : NULL;
-	return true;
-}
-
-/* Falling back: the workflow list, kept for the whole walk. */
-static void
-walk_start_per_workflow(InstanceWalk *walk, MemoryContext multi_cxt)
-{
-	MemoryContext old;
-	const cJSON *list;
-	const cJSON *wf;
-
-	walk->per_workflow = true;
-	walk->done = false;
-	walk->next = NULL;
-	MemoryContextReset(walk->page_cxt);
-	old = MemoryContextSwitchTo(walk->page_cxt);
-	list = required_list(maestro_get_workflows(walk->conn, NULL), "workflows", "workflows");
-	MemoryContextSwitchTo(multi_cxt);
-	walk->workflows = palloc(sizeof(Datum) * Max(cJSON_GetArraySize(list), 1));
-	cJSON_ArrayForEach(wf, list)
-	{
-		bool		isnull;
-		Datum		id = maestro_json_to_uuid(maestro_json_member(wf, "id"), &isnull);
-
-		if (!isnull)
-			walk->workflows[walk->nworkflows++] = id;
-	}
-	MemoryContextSwitchTo(old);
-}
-
-/* Falling back: the next workflow's instances as the current page. */
-static void
-walk_workflow_page(InstanceWalk *walk)
-{
-	MemoryContext old;
-	const cJSON *list;
-	char	   *workflow_id;
-
-	if (walk->next_workflow >= walk->nworkflows)
-	{
-		walk->done = true;
-		return;
-	}
-	walk->page_workflow = walk->workflows[walk->next_workflow++];
-	MemoryContextReset(walk->page_cxt);
-	old = MemoryContextSwitchTo(walk->page_cxt);
-	workflow_id = DatumGetCString(DirectFunctionCall1(uuid_out, walk->page_workflow));
-	list = required_list(maestro_get_instances(walk->conn, workflow_id), "instances", "instances");
-	MemoryContextSwitchTo(old);
-	walk->next = list ? list->child : NULL;
-}
-
-/*
  * In maestro_all_instances(), rows must say their workflow. Checked on the
  * first page, before any row is returned: elements that do not say it make
  * the walk fall back; on a later page it is too late for that.
@@ -682,9 +624,186 @@ walk_page_names_workflows(InstanceWalk *walk)
 	return true;
 }
 
+/* Falling back: the workflow list comes next, then one page per workflow. */
+static void
+walk_fall_back(InstanceWalk *walk)
+{
+	walk->per_workflow = true;
+	walk->done = false;
+	walk->next = NULL;
+}
+
+/*
+ * The GET the walk needs next, built in the current memory context; false
+ * at the end. *missing_ok: a 404 is an answer (the first account page of
+ * maestro_all_instances(), which then falls back).
+ */
+static bool
+walk_next_request(InstanceWalk *walk, MaestroRequest *req, bool *missing_ok)
+{
+	*missing_ok = false;
+	if (walk->done)
+		return false;
+	if (walk->per_workflow)
+	{
+		if (!walk->workflows_listed)
+		{
+			maestro_workflows_request(walk->conn, req);
+			return true;
+		}
+		if (walk->next_workflow >= walk->nworkflows)
+		{
+			walk->done = true;
+			return false;
+		}
+		maestro_instances_request(walk->conn,
+								  DatumGetCString(DirectFunctionCall1(uuid_out,
+																	  walk->workflows[walk->next_workflow])),
+								  req);
+		return true;
+	}
+	maestro_account_instances_request(walk->conn, &walk->filter, walk->ctoken, req);
+	*missing_ok = walk->fallback && !walk->started;
+	return true;
+}
+
+/*
+ * The answer to req, parsed in page_cxt (NULL: a 404 that req allowed):
+ * the next elements, and what the walk asks for after them.
+ */
+static void
+walk_take(InstanceWalk *walk, const MaestroRequest *req, cJSON *root)
+{
+	MemoryContext old;
+	const cJSON *list;
+	const cJSON *wf;
+	const cJSON *ctoken;
+	char	   *next_ctoken = NULL;
+	bool		first;
+
+	if (req->endpoint == MAESTRO_EP_WORKFLOWS)
+	{
+		list = required_list(root, "workflows", "workflows");
+		old = MemoryContextSwitchTo(walk->cxt);
+		walk->workflows = palloc(sizeof(Datum) * Max(cJSON_GetArraySize(list), 1));
+		cJSON_ArrayForEach(wf, list)
+		{
+			bool		isnull;
+			Datum		id = maestro_json_to_uuid(maestro_json_member(wf, "id"), &isnull);
+
+			if (!isnull)
+				walk->workflows[walk->nworkflows++] = id;
+		}
+		MemoryContextSwitchTo(old);
+		walk->workflows_listed = true;
+		walk->next = NULL;
+		return;
+	}
+	if (req->endpoint == MAESTRO_EP_INSTANCES)
+	{
+		walk->page_workflow = walk->workflows[walk->next_workflow++];
+		list = required_list(root, "instances", "instances");
+		walk->next = list ? list->child : NULL;
+		return;
+	}
+
+	/* a page of the account list */
+	first = !walk->started;
+	walk->started = true;
+	if (root == NULL)
+	{
+		walk_fall_back(walk);
+		return;
+	}
+	list = required_list(root, "instances", "instances");
+	ctoken = maestro_json_member(root, "ctoken");
+
+	/* "absent or empty on the last page"; null and other kinds end it too */
+	if (cJSON_IsString(ctoken) && ctoken->valuestring[0] != '\0')
+	{
+		if (walk->ctoken != NULL && strcmp(walk->ctoken, ctoken->valuestring) == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_PROTOCOL_VIOLATION),
+					 errmsg("Maestro returned the same ctoken for two pages of the instance list"),
+					 errdetail("Following it would ask for the same page forever.")));
+		next_ctoken = MemoryContextStrdup(walk->cxt, ctoken->valuestring);
+	}
+	if (walk->ctoken != NULL)
+		pfree(walk->ctoken);
+	walk->ctoken = next_ctoken;
+	walk->done = (next_ctoken == NULL);
+	walk->next = list ? list->child : NULL;
+
+	if (walk->fallback && !walk_page_names_workflows(walk))
+	{
+		if (first)
+		{
+			walk_fall_back(walk);
+			return;
+		}
+		ereport(ERROR,
+				(errcode(ERRCODE_PROTOCOL_VIOLATION),
+				 errmsg("Maestro's account-wide instance list does not say which workflow an instance belongs to"),
+				 errdetail("Its first page did; a later one did not.")));
+	}
+}
+
+/* The answer to req from the pages fetched beforehand, in their order. */
+static cJSON *
+prefetched_answer(InstanceWalk *walk, const MaestroRequest *req, bool missing_ok)
+{
+	const MaestroPage *page = walk->page_pos;
+
+	/* the same walk over the same answers asks the same questions */
+	if (page == NULL || page->endpoint != req->endpoint || strcmp(page->path, req->path) != 0 ||
+		(page->missing && !missing_ok))
+		elog(ERROR, "the prefetched pages of the instance list do not match its walk");
+	walk->page_pos = page->next;
+	if (page->missing)
+		return NULL;
+	if (page->body == NULL)
+	{
+		char	   *body = palloc(page->len + 1);
+
+		if (BufFileSeek(page->file, page->fileno, page->offset, SEEK_SET) != 0 ||
+			BufFileRead(page->file, body, page->len) != page->len)
+			ereport(ERROR,
+					(errcode_for_file_access(),
+					 errmsg("could not read a prefetched page of the instance list from its temporary file")));
+		body[page->len] = '\0';
+		return maestro_json_parse(body, page->len, req);
+	}
+	return maestro_json_parse(page->body, page->len, req);
+}
+
+/* The next page, from the walk's page source; false at the end. */
+static bool
+walk_fetch(InstanceWalk *walk)
+{
+	MemoryContext old;
+	MaestroRequest req;
+	bool		missing_ok;
+	cJSON	   *root;
+
+	MemoryContextReset(walk->page_cxt);
+	old = MemoryContextSwitchTo(walk->page_cxt);
+	if (!walk_next_request(walk, &req, &missing_ok))
+	{
+		MemoryContextSwitchTo(old);
+		return false;
+	}
+	if (walk->prefetched)
+		root = prefetched_answer(walk, &req, missing_ok);
+	else
+		root = maestro_call(walk->conn, &req, missing_ok);
+	walk_take(walk, &req, root);
+	MemoryContextSwitchTo(old);
+	return true;
+}
+
 /* The next row of the walk; false at the end. Rows go to the caller's context. */
 static bool
-walk_next_row(InstanceWalk *walk, MemoryContext multi_cxt, Datum *values, bool *nulls)
+walk_next_row(InstanceWalk *walk, Datum *values, bool *nulls)
 {
 	for (;;)
 	{
@@ -694,32 +813,8 @@ walk_next_row(InstanceWalk *walk, MemoryContext multi_cxt, Datum *values, bool *
 
 		if (inst == NULL)
 		{
-			bool		first = !walk->started;
-
-			if (walk->done)
+			if (!walk_fetch(walk))
 				return false;
-			if (walk->per_workflow)
-			{
-				walk_workflow_page(walk);
-				continue;
-			}
-			if (!walk_account_page(walk, multi_cxt))
-			{
-				walk_start_per_workflow(walk, multi_cxt);
-				continue;
-			}
-			if (walk->fallback && !walk_page_names_workflows(walk))
-			{
-				if (first)
-				{
-					walk_start_per_workflow(walk, multi_cxt);
-					continue;
-				}
-				ereport(ERROR,
-						(errcode(ERRCODE_PROTOCOL_VIOLATION),
-						 errmsg("Maestro's account-wide instance list does not say which workflow an instance belongs to"),
-						 errdetail("Its first page did; a later one did not.")));
-			}
 			continue;
 		}
 		walk->next = inst->next;
@@ -740,6 +835,63 @@ walk_next_row(InstanceWalk *walk, MemoryContext multi_cxt, Datum *values, bool *
 		nulls[0] = !named;
 		return true;
 	}
+}
+
+/*
+ * maestro_all_instances()'s walk, for a caller that fetches its pages
+ * itself (the worker's sync): in the current memory context, which must
+ * outlive it. The caller asks for each request, sends it, and hands over
+ * the answer; the rows are not read here.
+ */
+MaestroInstanceWalk *
+maestro_instance_walk_begin(MaestroConnection *conn)
+{
+	InstanceWalk *walk = palloc0(sizeof(InstanceWalk));
+
+	walk->conn = conn;
+	walk->fallback = true;
+	walk->cxt = CurrentMemoryContext;
+	walk->page_cxt = AllocSetContextCreate(CurrentMemoryContext, "maestro instance page",
+										   ALLOCSET_DEFAULT_SIZES);
+	return walk;
+}
+
+/* The next GET the walk needs, built in the current context; false at the end. */
+bool
+maestro_instance_walk_next_request(MaestroInstanceWalk *walk, MaestroRequest *req,
+								   bool *missing_ok)
+{
+	return walk_next_request(walk, req, missing_ok);
+}
+
+/*
+ * The 2xx answer to the walk's last request (or, with missing, the 404 it
+ * allowed). Raises what maestro_all_instances() would raise on it.
+ */
+void
+maestro_instance_walk_take(MaestroInstanceWalk *walk, const MaestroRequest *req,
+						   const char *body, size_t len, bool missing)
+{
+	MemoryContext old;
+
+	MemoryContextReset(walk->page_cxt);
+	old = MemoryContextSwitchTo(walk->page_cxt);
+	walk_take(walk, req, missing ? NULL : maestro_json_parse(body, len, req));
+	MemoryContextSwitchTo(old);
+	/* only the pages matter here */
+	walk->next = NULL;
+	MemoryContextReset(walk->page_cxt);
+}
+
+/*
+ * Until called again with NULL, the walks of maestro_all_instances() in
+ * this process read these pages, fetched beforehand by a walk of the same
+ * answers, instead of the network.
+ */
+void
+maestro_instance_walk_use_pages(const MaestroPage *pages)
+{
+	installed_pages = pages;
 }
 
 static Datum
@@ -800,18 +952,24 @@ instance_walk(FunctionCallInfo fcinfo, bool fallback)
 			if (!PG_ARGISNULL(2))
 				walk->filter.started_by = text_to_cstring(PG_GETARG_TEXT_PP(2));
 		}
+		walk->cxt = funcctx->multi_call_memory_ctx;
 		walk->page_cxt = AllocSetContextCreate(funcctx->multi_call_memory_ctx,
 											   "maestro instance page",
 											   ALLOCSET_DEFAULT_SIZES);
 		if (!walk->done)
 			walk->conn = maestro_connect();
+		if (fallback && installed_pages != NULL)
+		{
+			walk->prefetched = true;
+			walk->page_pos = installed_pages;
+		}
 		funcctx->user_fctx = walk;
 		MemoryContextSwitchTo(old);
 	}
 
 	funcctx = SRF_PERCALL_SETUP();
 	walk = (InstanceWalk *) funcctx->user_fctx;
-	if (walk_next_row(walk, funcctx->multi_call_memory_ctx, values, nulls))
+	if (walk_next_row(walk, values, nulls))
 		SRF_RETURN_NEXT(funcctx,
 						HeapTupleGetDatum(heap_form_tuple(funcctx->tuple_desc, values, nulls)));
 	SRF_RETURN_DONE(funcctx);

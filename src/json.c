@@ -253,10 +253,12 @@ maestro_json_parse(const char *body, size_t len, const MaestroRequest *req)
 
 /*
  * Start reading the list in a list response element by element (parse.c's
- * maestro_list_locate). Everything but the list's elements is checked
- * here, each element when maestro_json_list_next parses it; a body that
- * is not JSON is the same error as from maestro_json_parse. False when
- * the body is JSON without a list.
+ * maestro_list_begin). What precedes the list is checked here, each
+ * element when maestro_json_list_next parses it, and what follows the
+ * list when it reaches the end (before it if the list is not the root's
+ * "data"); a body that is not JSON is the same error as from
+ * maestro_json_parse, raised before the function returns any row. False
+ * when the body is JSON without a list.
  */
 bool
 maestro_json_list_begin(MaestroListReader *reader, const char *body, size_t len,
@@ -267,15 +269,17 @@ maestro_json_list_begin(MaestroListReader *reader, const char *body, size_t len,
 	reader->body = body;
 	reader->len = len;
 	reader->req = req;
+	reader->wrapper_key = wrapper_key;
 	if (body == NULL || len == 0 || !pg_verify_mbstr(PG_UTF8, body, (int) len, true))
 		raise_not_json(req, len);
 
 	cJSON_InitHooks(&palloc_hooks);
-	rc = maestro_list_locate(body, len, wrapper_key, &reader->pos);
+	rc = maestro_list_begin(body, len, wrapper_key, &reader->walk);
 	cJSON_InitHooks(NULL);
 
 	if (rc == MAESTRO_LIST_INVALID)
 		raise_not_json(req, len);
+	reader->pos = reader->walk.list;
 	return rc == MAESTRO_LIST_FOUND;
 }
 
@@ -292,6 +296,11 @@ maestro_json_list_next(MaestroListReader *reader)
 
 	cJSON_InitHooks(&palloc_hooks);
 	rc = maestro_list_next_parsed(reader->body, reader->len, &reader->pos, &element);
+	/* at the end, what follows the list (it may not have been checked yet) */
+	if (rc == 0 &&
+		!maestro_list_end(reader->body, reader->len, reader->wrapper_key, &reader->walk,
+						  reader->pos))
+		rc = -1;
 	cJSON_InitHooks(NULL);
 
 	if (rc < 0)

@@ -38,6 +38,7 @@ int			maestro_retry_delay_ms = 1000;
 int			maestro_sync_interval_ms = 0;
 int			maestro_request_retention_s = 7 * 24 * 3600;
 int			maestro_event_retention_s = 0;
+char	   *maestro_fault_injection = NULL;
 
 void		_PG_init(void);
 
@@ -103,6 +104,24 @@ maestro_shmem_startup(void)
 	maestro_ratelimit_shmem_startup();
 	maestro_queue_shmem_startup();
 	LWLockRelease(AddinShmemInitLock);
+}
+
+/*
+ * The test hook of maestro.fault_injection: raise an ERROR when the
+ * setting names this point. The points are where the tests need an error
+ * that nothing real raises: "stats_lock" (stats.c), "ratelimit_lock"
+ * (ratelimit.c) and "token_cache_lock" (auth.c), each while that LWLock
+ * is held.
+ */
+void
+maestro_fault_point(const char *point)
+{
+	if (maestro_fault_injection != NULL && maestro_fault_injection[0] != '\0' &&
+		strcmp(maestro_fault_injection, point) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("maestro fault injected at \"%s\"", point),
+				 errdetail("maestro.fault_injection is a test hook; reset it.")));
 }
 
 void
@@ -247,6 +266,23 @@ _PG_init(void)
 							PGC_SIGHUP,
 							GUC_UNIT_S,
 							NULL, NULL, NULL);
+
+	/*
+	 * A test hook, not a setting: the name of a point (see
+	 * maestro_fault_point) where an ERROR is raised on purpose, so that the
+	 * TAP tests can prove the worker's recovery from an error that nothing
+	 * real raises there (one inside a section that holds an LWLock).
+	 * Hidden from SHOW ALL and the sample file; only a superuser may set
+	 * it.
+	 */
+	DefineCustomStringVariable("maestro.fault_injection",
+							   "Test hook: raise an error at the named point.",
+							   NULL,
+							   &maestro_fault_injection,
+							   "",
+							   PGC_SUSET,
+							   GUC_NO_SHOW_ALL | GUC_NOT_IN_SAMPLE,
+							   NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("maestro");
 

@@ -26,6 +26,8 @@
 #include <cjson/cJSON.h>
 #include <curl/curl.h>
 
+#include "parse.h"
+
 #include "fmgr.h"
 #include "lib/stringinfo.h"
 #include "utils/jsonb.h"
@@ -53,6 +55,8 @@ extern int	maestro_retry_delay_ms;
 extern int	maestro_sync_interval_ms;
 extern int	maestro_request_retention_s;
 extern int	maestro_event_retention_s;
+extern char *maestro_fault_injection;
+extern void maestro_fault_point(const char *point);
 extern int	maestro_connect_timeout_ms;
 extern int	maestro_request_timeout_ms;
 extern int	maestro_max_response_kb;
@@ -114,12 +118,18 @@ typedef struct MaestroRequest
 	MaestroEndpoint endpoint;	/* what the statistics count it as */
 } MaestroRequest;
 
-/* What came back; body is palloc'd and NUL-terminated. */
+/*
+ * What came back; body is NUL-terminated and lives as long as the memory
+ * context that was current when the request was executed (it is malloc'd,
+ * freed by a reset callback of that context: handed over, not copied).
+ */
 typedef struct MaestroResponse
 {
 	long		status;
 	char	   *body;
 	size_t		body_len;
+	bool		handed_over;	/* body is libcurl's buffer, not a palloc'd copy */
+	size_t		released;		/* bytes before this given back (maestro_response_release) */
 	char		content_type[128];
 	int			retries;		/* how many times the request was re-sent */
 } MaestroResponse;
@@ -134,6 +144,7 @@ typedef struct MaestroBuffer
 	size_t		len;
 	size_t		cap;
 	size_t		limit;
+	CURL	   *easy;			/* the handle it is configured on */
 	bool		too_large;
 	bool		out_of_memory;
 	const char *upload;			/* a POST's body, sent as POSTFIELDS */
@@ -164,6 +175,35 @@ typedef struct MaestroInstanceFilter
 	const char *started_by;
 } MaestroInstanceFilter;
 
+/*
+ * One answer of a walk of the account's instances, fetched beforehand (the
+ * worker's sync): the request it answers, and its 2xx body or, with
+ * missing, the 404 the walk allowed. The body is in memory, or, when body
+ * is NULL, in a temporary file at (fileno, offset). A list, in the walk's
+ * order.
+ */
+typedef struct MaestroPage
+{
+	MaestroEndpoint endpoint;
+	char	   *path;
+	bool		missing;
+	char	   *body;
+	size_t		len;
+	struct BufFile *file;
+	int			fileno;
+	off_t		offset;
+	struct MaestroPage *next;
+} MaestroPage;
+
+/* functions.c: maestro_all_instances()'s walk, driven page by page */
+typedef struct MaestroInstanceWalk MaestroInstanceWalk;
+extern MaestroInstanceWalk *maestro_instance_walk_begin(MaestroConnection *conn);
+extern bool maestro_instance_walk_next_request(MaestroInstanceWalk *walk, MaestroRequest *req,
+											   bool *missing_ok);
+extern void maestro_instance_walk_take(MaestroInstanceWalk *walk, const MaestroRequest *req,
+									   const char *body, size_t len, bool missing);
+extern void maestro_instance_walk_use_pages(const MaestroPage *pages);
+
 /* options.c */
 extern MaestroConnection *maestro_connect(void);
 extern MaestroConnection *maestro_connection_for(Oid serverid, Oid userid, char **problem);
@@ -182,7 +222,13 @@ extern void maestro_http_configure(CURL *easy, const MaestroConnection *conn,
 								   struct curl_slist *headers, MaestroBuffer *buf,
 								   char *errbuf);
 extern MaestroFailure maestro_http_classify(CURLcode rc, long status);
+extern void maestro_http_raise_transport_error(const MaestroConnection *conn,
+											   const MaestroRequest *req, CURL *easy,
+											   CURLcode rc, const char *curl_message,
+											   const MaestroBuffer *buf,
+											   int retries) pg_attribute_noreturn();
 extern long maestro_http_retry_after_ms(CURL *easy);
+extern void maestro_response_release(MaestroResponse *resp, size_t offset);
 extern volatile sig_atomic_t maestro_shutdown_requested;
 
 /* auth.c */
@@ -206,6 +252,8 @@ typedef struct MaestroListReader
 	const char *body;
 	size_t		len;
 	size_t		pos;			/* at the list's '[', a ',' or the ']' */
+	const char *wrapper_key;
+	MaestroListWalk walk;		/* what is left to check after the list */
 	const MaestroRequest *req;	/* for error messages */
 } MaestroListReader;
 
@@ -242,9 +290,11 @@ extern cJSON *maestro_post_workflow_action(MaestroConnection *conn,
 										   const char *workflow_id, const char *action);
 extern cJSON *maestro_post_cancel(MaestroConnection *conn, const char *workflow_id,
 								  const char *instance_id);
-extern cJSON *maestro_get_account_instances(MaestroConnection *conn,
-											const MaestroInstanceFilter *filter,
-											const char *ctoken, bool missing_ok);
+extern void maestro_account_instances_request(MaestroConnection *conn,
+											  const MaestroInstanceFilter *filter,
+											  const char *ctoken, MaestroRequest *req);
+extern void maestro_workflows_request(MaestroConnection *conn, MaestroRequest *req);
+extern cJSON *maestro_call(MaestroConnection *conn, const MaestroRequest *req, bool missing_ok);
 
 /* arguments.c */
 extern char *maestro_uuid_argument(FunctionCallInfo fcinfo, int argno, const char *name);
@@ -311,6 +361,7 @@ extern void maestro_ratelimit_check(const MaestroConnection *conn);
  */
 extern bool maestro_check_version(void);
 extern bool maestro_worker_version_ok(void);
+extern bool maestro_extension_row(Oid *extension, Oid *schema, char **version);
 #define MAESTRO_CHECK_VERSION \
 	bool		maestro_version_checked pg_attribute_unused() = maestro_check_version()
 

@@ -8,8 +8,9 @@
  *
  *	- uuid text (canonical, or in braces) and its 16 bytes;
  *	- RFC 3339 date-times, broken down into their fields;
- *	- whether a JSON number fits an int32, whether a JSON value is an array
- *	  of strings, and where the list is in a list response;
+ *	- whether a JSON number fits an int32, which short decimal cJSON
+ *	  prints for a double, whether a JSON value is an array of strings,
+ *	  and where the list is in a list response;
  *	- the message in an error body of any shape (API-NOTES.md section 6),
  *	  and the redaction of URL query strings and bearer tokens.
  *
@@ -144,16 +145,19 @@ is_ascii_digit(unsigned char c)
 	return c >= '0' && c <= '9';
 }
 
+/* a table, not branches: every instance row decodes three uuids */
+static const signed char hex_values[256] = {
+	['0'] = 1, ['1'] = 2, ['2'] = 3, ['3'] = 4, ['4'] = 5,
+	['5'] = 6, ['6'] = 7, ['7'] = 8, ['8'] = 9, ['9'] = 10,
+	['a'] = 11, ['b'] = 12, ['c'] = 13, ['d'] = 14, ['e'] = 15, ['f'] = 16,
+	['A'] = 11, ['B'] = 12, ['C'] = 13, ['D'] = 14, ['E'] = 15, ['F'] = 16
+};
+
+/* 0..15, or -1 for anything but an ASCII hex digit (entries are value + 1) */
 static int
 hex_value(unsigned char c)
 {
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
+	return hex_values[c] - 1;
 }
 
 static unsigned char
@@ -316,37 +320,35 @@ maestro_uuid_is_canonical(const char *text)
 bool
 maestro_uuid_decode(const char *text, unsigned char uuid[16])
 {
+	/* where each byte's two hex digits start in 8-4-4-4-12 */
+	static const unsigned char digit_at[16] = {
+		0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34
+	};
 	unsigned char bytes[16];
-	const char *p = text;
-	int			i,
-				j;
+	const unsigned char *p = (const unsigned char *) text;
+	int			i;
+
+	size_t		len;
 
 	if (text == NULL)
 		return false;
 	if (p[0] == '{')
 		p++;
-	for (i = 0, j = 0; i < 36; i++)
-	{
-		int			nibble;
-
-		if (i == 8 || i == 13 || i == 18 || i == 23)
-		{
-			if (p[i] != '-')
-				return false;
-			continue;
-		}
-		nibble = hex_value((unsigned char) p[i]);
-		if (nibble < 0)
-			return false;		/* also where the text ends */
-		if (j % 2 == 0)
-			bytes[j / 2] = (unsigned char) (nibble << 4);
-		else
-			bytes[j / 2] |= (unsigned char) nibble;
-		j++;
-	}
-	/* a closing brace, or none, whether or not one opened */
-	if (p[36] == '}' ? p[37] != '\0' : p[36] != '\0')
+	/* 36 characters and a closing brace, or none, whether or not one opened */
+	len = strnlen((const char *) p, 38);
+	if (!(len == 36 || (len == 37 && p[36] == '}')))
 		return false;
+	if (p[8] != '-' || p[13] != '-' || p[18] != '-' || p[23] != '-')
+		return false;
+	for (i = 0; i < 16; i++)
+	{
+		int			hi = hex_value(p[digit_at[i]]);
+		int			lo = hex_value(p[digit_at[i] + 1]);
+
+		if ((hi | lo) < 0)
+			return false;
+		bytes[i] = (unsigned char) (hi << 4 | lo);
+	}
 	memcpy(uuid, bytes, 16);
 	return true;
 }
@@ -522,6 +524,48 @@ maestro_number_to_int32(const cJSON *item, int32_t *value)
 		return false;
 	*value = (int32_t) d;
 	return true;
+}
+
+/*
+ * The decimal cJSON prints for a number that is not an int: "%1.15g" when
+ * that reads back as the same double, else "%1.17g" (print_number). Most
+ * numbers an API sends are short decimals such as 9.99, and for those
+ * the answer needs no printing: if digits / 10^scale, with fewer than 16
+ * digits, is exactly d once rounded to a double (an IEEE division of two
+ * exactly representable values is correctly rounded), then it is the
+ * only decimal of 15 significant digits that rounds to d (DBL_DIG is 15),
+ * so "%1.15g" prints it and cJSON keeps that printing. The smallest such
+ * scale is taken, so digits has no trailing zero and scale is the number
+ * of digits after the point in the printing (in "1.5e-07" too). False
+ * when d is no such decimal: then the printing has to be done.
+ */
+bool
+maestro_double_decimal(double d, int64_t *digits, int *scale)
+{
+	static const double pow10[16] = {
+		1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7,
+		1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15
+	};
+	int			k;
+
+	for (k = 0; k < 16; k++)
+	{
+		double		scaled = d * pow10[k];
+		int64_t		m;
+
+		/* fewer than 16 digits, so exactly representable; NaN and inf fail */
+		if (!(scaled < 1e15 && scaled > -1e15))
+			return false;
+		/* the nearest integer: adding 0.5 is exact below 2^52 */
+		m = (int64_t) (scaled < 0 ? scaled - 0.5 : scaled + 0.5);
+		if ((double) m / pow10[k] == d)
+		{
+			*digits = m;
+			*scale = k;
+			return true;
+		}
+	}
+	return false;
 }
 
 /* An array whose every element is a string; [] is one. */
@@ -1085,7 +1129,14 @@ typedef struct ListCandidates
 	size_t		data_wrapped;
 	size_t		root_wrapped;
 	bool		data_seen;
+	bool		stop_at_data;	/* stop the walk at the root's "data" array */
+	bool		stopped;		/* and it did: the rest is still unchecked */
+	bool		wrapper_seen;	/* at the root, when it stopped */
 } ListCandidates;
+
+static bool json_walk_members(const char *s, size_t len, size_t pos, int level,
+							  ListCandidates *cand, bool wrapper_seen, bool after_value,
+							  size_t *end);
 
 /*
  * The object at s[pos]: every member value parsed by cJSON except the
@@ -1096,57 +1147,80 @@ static bool
 json_walk_object(const char *s, size_t len, size_t pos, int level,
 				 ListCandidates *cand, size_t *end)
 {
-	bool		wrapper_seen = false;
-
 	pos = json_skip_ws(s, len, pos + 1);
 	if (pos < len && s[pos] == '}')
 	{
 		*end = pos + 1;
 		return true;
 	}
+	return json_walk_members(s, len, pos, level, cand, false, false, end);
+}
+
+/*
+ * An object's members from s[pos], a key, or (after_value) from just past
+ * a member's value. With cand->stop_at_data, the root's "data" array ends
+ * the walk there (cand->stopped), with nothing after it checked yet.
+ */
+static bool
+json_walk_members(const char *s, size_t len, size_t pos, int level,
+				  ListCandidates *cand, bool wrapper_seen, bool after_value, size_t *end)
+{
 	for (;;)
 	{
-		cJSON	   *key;
-		const char *name;
-		size_t		vend = 0;
-		bool		ok;
-		size_t	   *slot = NULL;
-		bool		descend = false;
-
-		key = json_key_at(s, len, pos, &pos);
-		if (key == NULL)
-			return false;
-		name = key->valuestring;
-		if (level == 0 && !cand->data_seen && strcmp(name, "data") == 0)
+		if (!after_value)
 		{
-			cand->data_seen = true;
-			slot = &cand->data_array;
-			descend = true;
-		}
-		else if (cand->wrapper_key != NULL && !wrapper_seen &&
-				 strcmp(name, cand->wrapper_key) == 0)
-		{
-			wrapper_seen = true;
-			slot = (level == 0) ? &cand->root_wrapped : &cand->data_wrapped;
-		}
-		cJSON_Delete(key);
+			cJSON	   *key;
+			const char *name;
+			size_t		vend = 0;
+			bool		ok;
+			size_t	   *slot = NULL;
+			bool		descend = false;
 
+			key = json_key_at(s, len, pos, &pos);
+			if (key == NULL)
+				return false;
+			name = key->valuestring;
+			if (level == 0 && !cand->data_seen && strcmp(name, "data") == 0)
+			{
+				cand->data_seen = true;
+				slot = &cand->data_array;
+				descend = true;
+			}
+			else if (cand->wrapper_key != NULL && !wrapper_seen &&
+					 strcmp(name, cand->wrapper_key) == 0)
+			{
+				wrapper_seen = true;
+				slot = (level == 0) ? &cand->root_wrapped : &cand->data_wrapped;
+			}
+			cJSON_Delete(key);
+
+			pos = json_skip_ws(s, len, pos);
+			if (pos >= len || s[pos] != ':')
+				return false;
+			pos = json_skip_ws(s, len, pos + 1);
+			if (slot != NULL && pos < len && s[pos] == '[')
+			{
+				*slot = pos;
+				if (slot == &cand->data_array && cand->stop_at_data)
+				{
+					/* the first choice whatever follows: the caller reads it */
+					cand->stopped = true;
+					cand->wrapper_seen = wrapper_seen;
+					*end = pos;
+					return true;
+				}
+				ok = json_array_check(s, len, pos, false, &vend);
+			}
+			else if (descend && pos < len && s[pos] == '{')
+				ok = json_walk_object(s, len, pos, 1, cand, &vend);
+			else
+				ok = json_parse_at(s, len, pos, &vend, NULL);
+			if (!ok)
+				return false;
+			pos = vend;
+		}
+		after_value = false;
 		pos = json_skip_ws(s, len, pos);
-		if (pos >= len || s[pos] != ':')
-			return false;
-		pos = json_skip_ws(s, len, pos + 1);
-		if (slot != NULL && pos < len && s[pos] == '[')
-		{
-			*slot = pos;
-			ok = json_array_check(s, len, pos, false, &vend);
-		}
-		else if (descend && pos < len && s[pos] == '{')
-			ok = json_walk_object(s, len, pos, 1, cand, &vend);
-		else
-			ok = json_parse_at(s, len, pos, &vend, NULL);
-		if (!ok)
-			return false;
-		pos = json_skip_ws(s, len, vend);
 		if (pos < len && s[pos] == ',')
 		{
 			pos = json_skip_ws(s, len, pos + 1);
@@ -1161,8 +1235,9 @@ json_walk_object(const char *s, size_t len, size_t pos, int level,
 	}
 }
 
-int
-maestro_list_locate(const char *body, size_t len, const char *wrapper_key, size_t *list)
+static int
+list_locate(const char *body, size_t len, const char *wrapper_key, bool lazy,
+			MaestroListWalk *walk)
 {
 	ListCandidates cand;
 	size_t		pos = 0;
@@ -1171,10 +1246,12 @@ maestro_list_locate(const char *body, size_t len, const char *wrapper_key, size_
 	size_t		others[3];
 	int			i;
 
+	memset(walk, 0, sizeof(*walk));
 	if (body == NULL || len == 0)
 		return MAESTRO_LIST_INVALID;
 	memset(&cand, 0, sizeof(cand));
 	cand.wrapper_key = wrapper_key;
+	cand.stop_at_data = lazy;
 	/* cJSON skips a byte order mark before the root value only (and only in a body of 5 bytes or more) */
 	if (len > 4 && memcmp(body, "\xEF\xBB\xBF", 3) == 0)
 		pos = 3;
@@ -1185,7 +1262,7 @@ maestro_list_locate(const char *body, size_t len, const char *wrapper_key, size_
 	{
 		if (!json_array_check(body, len, pos, false, &end))
 			return MAESTRO_LIST_INVALID;
-		*list = pos;
+		walk->list = pos;
 		return MAESTRO_LIST_FOUND;
 	}
 	if (body[pos] != '{')
@@ -1193,6 +1270,21 @@ maestro_list_locate(const char *body, size_t len, const char *wrapper_key, size_
 			MAESTRO_LIST_ABSENT : MAESTRO_LIST_INVALID;
 	if (!json_walk_object(body, len, pos, 0, &cand, &end))
 		return MAESTRO_LIST_INVALID;
+	if (cand.stopped)
+	{
+		/*
+		 * An array under wrapper_key before the list is not chosen: parsed
+		 * now, so that nothing before the list is read again (a reader may
+		 * give back the body's pages behind it).
+		 */
+		if (cand.root_wrapped != 0 &&
+			!json_array_check(body, len, cand.root_wrapped, true, &end))
+			return MAESTRO_LIST_INVALID;
+		walk->list = cand.data_array;
+		walk->wrapper_seen = cand.wrapper_seen;
+		walk->unchecked = true;
+		return MAESTRO_LIST_FOUND;
+	}
 
 	/* maestro_response_list's order; the arrays not chosen must parse too */
 	chosen = cand.data_array ? cand.data_array :
@@ -1208,6 +1300,57 @@ maestro_list_locate(const char *body, size_t len, const char *wrapper_key, size_
 	}
 	if (chosen == 0)
 		return MAESTRO_LIST_ABSENT;
-	*list = chosen;
+	walk->list = chosen;
 	return MAESTRO_LIST_FOUND;
+}
+
+int
+maestro_list_locate(const char *body, size_t len, const char *wrapper_key, size_t *list)
+{
+	MaestroListWalk walk;
+	int			rc = list_locate(body, len, wrapper_key, false, &walk);
+
+	if (rc == MAESTRO_LIST_FOUND)
+		*list = walk.list;
+	return rc;
+}
+
+/*
+ * The root's "data" array, where the spec puts the list, is the list
+ * whatever follows it; skimming it whole first only to find where the
+ * envelope goes on would be a second pass over nearly the whole body.
+ * So the walk stops there, and the rest is checked by maestro_list_end
+ * once the caller has read the list to its ']', with the same verdict as
+ * maestro_list_locate's in the end. Everything before the list is checked
+ * here and never read again. Any other shape is located whole.
+ */
+int
+maestro_list_begin(const char *body, size_t len, const char *wrapper_key,
+				   MaestroListWalk *walk)
+{
+	return list_locate(body, len, wrapper_key, true, walk);
+}
+
+bool
+maestro_list_end(const char *body, size_t len, const char *wrapper_key,
+				 MaestroListWalk *walk, size_t close)
+{
+	ListCandidates cand;
+	size_t		end;
+
+	if (!walk->unchecked)
+		return true;
+	if (close >= len || body[close] != ']')
+		return false;
+	memset(&cand, 0, sizeof(cand));
+	cand.wrapper_key = wrapper_key;
+	cand.data_seen = true;
+	/* the root's members after the list; nothing before it is read */
+	if (!json_walk_members(body, len, close + 1, 0, &cand, walk->wrapper_seen, true, &end))
+		return false;
+	/* an array under wrapper_key after the list is not chosen */
+	if (cand.root_wrapped != 0 && !json_array_check(body, len, cand.root_wrapped, true, &end))
+		return false;
+	walk->unchecked = false;
+	return true;
 }

@@ -97,6 +97,8 @@ extern const cJSON *maestro_object_member(const cJSON *object, const char *key);
 extern const cJSON *maestro_response_list(const cJSON *root, const char *wrapper_key);
 extern bool maestro_number_to_int32(const cJSON *item, int32_t *value);
 extern bool maestro_is_string_array(const cJSON *item);
+/* a number cJSON prints with "%g" as digits * 10^-scale, without printing it */
+extern bool maestro_double_decimal(double d, int64_t *digits, int *scale);
 
 /*
  * The list in a list response without parsing the whole body into one
@@ -118,6 +120,27 @@ extern cJSON *maestro_list_element_parse(const char *element, size_t len);
 /* the same two steps in one: the next element parsed (1), 0 or -1 as above */
 extern int	maestro_list_next_parsed(const char *body, size_t len, size_t *pos,
 									 cJSON **element);
+
+/*
+ * maestro_list_locate in two halves, for a caller that reads the list to
+ * its end: maestro_list_begin may leave what follows the list unchecked
+ * (when the list is the root's "data" array), and maestro_list_end checks
+ * it, given the offset of the list's ']' (where maestro_list_next_parsed
+ * returned 0), reading nothing before that. Begin's verdict, the
+ * elements' and end's together are maestro_list_locate's and the
+ * elements'.
+ */
+typedef struct MaestroListWalk
+{
+	size_t		list;			/* offset of the list's '[' */
+	bool		wrapper_seen;	/* wrapper_key was met at the root before the list */
+	bool		unchecked;		/* what follows the list is for maestro_list_end */
+} MaestroListWalk;
+
+extern int	maestro_list_begin(const char *body, size_t len, const char *wrapper_key,
+							   MaestroListWalk *walk);
+extern bool maestro_list_end(const char *body, size_t len, const char *wrapper_key,
+							 MaestroListWalk *walk, size_t close);
 
 /*
  * The API's own words in an error body, whatever its shape; root is the

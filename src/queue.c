@@ -20,7 +20,6 @@
  */
 #include "maestro.h"
 
-#include "access/genam.h"
 #include "access/htup_details.h"
 #include "access/table.h"
 #include "access/xact.h"
@@ -28,8 +27,6 @@
 #include "catalog/pg_type.h"
 #include "catalog/namespace.h"
 #include "catalog/dependency.h"
-#include "catalog/indexing.h"
-#include "catalog/pg_extension.h"
 #include "commands/dbcommands.h"
 #include "commands/extension.h"
 #include "commands/sequence.h"
@@ -44,7 +41,6 @@
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
-#include "utils/fmgroids.h"
 #include "utils/guc.h"
 #include "utils/inval.h"
 #include "utils/memutils.h"
@@ -99,30 +95,13 @@ wake_worker_at_commit(void)
 	wake_at_commit = true;
 }
 
-/*
- * The schema maestro is installed in, or InvalidOid when it is not
- * installed in this database (get_extension_schema is static before
- * PostgreSQL 16).
- */
+/* The schema maestro is installed in, or InvalidOid when it is not here. */
 static Oid
 extension_schema(void)
 {
-	Relation	rel;
-	ScanKeyData key;
-	SysScanDesc scan;
-	HeapTuple	tuple;
-	Oid			schema = InvalidOid;
+	Oid			schema;
 
-	rel = table_open(ExtensionRelationId, AccessShareLock);
-	ScanKeyInit(&key, Anum_pg_extension_extname, BTEqualStrategyNumber, F_NAMEEQ,
-				CStringGetDatum("maestro"));
-	scan = systable_beginscan(rel, ExtensionNameIndexId, true, NULL, 1, &key);
-	tuple = systable_getnext(scan);
-	if (HeapTupleIsValid(tuple))
-		schema = ((Form_pg_extension) GETSTRUCT(tuple))->extnamespace;
-	systable_endscan(scan);
-	table_close(rel, AccessShareLock);
-	return schema;
+	return maestro_extension_row(NULL, &schema, NULL) ? schema : InvalidOid;
 }
 
 /* The extension's schema, quoted for SPI statements; NULL if absent. */

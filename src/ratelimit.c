@@ -162,6 +162,7 @@ maestro_ratelimit_observe(Oid server_id, CURL *easy)
 
 	l = limits();
 	lock(l, LW_EXCLUSIVE);
+	maestro_fault_point("ratelimit_lock");
 	for (i = 0; i < RATELIMIT_ENTRIES; i++)
 	{
 		RateLimitEntry *e = &l->entries[i];

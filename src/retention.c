@@ -12,15 +12,20 @@
  * long. Only 'done' and 'failed' requests are deleted, by done_at; a
  * queued or sending request is never touched, however old.
  *
- * When a pass runs: at once when the worker starts, then again after
- * RETENTION_BACKLOG_MS while a pass found a full batch (a backlog), else
- * after RETENTION_ROUTINE_MS (or half the shorter retention, if that is
- * less than two minutes). A backlog keeps the worker awake until it is
- * gone; the routine pass does not (maestro_retention_next() tells a worker
- * that stays awake anyway when to wake for it): the worker still exits
- * when its queue is drained, and the next start (every commit that queues work starts it)
- * purges first. So a server in use is purged at least as often as it
- * sends, and an idle one has nothing new to purge.
+ * When a pass runs: at once when the worker starts, else after
+ * RETENTION_ROUTINE_MS (or half the shorter retention, if that is less
+ * than two minutes). While passes find full batches (a backlog), the
+ * worker runs one pass after another for up to RETENTION_ROUND_MS, sends
+ * what is due, and goes on at its next round without waiting: tens of
+ * thousands of rows a second, far more than the queue can send, so a
+ * sustained stream never outgrows it, while sends wait at most
+ * RETENTION_ROUND_MS and every transaction stays small. A backlog keeps
+ * the worker awake until it is gone; the routine pass does not
+ * (maestro_retention_next() tells a worker that stays awake anyway when
+ * to wake for it): the worker still exits when its queue is drained, and
+ * the next start (every commit that queues work starts it) purges first.
+ * So a server in use is purged at least as often as it sends, and an idle
+ * one has nothing new to purge.
  *
  * The deletes run as the tables' owner with search_path pinned, the same
  * way queue.c writes the queue. A failed pass (say, a lock timeout) is
@@ -42,42 +47,66 @@
 
 /* rows of each table deleted in one transaction */
 #define RETENTION_BATCH			1000
-/* the next pass while a batch came back full */
-#define RETENTION_BACKLOG_MS	2000
+/*
+ * How long one round of the worker may spend on batches: while batches come
+ * back full it deletes batch after batch for this long, then lets the
+ * worker send and comes back on its next round, without waiting.
+ */
+#define RETENTION_ROUND_MS		100
 /* the next pass otherwise, at most */
 #define RETENTION_ROUTINE_MS	(60 * 1000)
+
+/* What is deleted from one table, and when. */
+typedef struct RetentionTable
+{
+	const char *table;			/* in the extension's schema */
+	const char *finished;		/* which rows may go at all ("" or "... AND ") */
+	const char *since;			/* the column the retention is counted from */
+	int		   *retention_s;	/* the setting, in seconds; 0: kept forever */
+	const char *what;			/* for the log */
+} RetentionTable;
+
+static const RetentionTable tables[] = {
+	{"maestro_trigger_requests", "state IN ('done', 'failed') AND ", "done_at",
+	&maestro_request_retention_s, "finished trigger requests past maestro.request_retention"},
+	{"maestro_instance_events", "", "seen_at",
+	&maestro_event_retention_s, "instance events past maestro.event_retention"},
+};
 
 static TimestampTz next_pass = 0;	/* 0: at once */
 static bool backlog = false;
 
 /*
- * Delete one batch of the rows older than retention_s seconds of table,
- * chosen by the query "pick" (which selects ids, oldest first) and
- * checked again by "still" on the row as it is when locked. Returns how
- * many were deleted.
+ * Delete one batch of the rows of t past its retention, oldest first.
+ * Returns how many were deleted.
  */
 static uint64
-delete_batch(const char *table, const char *pick, const char *still, int retention_s)
+delete_batch(const char *schema, const RetentionTable *t)
 {
 	Oid			types[1] = {TIMESTAMPTZOID};
 	Datum		values[1];
+	uint64		n;
 
 	values[0] = TimestampTzGetDatum(TimestampTzPlusMilliseconds(GetCurrentTransactionStartTimestamp(),
-																-(int64) retention_s * 1000));
+																-(int64) *t->retention_s * 1000));
 
 	/*
-	 * The ids are picked first, then the row is checked again as it is when
-	 * the delete locks it: maestro_retry() may have queued a failed request
-	 * again in between.
+	 * The ids are picked first (by the index on the column, oldest first),
+	 * then the row is checked again as it is when the delete locks it:
+	 * maestro_retry() may have queued a failed request again in between.
 	 */
-	maestro_queue_run_as_owner(psprintf("DELETE FROM %1$s WHERE id = ANY (ARRAY(SELECT id FROM %1$s"
-										" WHERE %2$s LIMIT %3$d)) AND %4$s",
-										table, pick, RETENTION_BATCH, still),
+	maestro_queue_run_as_owner(psprintf("DELETE FROM %1$s.%2$s WHERE id = ANY (ARRAY(SELECT id FROM %1$s.%2$s"
+										" WHERE %3$s%4$s < $1 ORDER BY %4$s LIMIT %5$d)) AND %3$s%4$s < $1",
+										schema, t->table, t->finished, t->since, RETENTION_BATCH),
 							   1, types, values, NULL, SPI_OK_DELETE);
-	return SPI_processed;
+	n = SPI_processed;
+	if (n > 0)
+		ereport(DEBUG1,
+				(errmsg("maestro worker deleted %llu %s", (unsigned long long) n, t->what)));
+	return n;
 }
 
-/* One pass over both tables; true when either had a full batch. */
+/* One pass over both tables in one transaction; true when either had a full batch. */
 static bool
 purge(void)
 {
@@ -91,31 +120,11 @@ purge(void)
 	pgstat_report_activity(STATE_RUNNING, "deleting maestro rows past their retention");
 
 	schema = maestro_extension_schema_name();
-	if (schema != NULL && maestro_request_retention_s > 0)
+	for (size_t i = 0; schema != NULL && i < lengthof(tables); i++)
 	{
-		uint64		n = delete_batch(psprintf("%s.maestro_trigger_requests", schema),
-									 "state IN ('done', 'failed') AND done_at < $1 ORDER BY done_at",
-									 "state IN ('done', 'failed') AND done_at < $1",
-									 maestro_request_retention_s);
-
-		if (n > 0)
-			ereport(DEBUG1,
-					(errmsg("maestro worker deleted %llu finished trigger requests past maestro.request_retention",
-							(unsigned long long) n)));
-		full |= (n == RETENTION_BATCH);
-	}
-	if (schema != NULL && maestro_event_retention_s > 0)
-	{
-		uint64		n = delete_batch(psprintf("%s.maestro_instance_events", schema),
-									 "seen_at < $1 ORDER BY seen_at",
-									 "seen_at < $1",
-									 maestro_event_retention_s);
-
-		if (n > 0)
-			ereport(DEBUG1,
-					(errmsg("maestro worker deleted %llu instance events past maestro.event_retention",
-							(unsigned long long) n)));
-		full |= (n == RETENTION_BATCH);
+		if (*tables[i].retention_s > 0 &&
+			delete_batch(schema, &tables[i]) == RETENTION_BATCH)
+			full = true;
 	}
 
 	SPI_finish();
@@ -172,7 +181,18 @@ maestro_retention_run(TimestampTz now)
 
 	PG_TRY();
 	{
-		backlog = purge();
+		TimestampTz started = GetCurrentTimestamp();
+
+		/*
+		 * Batch after batch while they come back full, each its own short
+		 * transaction, for at most RETENTION_ROUND_MS: then the worker sends
+		 * what is due and comes back on its next round.
+		 */
+		do
+		{
+			backlog = purge();
+		} while (backlog && !maestro_shutdown_requested &&
+				 !TimestampDifferenceExceeds(started, GetCurrentTimestamp(), RETENTION_ROUND_MS));
 	}
 	PG_CATCH();
 	{
@@ -194,7 +214,8 @@ maestro_retention_run(TimestampTz now)
 	PG_END_TRY();
 	MemoryContextSwitchTo(caller);
 
-	next_pass = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
-											backlog ? RETENTION_BACKLOG_MS : routine_ms());
+	/* a backlog goes on at the next round, without waiting */
+	next_pass = backlog ? GetCurrentTimestamp() :
+		TimestampTzPlusMilliseconds(GetCurrentTimestamp(), routine_ms());
 	return backlog ? next_pass : 0;
 }

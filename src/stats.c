@@ -155,6 +155,7 @@ maestro_stats_record(Oid server_id, MaestroEndpoint endpoint, long status,
 		bucket++;
 
 	lock(s, LW_EXCLUSIVE);
+	maestro_fault_point("stats_lock");
 	for (i = 0; i < STATS_ENTRIES; i++)
 	{
 		StatsEntry *e = &s->entries[i];

@@ -1,9 +1,10 @@
 /*-------------------------------------------------------------------------
  *
  * transfer.c
- *		The worker's asynchronous HTTP: every trigger POST and instance
- *		look-up runs on one curl multi handle, and the worker's single wait
- *		watches the latch and the transfers' sockets together.
+ *		The worker's asynchronous HTTP: every trigger POST, instance
+ *		look-up and page of the periodic sync runs on one curl multi handle,
+ *		and the worker's single wait watches the latch and the transfers'
+ *		sockets together.
  *
  * libcurl tells us which sockets it wants watched (CURLMOPT_SOCKETFUNCTION)
  * and we put them, with the latch and postmaster death, into one
@@ -427,6 +428,29 @@ maestro_transfer_free(Transfer *t)
 	t->buf.data = NULL;
 }
 
+/* Abandon one transfer under way; its palloc'd memory stays the owner's. */
+void
+maestro_transfer_cancel(Transfer *t)
+{
+	Transfer  **link;
+
+	for (link = &running; *link; link = &(*link)->next)
+		if (*link == t)
+		{
+			*link = t->next;
+			running_count--;
+			break;
+		}
+	for (link = &finished; *link; link = &(*link)->next)
+		if (*link == t)
+		{
+			*link = t->next;
+			break;
+		}
+	t->next = NULL;
+	maestro_transfer_free(t);
+}
+
 /* Abandon every transfer (shutdown, or recovery from an error). */
 void
 maestro_transfer_abort_all(void)
@@ -437,7 +461,10 @@ maestro_transfer_abort_all(void)
 
 		running = t->next;
 		maestro_transfer_free(t);
-		/* a send's memory is its request's; a look-up's is its group's */
+		/*
+		 * a send's memory is its request's; a look-up's is its group's; a
+		 * sync page's is the sync run's (maestro_sync_loop_drop)
+		 */
 		if (t->kind == TRANSFER_SEND)
 			MemoryContextDelete(t->cxt);
 	}

@@ -57,37 +57,43 @@ forget_match(Datum arg, int cacheid, uint32 hashvalue)
 }
 
 /*
- * pg_extension.extversion of maestro in this database, palloc'd, or NULL
- * when maestro is not installed here; *extension gets its oid.
+ * maestro's row of pg_extension in this database: false when maestro is
+ * not installed here. Each output may be NULL: *extension gets its oid,
+ * *schema its namespace, *version its extversion (palloc'd). The one
+ * catalog look-up for the version check here and the schema queue.c, the
+ * worker and retention use (get_extension_schema is static before
+ * PostgreSQL 16).
  */
-static char *
-installed_version(Oid *extension)
+bool
+maestro_extension_row(Oid *extension, Oid *schema, char **version)
 {
 	Relation	rel;
 	ScanKeyData key;
 	SysScanDesc scan;
 	HeapTuple	tuple;
-	char	   *version = NULL;
+	bool		found;
 
-	*extension = InvalidOid;
 	rel = table_open(ExtensionRelationId, AccessShareLock);
 	ScanKeyInit(&key, Anum_pg_extension_extname, BTEqualStrategyNumber, F_NAMEEQ,
 				CStringGetDatum("maestro"));
 	scan = systable_beginscan(rel, ExtensionNameIndexId, true, NULL, 1, &key);
 	tuple = systable_getnext(scan);
-	if (HeapTupleIsValid(tuple))
+	found = HeapTupleIsValid(tuple);
+	if (extension)
+		*extension = found ? ((Form_pg_extension) GETSTRUCT(tuple))->oid : InvalidOid;
+	if (schema)
+		*schema = found ? ((Form_pg_extension) GETSTRUCT(tuple))->extnamespace : InvalidOid;
+	if (version)
 	{
-		bool		isnull;
-		Datum		d = heap_getattr(tuple, Anum_pg_extension_extversion,
-									 RelationGetDescr(rel), &isnull);
+		bool		isnull = true;
+		Datum		d = found ? heap_getattr(tuple, Anum_pg_extension_extversion,
+											 RelationGetDescr(rel), &isnull) : (Datum) 0;
 
-		*extension = ((Form_pg_extension) GETSTRUCT(tuple))->oid;
-		if (!isnull)
-			version = text_to_cstring(DatumGetTextPP(d));
+		*version = isnull ? NULL : text_to_cstring(DatumGetTextPP(d));
 	}
 	systable_endscan(scan);
 	table_close(rel, AccessShareLock);
-	return version;
+	return found;
 }
 
 /*
@@ -157,7 +163,7 @@ version_matches(char **installed)
 		callback_registered = true;
 	}
 
-	version = installed_version(&extension);
+	(void) maestro_extension_row(&extension, NULL, &version);
 	if (version == NULL)
 		return true;
 	if (creating_extension && CurrentExtensionObject == extension)

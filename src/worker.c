@@ -22,10 +22,10 @@
  * idle server keeps no connection to the database; a commit starts it
  * again (launcher.c). SIGTERM ends it promptly with exit code 0, which also
  * keeps the postmaster from restarting it after DROP DATABASE ... WITH
- * (FORCE): the asynchronous transfers are abandoned at once, and the
- * synchronous calls that remain (a token fetch, a periodic sync) give up
- * at their next poll (http.c). Rows it left 'sending' are looked up by the
- * next worker before they are sent again.
+ * (FORCE): the asynchronous transfers (sends, look-ups, the pages of a
+ * periodic sync) are abandoned at once, and the synchronous call that
+ * remains (a token fetch) gives up at its next poll (http.c). Rows it left
+ * 'sending' are looked up by the next worker before they are sent again.
  *
  * src/worker.c
  *
@@ -62,7 +62,6 @@
 static bool recover = true;
 static bool need_claim = true;
 static TimestampTz next_due = 0;
-static TimestampTz next_sync = 0;
 static TimestampTz idle_since = 0;
 static bool checked_before_exit = false;
 
@@ -100,6 +99,15 @@ worker_sigterm(SIGNAL_ARGS)
 char *
 maestro_worker_caught_error(MemoryContext keep)
 {
+	ErrorData  *edata = maestro_worker_caught_edata(keep);
+
+	return edata->hint ? psprintf("%s %s", edata->message, edata->hint) : edata->message;
+}
+
+/* The same, for a caller that reports the whole error (sync_loop.c). */
+ErrorData *
+maestro_worker_caught_edata(MemoryContext keep)
+{
 	ErrorData  *edata;
 
 	MemoryContextSwitchTo(keep);
@@ -112,7 +120,7 @@ maestro_worker_caught_error(MemoryContext keep)
 	AbortCurrentTransaction();
 	RESUME_INTERRUPTS();
 	MemoryContextSwitchTo(keep);
-	return edata->hint ? psprintf("%s %s", edata->message, edata->hint) : edata->message;
+	return edata;
 }
 
 /* The earlier of due and the time the first re-queued outcome falls due. */
@@ -157,16 +165,11 @@ housekeeping(TimestampTz now)
 	TimestampTz next = 0;
 
 	/*
-	 * The sync is synchronous: while it runs, transfers in flight are not
-	 * driven (their timeouts run on). So it waits for a moment with none in
-	 * flight, unless that has not come for a whole interval.
+	 * The sync fetches its pages on the multi handle like any transfer, and
+	 * runs its statement only once they are all here: it never holds the
+	 * loop on the network.
 	 */
-	if (maestro_transfer_count() == 0 || next_sync == 0 ||
-		TimestampDifferenceExceeds(next_sync, now, maestro_sync_interval_ms))
-		next_sync = maestro_sync_loop_run(now, next_sync);
-	else if (now >= next_sync)
-		return 0;				/* again when a transfer ends */
-	next = earlier(next, next_sync);
+	next = earlier(next, maestro_sync_loop_run(now));
 	next = earlier(next, maestro_retention_run(now));
 	return next;
 }
@@ -242,6 +245,7 @@ worker_loop(void)
 		unrecorded_since = 0;
 		maestro_transfer_abort_all();
 		maestro_delivery_drop_all();
+		maestro_sync_loop_drop();
 		recover = true;
 		need_claim = true;
 		RESUME_INTERRUPTS();
@@ -278,7 +282,12 @@ worker_loop(void)
 
 		/* what the last wait brought */
 		while ((t = maestro_transfer_take_finished()) != NULL)
-			outcomes = list_concat(outcomes, maestro_delivery_finished(t));
+		{
+			if (t->kind == TRANSFER_SYNC_PAGE)
+				maestro_sync_loop_finished(t);
+			else
+				outcomes = list_concat(outcomes, maestro_delivery_finished(t));
+		}
 		busy = outcomes != NIL;
 		add_unrecorded(outcomes);
 		if (maestro_shutdown_requested)
@@ -397,6 +406,7 @@ worker_loop(void)
 			if (wake_at != 0)
 				timeout_ms = Max(TimestampDifferenceMilliseconds(now, wake_at), 0);
 		}
+		maestro_sync_loop_show_activity();
 		maestro_transfer_wait(timeout_ms);
 	}
 	PG_exception_stack = NULL;
@@ -426,5 +436,6 @@ maestro_worker_main(Datum arg)
 	worker_loop();
 	maestro_transfer_shutdown();
 	maestro_delivery_drop_all();
+	maestro_sync_loop_drop();
 	proc_exit(0);
 }

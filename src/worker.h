@@ -6,7 +6,8 @@
  * The worker is split by concern, and the calls go one way:
  *
  *	worker.c (the loop, its one wait, error recovery, housekeeping)
- *	  -> sync_loop.c (the periodic maestro_sync())
+ *	  -> sync_loop.c (the periodic maestro_sync(): its pages on the multi
+ *		 handle, then the statement)
  *	  -> queue_sql.c (claiming and recording, in transactions)
  *	  -> delivery.c (what to do with a request: send, look up, retry)
  *	  -> transfer.c (asynchronous HTTP on the worker's multi handle)
@@ -75,7 +76,8 @@ typedef struct Outcome
 typedef enum TransferKind
 {
 	TRANSFER_SEND,				/* a trigger POST; owner is a Delivery */
-	TRANSFER_LOOKUP				/* an instances list; owner is a LookupGroup */
+	TRANSFER_LOOKUP,			/* an instances list; owner is a LookupGroup */
+	TRANSFER_SYNC_PAGE			/* a page of the periodic sync (sync_loop.c) */
 } TransferKind;
 
 typedef struct Transfer
@@ -102,6 +104,7 @@ typedef struct Transfer
 /* worker.c; the stop flag is http.c's, which its synchronous waits watch */
 #define maestro_worker_stopping maestro_shutdown_requested
 extern char *maestro_worker_caught_error(MemoryContext keep);
+extern ErrorData *maestro_worker_caught_edata(MemoryContext keep);
 
 /* pacing.c */
 extern TimestampTz maestro_pacing_next_slot(Oid server_id, TimestampTz now);
@@ -126,6 +129,7 @@ extern void maestro_transfer_wait(long timeout_ms);
 extern Transfer *maestro_transfer_take_finished(void);
 extern void maestro_transfer_free(Transfer *t);
 extern void maestro_transfer_abort_all(void);
+extern void maestro_transfer_cancel(Transfer *t);
 
 /* delivery.c */
 extern long maestro_retry_backoff_ms(int attempts);
@@ -146,6 +150,9 @@ extern bool maestro_queue_sql_claim(List *outcomes, int limit, bool recover,
 extern void maestro_queue_sql_record(List *outcomes);
 
 /* sync_loop.c */
-extern TimestampTz maestro_sync_loop_run(TimestampTz now, TimestampTz next_sync);
+extern TimestampTz maestro_sync_loop_run(TimestampTz now);
+extern void maestro_sync_loop_finished(Transfer *t);
+extern void maestro_sync_loop_show_activity(void);
+extern void maestro_sync_loop_drop(void);
 
 #endif							/* MAESTRO_WORKER_H */

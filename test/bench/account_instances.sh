@@ -7,34 +7,19 @@
 # read in FROM and in the select list, and maestro_instances() of that
 # workflow in one answer; the time, the backend's peak RSS, and the API
 # calls each made (counted by the simulator). Starts its own cluster and
-# simulator (in /tmp/maestro-bench-account, ports 57437 and 57497) after
+# simulator (in /tmp/maestro-bench-account, ports 57437 and 57497; BENCH_DIR,
+# BENCH_PGPORT and MAESTRO_SIM_PORT override them) after
 # `make install`.
 set -u -o pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-export MAESTRO_TEST_DIR=${MAESTRO_TEST_DIR:-/tmp/maestro-bench-account}
-export MAESTRO_PGPORT=${MAESTRO_PGPORT:-57437}
+export BENCH_DIR=${BENCH_DIR:-/tmp/maestro-bench-account} BENCH_PGPORT=${BENCH_PGPORT:-57437}
 export MAESTRO_SIM_PORT=${MAESTRO_SIM_PORT:-57497}
-source "$HERE/../lib/cluster.sh"
+source "$HERE/lib.sh"
 N=${N:-50000}
 P=${P:-500}
 
-rm -rf "$MAESTRO_TEST_DIR"
-trap maestro_stop_all EXIT
-maestro_start_cluster || exit 1
-maestro_start_simulator || exit 1
-curl -s -X POST -d "{\"workflow_id\": \"a4490cd8-4a4f-4b4e-9a0c-1c5b0e6e0003\", \"count\": $N, \"status\": \"Completed\"}" \
-	"$MAESTRO_SIM_URL/__sim/instances" >/dev/null
-calls() { curl -s "$MAESTRO_SIM_URL/__sim/count?method=GET"; }
-
-psql -X -q -d postgres -v url="$MAESTRO_SIM_URL" <<'SQL'
-CREATE EXTENSION maestro;
-CREATE SERVER sim FOREIGN DATA WRAPPER maestro
-  OPTIONS (base_url :'url', account_id '7f09961a-42f9-4c2b-9d5e-3f1f0f6a2b10');
-CREATE USER MAPPING FOR CURRENT_USER SERVER sim OPTIONS (access_token 'sim-token');
--- peak resident memory; it includes the shared buffers the backend touched
-CREATE FUNCTION peak_kb() RETURNS bigint LANGUAGE sql AS $$
-  SELECT (regexp_match(pg_read_file('/proc/self/status'), 'VmHWM:\s+(\d+)'))[1]::bigint $$;
-SQL
+bench_sim_setup "$N" || exit 1
+calls() { bench_sim_calls; }
 
 # run $2 (a query counting rows) in a fresh backend: "rows, ms, peak kB, baseline kB"
 measure() {

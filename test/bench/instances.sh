@@ -35,6 +35,7 @@ if [ "$BENCH_HTTP" = 1 ]; then
 	[ "$hrows" = "$N" ] || { echo "pgsql-http returned $hrows rows, not $N"; exit 1; }
 fi
 
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 : >"$MAESTRO_TEST_DIR/m" ; : >"$MAESTRO_TEST_DIR/c" ; : >"$MAESTRO_TEST_DIR/h"
 for run in $(seq "$RUNS"); do
 	bench_time_sql "$maestro_sql" >>"$MAESTRO_TEST_DIR/m"
@@ -59,6 +60,8 @@ one=c0ffee00-0000-4000-8000-000000000001
 m_peak=$(peak "$maestro_sql" "SELECT maestro_instance('$BENCH_WF', '$one')")
 
 printf 'document:            %d instances, %d bytes\n' "$N" "$doc_bytes"
+# the machine's load beside the figures: a loaded machine stretches every side
+printf 'load average:        %s before the runs, %s after\n' "$load_before" "$(cut -d' ' -f1-3 /proc/loadavg)"
 printf 'maestro_instances:   %s ms (median of %d)\n' "$m" "$RUNS"
 printf 'C fetch+parse+convert: %s ms\n' "$c"
 if [ "$BENCH_HTTP" = 1 ]; then

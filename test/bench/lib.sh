@@ -8,6 +8,13 @@
 #	bench_make_instances N	writes the list response of N instances that
 #						nginx serves at .../workflows/$BENCH_WF/instances
 #	bench_posts			POSTs nginx has logged so far
+#	bench_sim_setup N	instead of bench_setup, for the scripts measured against
+#						the simulator (sync.sh, account_instances.sh): a private
+#						cluster and simulator (stopped at exit), N Completed
+#						instances in workflow $BENCH_SIM_WF, maestro in database
+#						postgres with a server "sim", and peak_kb() (the
+#						backend's peak RSS)
+#	bench_sim_calls		GETs the simulator has answered so far
 #	median				median of the numbers on stdin
 #	ratio A B			A / B to two places
 #
@@ -171,4 +178,27 @@ ratio() {
 # the elapsed ms psql's \timing reports for the one statement in $1
 bench_time_sql() {
 	bench_psql -c '\timing on' -c "$1" | sed -n 's/^Time: \([0-9.]*\) ms.*/\1/p' | tail -1
+}
+
+BENCH_SIM_WF=a4490cd8-4a4f-4b4e-9a0c-1c5b0e6e0003
+
+bench_sim_setup() {
+	rm -rf "$MAESTRO_TEST_DIR"
+	trap maestro_stop_all EXIT
+	maestro_start_cluster || return 1
+	maestro_start_simulator || return 1
+	curl -s -X POST -d "{\"workflow_id\": \"$BENCH_SIM_WF\", \"count\": $1, \"status\": \"Completed\"}" \
+		"$MAESTRO_SIM_URL/__sim/instances" >/dev/null || return 1
+	psql -X -q -d postgres -v url="$MAESTRO_SIM_URL" -v account="$BENCH_ACCOUNT" <<'SQL'
+CREATE EXTENSION maestro;
+CREATE SERVER sim FOREIGN DATA WRAPPER maestro OPTIONS (base_url :'url', account_id :'account');
+CREATE USER MAPPING FOR CURRENT_USER SERVER sim OPTIONS (access_token 'sim-token');
+-- peak resident memory; it includes the shared buffers the backend touched
+CREATE FUNCTION peak_kb() RETURNS bigint LANGUAGE sql AS $$
+  SELECT (regexp_match(pg_read_file('/proc/self/status'), 'VmHWM:\s+(\d+)'))[1]::bigint $$;
+SQL
+}
+
+bench_sim_calls() {
+	curl -s "$MAESTRO_SIM_URL/__sim/count?method=GET"
 }

@@ -6,31 +6,19 @@
 # nothing changed, and a status report from the mirror versus the same
 # report through maestro_all_instances, with the API calls each made
 # (counted by the simulator). Starts its own cluster and simulator (in
-# /tmp/maestro-bench-sync, ports 57436 and 57496) after `make install`.
+# /tmp/maestro-bench-sync, ports 57436 and 57496; BENCH_DIR, BENCH_PGPORT and
+# MAESTRO_SIM_PORT override them) after `make install`.
 set -u -o pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-export MAESTRO_TEST_DIR=${MAESTRO_TEST_DIR:-/tmp/maestro-bench-sync}
-export MAESTRO_PGPORT=${MAESTRO_PGPORT:-57436}
+export BENCH_DIR=${BENCH_DIR:-/tmp/maestro-bench-sync} BENCH_PGPORT=${BENCH_PGPORT:-57436}
 export MAESTRO_SIM_PORT=${MAESTRO_SIM_PORT:-57496}
-source "$HERE/../lib/cluster.sh"
+source "$HERE/lib.sh"
 N=${N:-10000}
 
-rm -rf "$MAESTRO_TEST_DIR"
-trap maestro_stop_all EXIT
-maestro_start_cluster || exit 1
-maestro_start_simulator || exit 1
-curl -s -X POST -d "{\"workflow_id\": \"a4490cd8-4a4f-4b4e-9a0c-1c5b0e6e0003\", \"count\": $N, \"status\": \"Completed\"}" \
-	"$MAESTRO_SIM_URL/__sim/instances" >/dev/null
-calls() { curl -s "$MAESTRO_SIM_URL/__sim/count?method=GET"; }
+bench_sim_setup "$N" || exit 1
+calls() { bench_sim_calls; }
 
-psql -X -q -A -t -d postgres -v url="$MAESTRO_SIM_URL" <<'SQL' | grep -v '^$'
-CREATE EXTENSION maestro;
-CREATE SERVER sim FOREIGN DATA WRAPPER maestro
-  OPTIONS (base_url :'url', account_id '7f09961a-42f9-4c2b-9d5e-3f1f0f6a2b10');
-CREATE USER MAPPING FOR CURRENT_USER SERVER sim OPTIONS (access_token 'sim-token');
--- peak resident memory; it includes the shared buffers the backend touched
-CREATE FUNCTION peak_kb() RETURNS bigint LANGUAGE sql AS $$
-  SELECT (regexp_match(pg_read_file('/proc/self/status'), 'VmHWM:\s+(\d+)'))[1]::bigint $$;
+psql -X -q -A -t -d postgres <<'SQL' | grep -v '^$'
 SELECT peak_kb() AS before_kb, clock_timestamp() AS t0 \gset
 SELECT maestro_sync() AS changed \gset
 SELECT format('full sync:           %s instances changed in %s ms; backend peak RSS %s kB (%s kB before; shared buffers touched included)',

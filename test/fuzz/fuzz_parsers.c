@@ -10,7 +10,8 @@
  *	1. as a 2xx body: parsed by cJSON and, if an object or array, walked
  *	   as functions.c and worker.c walk workflow lists, instance lists and
  *	   single instances (every column: uuid, text, RFC 3339 timestamps,
- *	   int32, string arrays, nested objects printed for jsonb), trigger
+ *	   int32, string arrays, nested objects printed for jsonb, and the
+ *	   numbers in them that convert.c builds without printing), trigger
  *	   requirements (trigger-input rows) and the trigger response;
  *	2. as an error body: the message extracted with no Content-Type, with
  *	   text/html and with application/problem+json, then redacted; also
@@ -19,7 +20,9 @@
  *	4. as a list response read element by element (maestro_list_locate,
  *	   maestro_list_next, maestro_list_element_parse), checked against
  *	   cJSON's parse of the whole body: the same verdict, the same list,
- *	   the same elements.
+ *	   the same elements; and read in two halves as json.c reads it
+ *	   (maestro_list_begin, the elements, maestro_list_end), with the
+ *	   same verdict.
  *
  * Beyond "no crash, no leak, no undefined behaviour", it checks what the
  * callers rely on and aborts (a crash libFuzzer reports) when it fails:
@@ -222,6 +225,76 @@ column_text_array(const cJSON *item)
 }
 
 /*
+ * maestro_double_decimal: when it finds digits and a scale for a number,
+ * they are the decimal cJSON prints for it (the value numeric_in reads,
+ * with as many digits after the point), "%d", "%1.15g" with or without an
+ * exponent alike. Compared as sign, digits without leading zeros, scale.
+ */
+static void
+check_double_decimal(const cJSON *item)
+{
+	int64_t		digits;
+	int			scale;
+	char	   *printed;
+	const char *p;
+	char		want[64];
+	char		got[64];
+	size_t		n = 0;
+	int			frac = 0,
+				exponent = 0,
+				got_scale;
+	int			negative = 0;
+	uint64_t	magnitude;
+
+	if (!maestro_double_decimal(item->valuedouble, &digits, &scale))
+		return;
+	CHECK(scale >= 0 && scale <= 15);
+	CHECK(digits > -1000000000000000LL && digits < 1000000000000000LL);
+	CHECK(scale == 0 || digits % 10 != 0);
+	printed = cJSON_PrintUnformatted(item);
+	if (printed == NULL)
+		return;
+	p = printed;
+	if (*p == '-')
+	{
+		negative = 1;
+		p++;
+	}
+	for (; *p >= '0' && *p <= '9'; p++)
+		if (n > 0 || *p != '0')
+			got[n++] = *p;
+	if (*p == '.')
+		for (p++; *p >= '0' && *p <= '9'; p++, frac++)
+			if (n > 0 || *p != '0')
+				got[n++] = *p;
+	if (*p == 'e' || *p == 'E')
+		exponent = atoi(p + 1);
+	got[n] = '\0';
+	got_scale = frac - exponent;
+	CHECK(got_scale >= 0);		/* no "1e+20" for fewer than 16 digits */
+	magnitude = digits < 0 ? (uint64_t) -digits : (uint64_t) digits;
+	if (magnitude == 0)
+		want[0] = '\0';
+	else
+		snprintf(want, sizeof(want), "%llu", (unsigned long long) magnitude);
+	CHECK(strcmp(got, want) == 0);
+	CHECK(got_scale == scale);
+	CHECK(magnitude == 0 || negative == (digits < 0));
+	free(printed);
+}
+
+static void
+check_numbers(const cJSON *item)
+{
+	for (; item != NULL; item = item->next)
+	{
+		if (cJSON_IsNumber(item))
+			check_double_decimal(item);
+		check_numbers(item->child);
+	}
+}
+
+/*
  * maestro_json_to_jsonb: any value but null, printed by cJSON for jsonb_in.
  * What cJSON prints must be JSON again, or jsonb_in would reject it.
  */
@@ -352,6 +425,8 @@ walk_body(const cJSON *root)
 		trigger_response(root);
 	}
 	column_jsonb(root);			/* maestro_trigger_requirements */
+	/* the numbers in every jsonb column, as convert.c builds them */
+	check_numbers(root);
 }
 
 /* ---------------------------------------------------------------------
@@ -488,6 +563,66 @@ check_list_scan(const char *body, size_t len, const cJSON *root, const char *wra
 		CHECK(expected != NULL);
 		CHECK(want == NULL);
 	}
+}
+
+/*
+ * The reading in two halves (maestro_list_begin, the elements,
+ * maestro_list_end), as json.c does it, reaches the verdict of
+ * maestro_list_locate and the elements together, on the same list. It
+ * never reads what lies behind the element it has reached: functions.c
+ * gives those pages of the body back (they read as zeros afterwards), so
+ * here that part of a copy is zeroed after every step.
+ */
+static void
+check_list_halves(const char *body, size_t len, const char *wrapper_key)
+{
+	MaestroListWalk walk;
+	size_t		list = 0,
+				pos;
+	int			full = maestro_list_locate(body, len, wrapper_key, &list);
+	char	   *copy = malloc(len + 1);
+	int			rc;
+	bool		full_ok = false,
+				halves_ok = false;
+	cJSON	   *element;
+	int			step;
+
+	if (copy == NULL)
+		return;
+	memcpy(copy, body, len + 1);
+	rc = maestro_list_begin(copy, len, wrapper_key, &walk);
+
+	if (full == MAESTRO_LIST_FOUND)
+	{
+		pos = list;
+		while ((step = maestro_list_next_parsed(body, len, &pos, &element)) == 1)
+			cJSON_Delete(element);
+		full_ok = (step == 0);
+	}
+	if (rc != MAESTRO_LIST_FOUND)
+	{
+		CHECK(rc == full);
+		CHECK(!walk.unchecked);
+		free(copy);
+		return;
+	}
+	CHECK(full != MAESTRO_LIST_ABSENT);
+	CHECK(walk.list < len && body[walk.list] == '[');
+	if (full == MAESTRO_LIST_FOUND)
+		CHECK(walk.list == list);
+	else
+		CHECK(walk.unchecked);	/* only what follows the list can be wrong */
+	pos = walk.list;
+	memset(copy, 0, pos);
+	while ((step = maestro_list_next_parsed(copy, len, &pos, &element)) == 1)
+	{
+		cJSON_Delete(element);
+		memset(copy, 0, pos);
+	}
+	if (step == 0)
+		halves_ok = maestro_list_end(copy, len, wrapper_key, &walk, pos);
+	CHECK(halves_ok == (full == MAESTRO_LIST_FOUND && full_ok));
+	free(copy);
 }
 
 /* ---------------------------------------------------------------------
@@ -650,6 +785,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	{
 		check_list_scan(body, size, root, "instances");
 		check_list_scan(body, size, root, "workflows");
+		check_list_halves(body, size, "instances");
 	}
 
 	/* 3. one string (up to the first NUL) */

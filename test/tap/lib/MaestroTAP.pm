@@ -30,12 +30,15 @@ our @EXPORT = qw(
   max_in_window max_overlap enqueue_batch check_exactly_once send_marker
   wait_for_log
   cpu_seconds rss_anon_kb next_xid wal_lsn wal_bytes_since sim_fault_count
-  add_server
+  add_server $IK $JWT_USER start_jwt_simulator failover_pair
+  freeze_wal_receiver started_twice
 );
 
 our $ACCOUNT = '7f09961a-42f9-4c2b-9d5e-3f1f0f6a2b10';
 our $WF1 = 'a4490cd8-4a4f-4b4e-9a0c-1c5b0e6e0001';    # Name, Email (+Company)
 our $WF2 = 'a4490cd8-4a4f-4b4e-9a0c-1c5b0e6e0002';    # Amount, Approver
+our $IK = '11111111-2222-4333-8444-555555555555';      # the JWT grant's integration key
+our $JWT_USER = '0ccdbb0b-a72e-452f-95f0-9f19654cb620';  # ... and user
 
 my $dir = $ENV{MAESTRO_TAP_DIR} // dirname(__FILE__) . '/..';
 my $python = $ENV{MAESTRO_PYTHON} // 'python3';
@@ -78,6 +81,77 @@ sub start_simulator
 		sleep 0.05;
 	}
 	die "simulator is not healthy";
+}
+
+# Test keys (make_test_certs.sh) in a fresh directory, and the simulator
+# with a token endpoint that grants $IK / $JWT_USER a token for a JWT
+# signed with them; more simulator options may follow. Returns the private
+# key (PEM), and in list context also the directory of the keys.
+sub start_jwt_simulator
+{
+	my (@more) = @_;
+	my $certs = PostgreSQL::Test::Utils::tempdir();
+	my $script = "$dir/make_test_certs.sh";
+	$script = "$ENV{MAESTRO_TOP}/test/simulator/make_test_certs.sh"
+	  if !-f $script && $ENV{MAESTRO_TOP};
+	is(system('bash', $script, $certs), 0, 'test keys made');
+	my $key = slurp_file("$certs/jwt_private.pem");
+	start_simulator('--oauth-public-key', "$certs/jwt_public.pem", '--integration-key', $IK,
+		'--oauth-user', $JWT_USER, '--oauth-aud', '127.0.0.1', '--token-lifetime', '3600', @more);
+	return wantarray ? ($key, $certs) : $key;
+}
+
+# A primary with maestro (16 slots, no rate limit, every trigger answered
+# after 20 ms so that a batch takes seconds: fault key "lat") and a
+# streaming hot standby made from its backup, both started; standby_conf
+# is appended to the standby's configuration first.
+sub failover_pair
+{
+	my (%o) = @_;
+	my $primary = PostgreSQL::Test::Cluster->new('primary');
+	$primary->init(allows_streaming => 1);
+	$primary->append_conf('postgresql.conf', <<'EOC');
+shared_preload_libraries = 'maestro'
+maestro.database_name = 'postgres'
+maestro.rate_limit = 0
+maestro.max_concurrency = 16
+log_min_messages = info
+EOC
+	$primary->start;
+	maestro_setup($primary, 'postgres', sim_url() . '/_fault/key=lat;latency_ms=20;method=POST');
+
+	$primary->backup('bk');
+	my $standby = PostgreSQL::Test::Cluster->new('standby');
+	$standby->init_from_backup($primary, 'bk', has_streaming => 1);
+	$standby->append_conf('postgresql.conf', $o{standby_conf}) if $o{standby_conf};
+	$standby->start;
+	return ($primary, $standby);
+}
+
+# Once the pair's primary has sent $after triggers, stop the standby's WAL
+# receiver (SIGSTOP; the caller sends SIGCONT). Returns its pid and the
+# triggers sent by then.
+sub freeze_wal_receiver
+{
+	my ($standby, $after) = @_;
+	local $Test::Builder::Level = $Test::Builder::Level + 1;
+	my $deadline = time + 60;
+	sleep 0.01 while sim_fault_count('lat') < $after && time < $deadline;
+	my $walrcv = scalar_sql($standby, 'SELECT pid FROM pg_stat_wal_receiver');
+	ok($walrcv =~ /^\d+$/, 'the standby streams from the primary');
+	kill 'STOP', $walrcv;
+	return ($walrcv, sim_fault_count('lat'));
+}
+
+# How many requests named "$label ..." Maestro accepted (201) more than
+# once since simulator log entry $seq0.
+sub started_twice
+{
+	my ($label, $seq0) = @_;
+	my %accepted;
+	$accepted{ $_->{instance_name} }++ for grep { $_->{seq} > $seq0 && $_->{status} == 201
+		  && ($_->{instance_name} // '') =~ /^\Q$label\E \d+ \[mq / } @{ sim_log(method => 'POST') };
+	return scalar(grep { $_ > 1 } values %accepted);
 }
 
 END

@@ -9,15 +9,8 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 use MaestroTAP;
 
-my $ik = '11111111-2222-4333-8444-555555555555';
-my $user = '0ccdbb0b-a72e-452f-95f0-9f19654cb620';
-my $certs = PostgreSQL::Test::Utils::tempdir();
-my $script = -f 'make_test_certs.sh' ? 'make_test_certs.sh' : "$ENV{MAESTRO_TOP}/test/simulator/make_test_certs.sh";
-is(system('bash', $script, $certs), 0, 'test keys made');
-my $key = slurp_file("$certs/jwt_private.pem");
-
-start_simulator('--oauth-public-key', "$certs/jwt_public.pem", '--integration-key', $ik,
-	'--oauth-user', $user, '--oauth-aud', '127.0.0.1', '--token-lifetime', '3600');
+my ($ik, $user) = ($IK, $JWT_USER);
+my $key = start_jwt_simulator();
 my $node = maestro_node('tokens', no_setup => 1);
 my $url = sim_url();
 $node->safe_psql('postgres', qq{

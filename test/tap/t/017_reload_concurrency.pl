@@ -4,6 +4,11 @@
 # the abandoned requests by look-ups (losing their instance_url). A reload
 # must simply take effect: no error, the same worker, nothing lost or
 # doubled, and no more than the new limit in flight once the old sends end.
+#
+# Defect 2: while pacing (rate_limit 15 below max_concurrency 16, a backlog
+# queued) the worker claimed every ~10 ms, ~100 transactions a second to
+# send 15: a claim must happen when there is room to send.
+# (Merged from two helpers' tests of the same defects, 017 and 033.)
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -53,6 +58,7 @@ while (time < $deadline)
 ok($done, 'all 24 requests are settled');
 my $log = log_since($node, $offset);
 unlike($log, qr/ERROR|FATAL/, 'no ERROR or FATAL in the server log after the reload');
+unlike($log, qr/LIMIT must not be negative/, 'no negative LIMIT');
 unlike($log, qr/maestro worker.*exited with exit code/, 'the worker did not exit with an error');
 is(join(',', sort keys %pids), $pid, 'the same worker ran throughout (pid unchanged)');
 is(scalar_sql($node, "SELECT count(*) FROM maestro_trigger_requests WHERE instance_url IS NULL"), '0',
@@ -70,6 +76,27 @@ for my $p (grep { $_ > $t_reload + 0.5 } @t)
 }
 note sprintf('after lowering max_concurrency 8 -> 2: at most %d POSTs in flight at once', $most);
 cmp_ok($most, '<=', 2, 'after the reload at most 2 POSTs are in flight at once');
+
+# --- pacing: rate_limit 15 < max_concurrency 16, 150 queued ----------------
+$node->safe_psql('postgres', q{
+ALTER SYSTEM SET maestro.max_concurrency = 16;
+ALTER SYSTEM SET maestro.rate_limit = 15;
+SELECT pg_reload_conf();});
+ok(wait_for($node, 'SHOW maestro.rate_limit', '15', 30), 'pacing: rate_limit 15 took effect');
+add_server($node, 'fast');
+enqueue_batch($node, 'paced', 150, 'fast');
+ok(wait_for($node, "SELECT count(*) >= 20 FROM maestro_trigger_requests WHERE instance_name LIKE 'paced %' AND state = 'done'", 't', 60),
+	'the paced backlog is being sent');
+my ($x0, $c0, $lsn0) = split /\|/, scalar_sql($node,
+	"SELECT txid_current(), xact_commit, pg_current_wal_lsn() FROM pg_stat_database WHERE datname = 'postgres'");
+my $t0 = time;
+sleep 0.1 while time < $t0 + 5;
+my ($x1, $c1, $wal) = split /\|/, scalar_sql($node,
+	"SELECT txid_current(), xact_commit, pg_current_wal_lsn() - '$lsn0' FROM pg_stat_database WHERE datname = 'postgres'");
+my $el = time - $t0;
+note sprintf('pacing at 15/s: %.1f xids/s, %.1f commits/s, %.0f WAL bytes/s', ($x1 - $x0 - 1) / $el,
+	($c1 - $c0) / $el, $wal / $el);
+cmp_ok(($c1 - $c0) / $el, '<', 45, 'fewer than 45 transactions a second to send 15 requests a second');
 
 $node->stop;
 done_testing();

@@ -16,23 +16,7 @@ use MaestroTAP;
 my $n = 2000;
 start_simulator();
 
-my $primary = PostgreSQL::Test::Cluster->new('primary');
-$primary->init(allows_streaming => 1);
-$primary->append_conf('postgresql.conf', <<'EOC');
-shared_preload_libraries = 'maestro'
-maestro.database_name = 'postgres'
-maestro.rate_limit = 0
-maestro.max_concurrency = 16
-log_min_messages = info
-EOC
-$primary->start;
-# every trigger is answered after 20 ms, so that the batch takes seconds
-maestro_setup($primary, 'postgres', sim_url() . '/_fault/key=lat;latency_ms=20;method=POST');
-
-$primary->backup('bk');
-my $standby = PostgreSQL::Test::Cluster->new('standby');
-$standby->init_from_backup($primary, 'bk', has_streaming => 1);
-$standby->start;
+my ($primary, $standby) = failover_pair();
 
 # the worker records the timeline it works on at its first start
 enqueue_batch($primary, 'warm-up', 1);
@@ -49,12 +33,8 @@ is(scalar(worker_pids($standby)), 0, 'no worker runs on the hot standby');
 
 # a few hundred sends into the batch, the standby stops receiving WAL; a few
 # hundred sends later the primary dies
+my ($walrcv, $at_freeze) = freeze_wal_receiver($standby, 200);
 my $deadline = time + 60;
-sleep 0.01 while sim_fault_count('lat') < 200 && time < $deadline;
-my $walrcv = scalar_sql($standby, 'SELECT pid FROM pg_stat_wal_receiver');
-ok($walrcv =~ /^\d+$/, 'the standby streams from the primary');
-kill 'STOP', $walrcv;
-my $at_freeze = sim_fault_count('lat');
 sleep 0.01 while sim_fault_count('lat') < $at_freeze + 300 && time < $deadline;
 my $at_stop = sim_fault_count('lat');
 $primary->stop('immediate');
@@ -74,10 +54,7 @@ like(log_since($standby, $offset), qr/maestro worker: the server is on timeline 
 	'the worker noticed the new timeline');
 is(($standby->psql('postgres', 'SELECT timeline FROM maestro_worker_state'))[1], '2', '... and recorded it');
 
-my %accepted;
-$accepted{ $_->{instance_name} }++ for grep { $_->{seq} > $seq0 && $_->{status} == 201
-	  && ($_->{instance_name} // '') =~ /^fo \d+ \[mq / } @{ sim_log(method => 'POST') };
-my $doubled = grep { $_ > 1 } values %accepted;
+my $doubled = started_twice('fo', $seq0);
 my $found = check_exactly_once($standby, 'fo', $n, $seq0);
 note "after the failover: $doubled of $n started twice, $found settled by a look-up by name";
 
@@ -128,7 +105,7 @@ UPDATE maestro_worker_state SET timeline = 98;
 COMMIT;});
 # the list at the worker's start fails (after http.c's retries of a GET);
 # then the requests' own look-ups fail too
-my $deadline = time + 60;
+$deadline = time + 60;
 sleep 0.05 while log_since($node, $offset) !~ /could not list the instances of workflow/ && time < $deadline;
 like(log_since($node, $offset), qr/could not list the instances of workflow/, 'the log says the list failed');
 my $asked = sim_fault_count('listdown');

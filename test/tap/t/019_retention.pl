@@ -60,6 +60,38 @@ is(scalar_sql($node, "SELECT string_agg(state, ',' ORDER BY id) FROM maestro_tri
 	'... and the unfinished requests are still kept');
 is(scalar_sql($node, "SELECT count(*) FROM maestro_synced_instances"), '5', '... the mirror itself is kept');
 
+# A backlog of many batches (100,000 finished requests, 100 batches of
+# 1,000) goes in one stretch, not one batch per wait: the worker (kept
+# running by the two unfinished requests) runs batch after batch, so it
+# outpaces a queue that finishes ~2,000 requests a second. One batch every
+# 2 s, as before, would take 200 s; the deadline is 90 s on a loaded
+# machine. Requests sent meanwhile are not held up.
+$node->safe_psql('postgres', q{
+INSERT INTO maestro_trigger_requests (state, server_id, requested_by, workflow_id, inputs, instance_name,
+                                      attempts, sent_at, done_at)
+SELECT 'done', (SELECT oid FROM pg_foreign_server WHERE srvname = 'sim'), current_user::regrole,
+       gen_random_uuid(), '{"Name": "old"}', 'backlog ' || g, 1,
+       now() - interval '1 hour', now() - interval '1 hour' + g * interval '1 ms'
+FROM generate_series(1, 100000) g});
+my $backlog_t0 = time;
+enqueue_batch($node, 'during backlog', 20, 'sim');
+ok(wait_for($node, "SELECT count(*) FROM maestro_trigger_requests WHERE instance_name LIKE 'backlog %'", '0', 90),
+	'a backlog of 100 batches is deleted in one stretch');
+my $backlog_s = time - $backlog_t0;
+note sprintf('100,000 finished requests deleted in %.1f s (%.0f rows/s)', $backlog_s, 100000 / $backlog_s);
+my $sent_deadline = time + 60;
+my $sent = 0;
+while (time < $sent_deadline)
+{
+	$sent = grep { $_->{name} =~ /^during backlog \d+ / } @{ sim_instances($WF1) };
+	last if $sent >= 20;
+	sleep 0.2;
+}
+is($sent, 20, 'the 20 requests queued during the purge were sent');
+is(scalar_sql($node, "SELECT string_agg(state, ',' ORDER BY id) FROM maestro_trigger_requests"
+	. " WHERE instance_name NOT LIKE 'during backlog%'"), 'sending,queued',
+	'... and the unfinished requests are still kept');
+
 # an idle worker exits; what finished before is purged at its next start
 $node->safe_psql('postgres', q{
 DELETE FROM maestro_trigger_requests WHERE state IN ('queued', 'sending');
