@@ -193,11 +193,15 @@ maestro_trigger_request(MaestroConnection *conn, const char *workflow_id,
 	initStringInfo(&body);
 	appendStringInfoString(&body, "{\"instance_name\":");
 	escape_json(&body, instance_name);
-	appendStringInfo(&body, ",\"trigger_inputs\":%s}", inputs_json);
+	appendStringInfoString(&body, ",\"trigger_inputs\":");
+	appendStringInfoString(&body, inputs_json);
+	appendStringInfoChar(&body, '}');
 
 	memset(req, 0, sizeof(*req));
 	req->method = "POST";
-	req->path = account_path(conn, "/workflows/%s/actions/trigger", workflow_id);
+	/* the one path of every trigger call, joined without a format */
+	req->path = maestro_concat("/v1/accounts/", conn->account_id, "/workflows/",
+							   workflow_id, "/actions/trigger", NULL);
 	/* built in the database's encoding; Maestro reads UTF-8 */
 	req->body = maestro_server_to_utf8(body.data);
 	req->idempotent = false;

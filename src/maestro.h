@@ -217,6 +217,7 @@ extern void maestro_http_execute(const MaestroConnection *conn,
 extern struct curl_slist *maestro_http_headers(const MaestroConnection *conn,
 											   const MaestroRequest *req);
 extern char *maestro_http_url(const MaestroConnection *conn, const MaestroRequest *req);
+extern char *maestro_concat(const char *first,...) __attribute__((sentinel));
 extern void maestro_http_configure(CURL *easy, const MaestroConnection *conn,
 								   const char *url, const MaestroRequest *req,
 								   struct curl_slist *headers, MaestroBuffer *buf,

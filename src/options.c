@@ -7,8 +7,20 @@
  *
  * Endpoints and the account id are server options (world-readable);
  * the access token is a user-mapping option (hidden from other roles).
- * Nothing here caches: ALTER SERVER and ALTER USER MAPPING take effect on
- * the next call.
+ *
+ * A backend resolves the same connection for every call of a statement,
+ * and finding it (the scan of pg_foreign_server when maestro.server is
+ * empty, the user mapping, the options) was about 8% of a trigger
+ * call's CPU (perf). So maestro_connect() keeps what it resolved, per
+ * calling role and value of maestro.server, until any foreign-data
+ * wrapper, server or user mapping changes: a syscache callback forgets
+ * everything, so ALTER SERVER, ALTER USER MAPPING, CREATE and DROP take
+ * effect at the next call, in this session and, once committed, in every
+ * other (each call reads pending invalidations first, even inside a
+ * transaction). The role is part of the key, so SET ROLE and
+ * SECURITY DEFINER functions never see another role's mapping; the USAGE
+ * check is made on every call, since it also depends on role memberships.
+ * The worker (maestro_connection_for) does not cache.
  *
  * src/options.c
  *
@@ -33,6 +45,8 @@
 #include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
+#include "utils/inval.h"
+#include "utils/memutils.h"
 #include "utils/rel.h"
 #include "utils/syscache.h"
 
@@ -632,14 +646,96 @@ build_connection(ForeignServer *server, List *mapping, Oid mapping_id)
 }
 
 /*
- * The connection for the calling role to the chosen server; every reason it
- * cannot be had is an error that says what to create or grant.
+ * The connection cache. Each entry holds one MaestroConnection laid out
+ * in a single chunk (the struct, then its strings), so that a caller gets
+ * its own copy with one palloc and memcpy: callers change their copy
+ * (auth.c sets access_token), and a copy stays valid when the cache is
+ * flushed under it, which can happen whenever invalidations are read.
  */
-MaestroConnection *
-maestro_connect(void)
+typedef struct ConnCacheEntry
+{
+	Oid			userid;
+	char	   *server_guc;		/* maestro.server when it was resolved */
+	Size		size;			/* of conn, strings included */
+	MaestroConnection *conn;
+} ConnCacheEntry;
+
+/* enough for the roles and server choices of one session; then start over */
+#define CONN_CACHE_MAX	16
+
+static MemoryContext conn_cache_context = NULL;
+static ConnCacheEntry conn_cache[CONN_CACHE_MAX];
+static int	conn_cache_count = 0;
+/* bumped by every flush: a connection resolved across one is not kept */
+static uint64 conn_cache_generation = 0;
+
+static void
+conn_cache_flush(Datum arg, int cacheid, uint32 hashvalue)
+{
+	conn_cache_count = 0;
+	conn_cache_generation++;
+	if (conn_cache_context != NULL)
+		MemoryContextReset(conn_cache_context);
+}
+
+/* the string fields of MaestroConnection, for the flat copies */
+#define CONN_STRING_FIELDS(X) \
+	X(server_name) X(base_url) X(account_id) X(ca_file) X(proxy) \
+	X(proxy_user) X(proxy_password) X(access_token) X(auth_url) X(scopes) \
+	X(integration_key) X(user_id) X(private_key)
+
+/* conn as one chunk in cxt; its size in *size */
+static MaestroConnection *
+connection_flatten(MemoryContext cxt, const MaestroConnection *conn, Size *size)
+{
+	Size		total = MAXALIGN(sizeof(MaestroConnection));
+	MaestroConnection *flat;
+	char	   *p;
+
+#define ADD_SIZE(field) if (conn->field) total += strlen(conn->field) + 1;
+	CONN_STRING_FIELDS(ADD_SIZE)
+#undef ADD_SIZE
+	flat = MemoryContextAlloc(cxt, total);
+	*flat = *conn;
+	p = (char *) flat + MAXALIGN(sizeof(MaestroConnection));
+#define PUT_STRING(field) \
+	if (conn->field) \
+	{ \
+		size_t		len = strlen(conn->field) + 1; \
+		memcpy(p, conn->field, len); \
+		flat->field = p; \
+		p += len; \
+	}
+	CONN_STRING_FIELDS(PUT_STRING)
+#undef PUT_STRING
+	*size = total;
+	return flat;
+}
+
+/* a copy of a flat connection in the current memory context */
+static MaestroConnection *
+connection_unflatten(const MaestroConnection *flat, Size size)
+{
+	MaestroConnection *copy = palloc(size);
+
+	memcpy(copy, flat, size);
+#define MOVE_STRING(field) \
+	if (flat->field) \
+		copy->field = (char *) copy + (flat->field - (const char *) flat);
+	CONN_STRING_FIELDS(MOVE_STRING)
+#undef MOVE_STRING
+	return copy;
+}
+
+/*
+ * The connection for the calling role to the chosen server, resolved and
+ * checked from the catalogs; every reason it cannot be had is an error
+ * that says what to create or grant.
+ */
+static MaestroConnection *
+resolve_connection(Oid userid)
 {
 	ForeignServer *server = choose_server();
-	Oid			userid = GetUserId();
 	MaestroConnection *conn;
 	List	   *mapping;
 	Oid			mapping_id;
@@ -664,7 +760,6 @@ maestro_connect(void)
 						 quote_identifier(server->servername))));
 
 	conn = build_connection(server, mapping, mapping_id);
-	maestro_encoding_prepare();
 
 	/* Catalog rows written before the validator existed could lack these. */
 	if (conn->account_id == NULL || !maestro_is_uuid(conn->account_id))
@@ -688,6 +783,79 @@ maestro_connect(void)
 				 errhint("Run ALTER SERVER %s OPTIONS (ADD auth_url 'https://account-d.docusign.com').",
 						 quote_identifier(server->servername))));
 
+	return conn;
+}
+
+/*
+ * The connection for the calling role to the chosen server, in the
+ * current memory context: from the cache when nothing it was read from
+ * has changed since, else resolved anew (and kept).
+ */
+MaestroConnection *
+maestro_connect(void)
+{
+	Oid			userid = GetUserId();
+	const char *guc = maestro_server_name ? maestro_server_name : "";
+	uint64		generation;
+	MaestroConnection *conn;
+	ConnCacheEntry *entry;
+	int			i;
+
+	if (conn_cache_context == NULL)
+	{
+		conn_cache_context = AllocSetContextCreate(TopMemoryContext,
+												   "maestro connection cache",
+												   ALLOCSET_SMALL_SIZES);
+		CacheRegisterSyscacheCallback(FOREIGNDATAWRAPPEROID, conn_cache_flush, (Datum) 0);
+		CacheRegisterSyscacheCallback(FOREIGNSERVEROID, conn_cache_flush, (Datum) 0);
+		CacheRegisterSyscacheCallback(USERMAPPINGOID, conn_cache_flush, (Datum) 0);
+	}
+
+	/* a change committed by another session since the last call flushes now */
+	AcceptInvalidationMessages();
+	/* before the look-up: it may read catalogs, and so flush the cache */
+	maestro_encoding_prepare();
+
+	generation = conn_cache_generation;
+	for (i = 0; i < conn_cache_count; i++)
+	{
+		entry = &conn_cache[i];
+		if (entry->userid == userid && strcmp(entry->server_guc, guc) == 0)
+		{
+			/*
+			 * Memberships can change without touching the server's row. The
+			 * check may read invalidations (a catalog lock), and a flush then
+			 * frees the entry: resolve afresh in that case.
+			 */
+			bool		usable = pg_foreign_server_aclcheck(entry->conn->server_id, userid,
+															ACL_USAGE) == ACLCHECK_OK;
+
+			if (generation != conn_cache_generation)
+				break;
+			if (!usable)
+			{
+				/* resolve_connection() raises the error */
+				conn_cache_flush((Datum) 0, 0, 0);
+				break;
+			}
+			return connection_unflatten(entry->conn, entry->size);
+		}
+	}
+
+	generation = conn_cache_generation;
+	conn = resolve_connection(userid);
+
+	/* not kept when a flush came while it was read: it may be stale */
+	if (generation == conn_cache_generation)
+	{
+		if (conn_cache_count == CONN_CACHE_MAX)
+			conn_cache_flush((Datum) 0, 0, 0);
+		entry = &conn_cache[conn_cache_count];
+		entry->userid = userid;
+		entry->server_guc = MemoryContextStrdup(conn_cache_context, guc);
+		entry->conn = connection_flatten(conn_cache_context, conn, &entry->size);
+		conn_cache_count++;
+	}
 	return conn;
 }
 

@@ -5,9 +5,11 @@
  * very parsers maestro uses.
  *
  *	bench_client trigger URL N		N POSTs, one at a time, on one keep-alive
- *									connection; each body differs, each
- *									response is parsed and its instance_id
- *									decoded. Prints the elapsed ms.
+ *									connection, with the headers maestro
+ *									sends; each body differs, each response
+ *									is parsed, its instance_id decoded and
+ *									its instance_url copied. Prints the
+ *									elapsed ms and the process's CPU ms.
  *	bench_client instances URL		GET a list of instances, parse it, and
  *									convert every field of every instance
  *									(uuids to 16 bytes, timestamps to
@@ -73,6 +75,16 @@ now_ms(void)
 	struct timespec ts;
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1000.0 + ts.tv_nsec / 1e6;
+}
+
+/* CPU time this process has used, user and system */
+static double
+cpu_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
 	return ts.tv_sec * 1000.0 + ts.tv_nsec / 1e6;
 }
 
@@ -240,12 +252,18 @@ run_trigger(const char *url, long count)
 {
 	Buffer		buf = {0};
 	CURL	   *h = new_handle(url, &buf);
-	struct curl_slist *headers = curl_slist_append(NULL, "Content-Type: application/json");
+	struct curl_slist *headers = NULL;
 	double		t0 = now_ms();
+	double		cpu0 = cpu_ms();
 	long		i,
 				ok = 0;
 
+	/* the request maestro sends, byte for byte but the body's numbers */
+	headers = curl_slist_append(headers, "User-Agent: maestro/0.2 (PostgreSQL 15)");
+	headers = curl_slist_append(headers, "Accept: application/json");
 	headers = curl_slist_append(headers, "Authorization: Bearer bench-token");
+	headers = curl_slist_append(headers, "Expect:");
+	headers = curl_slist_append(headers, "Content-Type: application/json");
 	curl_easy_setopt(h, CURLOPT_HTTPHEADER, headers);
 	for (i = 1; i <= count; i++)
 	{
@@ -264,10 +282,16 @@ run_trigger(const char *url, long count)
 		root = cJSON_ParseWithLength(buf.data, buf.len);
 		if (status >= 200 && status < 300 &&
 			to_uuid(maestro_object_member(root, "instance_id"), id))
-			ok++;
+		{
+			char	   *instance_url = to_text(maestro_object_member(root, "instance_url"));
+
+			if (instance_url != NULL)
+				ok++;
+			free(instance_url);
+		}
 		cJSON_Delete(root);
 	}
-	printf("%.1f\n", now_ms() - t0);
+	printf("%.1f %.1f\n", now_ms() - t0, cpu_ms() - cpu0);
 	curl_slist_free_all(headers);
 	curl_easy_cleanup(h);
 	free(buf.data);

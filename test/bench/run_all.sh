@@ -11,7 +11,7 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 export SHORT=${SHORT:-1}
 passed=0
 failed=0
-for script in instances.sh trigger.sh enqueue.sh memory.sh trigger_queue.sh retention.sh; do
+for script in instances.sh trigger.sh trigger_instructions.sh enqueue.sh memory.sh trigger_queue.sh retention.sh; do
 	echo "== $script"
 	if [ "$script" = trigger_queue.sh ]; then
 		# it keeps its cluster in MAESTRO_TEST_DIR: give it one of its own

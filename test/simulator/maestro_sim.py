@@ -1927,6 +1927,8 @@ class SimHandler(BaseHTTPRequestHandler):
             "status": 0, "auth": auth, "body": _parse_log_body(body),
             "instance_name": None, "fault": None, "oauth": None,
             "via": self.headers.get("Via"),
+            "accept_encoding": self.headers.get("Accept-Encoding"),
+            "user_agent": self.headers.get("User-Agent"),
         }
         api_path = path
         fault: FaultSpec | None = None

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# test/bench/trigger_instructions.sh: instructions per maestro_trigger call
+# beside the C client's per request, counted by valgrind's callgrind, which
+# other work on the machine cannot distort (elapsed and CPU times on a
+# shared machine can swing by half from run to run). The backend is a
+# single-user postgres (--single) under callgrind running the statement of
+# trigger.sh twice, with N1 and N2 calls (default 200 and 1,200); the
+# difference divided by N2 - N1 leaves out start-up, library loading and
+# the first connection. The C client (bench_client.c, sending the same
+# request) is counted the same way. The nginx stand-in answers both. Needs
+# valgrind; takes about 20 s (SHORT=1: 20 and 120 calls). Run after
+# `make install`.
+set -u -o pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+N1=${N1:-200}
+N2=${N2:-1200}
+if [ "$SHORT" = 1 ]; then
+	N1=20
+	N2=120
+fi
+trap bench_stop EXIT
+if ! command -v valgrind >/dev/null; then
+	echo "valgrind is not installed: nothing measured" >&2
+	exit 1
+fi
+bench_setup >/dev/null || exit 1
+# single-user mode needs the cluster stopped; nginx keeps running
+maestro_stop_cluster
+out="$MAESTRO_TEST_DIR/callgrind"
+mkdir -p "$out"
+chmod 777 "$out"
+
+# the callgrind total of one run; fails unless nginx logged n more POSTs
+backend_ir() {
+	local n=$1 before after
+	before=$(bench_posts)
+	# one line: single-user mode takes a newline as the end of a statement
+	echo "SELECT count(t.instance_id) FROM generate_series(1, $n) AS g, LATERAL maestro_trigger('$BENCH_WF', jsonb_build_object('n', g), 'bench ' || g) AS t;" |
+		maestro_as_postgres valgrind --tool=callgrind --callgrind-out-file="$out/backend.$n" \
+			"$MAESTRO_PGBIN/postgres" --single -D "$MAESTRO_TEST_DIR/pgdata" -c fsync=off \
+			"$BENCH_DB" >"$out/backend.$n.log" 2>&1 || return 1
+	after=$(bench_posts)
+	if [ $((after - before)) != "$n" ]; then
+		echo "maestro_trigger: nginx logged $((after - before)) POSTs, not $n" >&2
+		return 1
+	fi
+	awk '/^totals:/ { print $2 }' "$out/backend.$n"
+}
+
+client_ir() {
+	local n=$1
+	valgrind --tool=callgrind --callgrind-out-file="$out/client.$n" \
+		"$BENCH_CLIENT" trigger "$BENCH_BASE/actions/trigger" "$n" >"$out/client.$n.log" 2>&1 || return 1
+	awk '/^totals:/ { print $2 }' "$out/client.$n"
+}
+
+b1=$(backend_ir "$N1") && b2=$(backend_ir "$N2") || { echo "the backend's runs failed" >&2; exit 1; }
+c1=$(client_ir "$N1") && c2=$(client_ir "$N2") || { echo "the C client's runs failed" >&2; exit 1; }
+m=$(((b2 - b1) / (N2 - N1)))
+c=$(((c2 - c1) / (N2 - N1)))
+printf 'calls per run:           %d and %d (each counted at the server)\n' "$N1" "$N2"
+printf 'maestro_trigger:         %d instructions a call\n' "$m"
+printf 'C client, same request:  %d instructions a request\n' "$c"
+echo "ratio maestro / C:            $(ratio "$m" "$c")x"
+exit 0
