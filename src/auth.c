@@ -17,6 +17,16 @@
  * makes the old token unreachable at once, in every process. A token is
  * used until shortly before it expires; a 401 from the API drops it.
  *
+ * Getting a token is a few steps with one set of cache rules, so that the
+ * backends' synchronous path (maestro_auth_prepare) and the worker, which
+ * runs the token request on its multi handle beside its other transfers
+ * (delivery.c), cannot drift apart: look in the cache, claiming the fetch
+ * when there is no fresh token and nobody else fetches it
+ * (maestro_auth_lookup); build the request (maestro_auth_token_request);
+ * store the answer's token or raise its error (maestro_auth_token_received);
+ * give a failed or abandoned fetch up (maestro_auth_release). Every end of
+ * a claimed fetch wakes the processes waiting for it, a FATAL exit too.
+ *
  * src/auth.c
  *
  *-------------------------------------------------------------------------
@@ -129,7 +139,7 @@ config_hash(const MaestroConnection *conn)
 }
 
 static TokenSlot *
-find_slot(TokenCache *cache, const MaestroConnection *conn, uint32 hash, bool create)
+find_slot(TokenCache *cache, Oid mapping_id, uint32 hash, bool create)
 {
 	TokenSlot  *victim = NULL;
 	int			i;
@@ -138,7 +148,7 @@ find_slot(TokenCache *cache, const MaestroConnection *conn, uint32 hash, bool cr
 	{
 		TokenSlot  *slot = &cache->slots[i];
 
-		if (slot->mapping_id == conn->mapping_id && slot->config_hash == hash)
+		if (slot->mapping_id == mapping_id && slot->config_hash == hash)
 			return slot;
 		if (!slot->fetching && (victim == NULL || slot->use_until < victim->use_until))
 			victim = slot;
@@ -146,7 +156,7 @@ find_slot(TokenCache *cache, const MaestroConnection *conn, uint32 hash, bool cr
 	if (!create || victim == NULL)
 		return NULL;
 	memset(victim, 0, sizeof(TokenSlot));
-	victim->mapping_id = conn->mapping_id;
+	victim->mapping_id = mapping_id;
 	victim->config_hash = hash;
 	return victim;
 }
@@ -390,47 +400,6 @@ token_lifetime(const cJSON *expires_in)
 	return (long) seconds;
 }
 
-/* Mint a token; returns it and sets *lifetime_s. */
-static char *
-request_token(const MaestroConnection *conn, long *lifetime_s)
-{
-	MaestroConnection account = *conn;
-	MaestroRequest req;
-	MaestroResponse resp;
-	cJSON	   *root;
-	const cJSON *token;
-	const cJSON *expires;
-
-	account.base_url = conn->auth_url;
-	memset(&req, 0, sizeof(req));
-	req.method = "POST";
-	req.path = "/oauth/token";
-	req.content_type = "application/x-www-form-urlencoded";
-	req.anonymous = true;
-	req.idempotent = false;
-	req.endpoint = MAESTRO_EP_TOKEN;
-	req.body = psprintf("grant_type=%s&assertion=%s",
-						form_escape("urn:ietf:params:oauth:grant-type:jwt-bearer"),
-						signed_assertion(conn));
-
-	maestro_http_execute(&account, &req, &resp);
-	if (resp.status == 400 || resp.status == 401)
-		raise_grant_error(conn, &resp);
-	if (resp.status < 200 || resp.status > 299)
-		maestro_raise_http_error(&account, &req, &resp);
-
-	root = maestro_json_parse(resp.body, resp.body_len, &req);
-	token = maestro_json_member(root, "access_token");
-	expires = maestro_json_member(root, "expires_in");
-	if (!cJSON_IsString(token) || token->valuestring[0] == '\0' ||
-		strlen(token->valuestring) >= MAX_TOKEN_LEN)
-		ereport(ERROR,
-				(errcode(ERRCODE_PROTOCOL_VIOLATION),
-				 errmsg("DocuSign's token response holds no usable access_token")));
-	*lifetime_s = token_lifetime(expires);
-	return pstrdup(token->valuestring);
-}
-
 /*
  * How long before expiry a token is replaced: a minute, or a tenth of a
  * short lifetime, so that a request never leaves with a token about to die.
@@ -457,67 +426,298 @@ token_for(MaestroConnection *conn, const char *token)
 	return MemoryContextStrdup(GetMemoryChunkContext(conn), token);
 }
 
+/* ---- the fetches this process has claimed ---- */
+
 /*
- * Make conn->access_token usable: a static token as it is, a minted one
- * from the cache, or a new one when the cache has none that is fresh.
+ * A claimed fetch that this process ends in any way (a token stored, an
+ * error, shutdown, or even a FATAL exit) is released, so that the processes
+ * waiting for it look again at once instead of at the takeover time.
+ */
+static MaestroTokenClaim held[2 * TOKEN_SLOTS];
+static int	n_held = 0;
+static bool exit_hook_set = false;
+
+static bool
+same_claim(const MaestroTokenClaim *a, const MaestroTokenClaim *b)
+{
+	return a->mapping_id == b->mapping_id && a->config_hash == b->config_hash &&
+		a->claimed_at == b->claimed_at;
+}
+
+static bool
+held_by_me(Oid mapping_id, uint32 hash, TimestampTz claimed_at)
+{
+	MaestroTokenClaim claim = {mapping_id, hash, claimed_at};
+	int			i;
+
+	for (i = 0; i < n_held; i++)
+		if (same_claim(&held[i], &claim))
+			return true;
+	return false;
+}
+
+/* Forget a claim; false when it was not held (already ended). */
+static bool
+unhold(const MaestroTokenClaim *claim)
+{
+	int			i;
+
+	for (i = 0; i < n_held; i++)
+		if (same_claim(&held[i], claim))
+		{
+			held[i] = held[--n_held];
+			return true;
+		}
+	return false;
+}
+
+/* Clear a claim's fetching flag, unless another process took it over. */
+static void
+clear_claim(TokenCache *cache, const MaestroTokenClaim *claim)
+{
+	TokenSlot  *slot;
+
+	cache_lock(cache);
+	slot = find_slot(cache, claim->mapping_id, claim->config_hash, false);
+	if (slot && slot->fetching && slot->fetch_started == claim->claimed_at)
+		slot->fetching = false;
+	cache_unlock(cache);
+}
+
+static void
+release_held_at_exit(int code, Datum arg)
+{
+	TokenCache *cache = token_cache();
+
+	while (n_held > 0)
+		clear_claim(cache, &held[--n_held]);
+	if (cache == shared_cache)
+		ConditionVariableBroadcast(&cache->fetched);
+}
+
+static void
+hold(const MaestroTokenClaim *claim)
+{
+	if (!exit_hook_set)
+	{
+		before_shmem_exit(release_held_at_exit, 0);
+		exit_hook_set = true;
+	}
+	/* more claims than slots cannot be: each holds a slot fetching */
+	if (n_held < (int) lengthof(held))
+		held[n_held++] = *claim;
+}
+
+/* ---- the steps of getting a token ---- */
+
+/*
+ * Look for conn's token in the cache (the first step, for the synchronous
+ * path and the worker alike):
+ *
+ * MAESTRO_TOKEN_READY: conn->access_token is set (a static token, or a
+ *	fresh minted one).
+ * MAESTRO_TOKEN_FETCH: there is none, and the caller has claimed the fetch
+ *	(*claim): it asks (maestro_auth_token_request), then reports the answer
+ *	(maestro_auth_token_received) or gives up (maestro_auth_release).
+ * MAESTRO_TOKEN_WAIT: another process is fetching it; look again when it
+ *	broadcasts, or at *wait_until, when that fetch may be taken over (it
+ *	started longer ago than a request can take: its process died or hangs).
+ *
+ * A process never waits for itself: a fetch this process claimed and has
+ * not ended (the worker's own, while its periodic sync needs the token
+ * synchronously) is claimed again.
+ */
+MaestroTokenState
+maestro_auth_lookup(MaestroConnection *conn, MaestroTokenClaim *claim,
+					TimestampTz *wait_until)
+{
+	TokenCache *cache;
+	TokenSlot  *slot;
+	uint32		hash;
+	TimestampTz now = GetCurrentTimestamp();
+	MaestroTokenState state = MAESTRO_TOKEN_WAIT;
+	char		token[MAX_TOKEN_LEN];
+
+	*wait_until = 0;
+	memset(claim, 0, sizeof(*claim));
+	if (!conn->jwt)
+		return MAESTRO_TOKEN_READY;
+
+	cache = token_cache();
+	hash = config_hash(conn);
+	claim->mapping_id = conn->mapping_id;
+	claim->config_hash = hash;
+
+	cache_lock(cache);
+	maestro_fault_point("token_cache_lock");
+	slot = find_slot(cache, conn->mapping_id, hash, true);
+	if (slot == NULL)
+		state = MAESTRO_TOKEN_FETCH;	/* every slot is being fetched: uncached */
+	else if (slot->use_until > now)
+	{
+		strlcpy(token, slot->token, MAX_TOKEN_LEN);
+		state = MAESTRO_TOKEN_READY;
+	}
+	else if (!slot->fetching || cache != shared_cache ||
+			 TimestampDifferenceExceeds(slot->fetch_started, now, FETCH_TAKEOVER_MS) ||
+			 held_by_me(conn->mapping_id, hash, slot->fetch_started))
+	{
+		slot->fetching = true;
+		slot->fetch_started = now;
+		claim->claimed_at = now;
+		state = MAESTRO_TOKEN_FETCH;
+	}
+	else
+		*wait_until = TimestampTzPlusMilliseconds(slot->fetch_started, FETCH_TAKEOVER_MS);
+	cache_unlock(cache);
+
+	if (state == MAESTRO_TOKEN_READY)
+	{
+		conn->access_token = token_for(conn, token);
+		explicit_bzero(token, sizeof(token));
+	}
+	else if (state == MAESTRO_TOKEN_FETCH && claim->claimed_at != 0)
+		hold(claim);
+	return state;
+}
+
+/*
+ * The token request of a claimed fetch: *req (palloc'd in the current
+ * context, which must outlive the request) goes to the connection returned,
+ * a copy of conn whose base_url is the account server.
+ */
+MaestroConnection *
+maestro_auth_token_request(const MaestroConnection *conn, MaestroRequest *req)
+{
+	MaestroConnection *account = palloc(sizeof(MaestroConnection));
+
+	*account = *conn;
+	account->base_url = conn->auth_url;
+	memset(req, 0, sizeof(*req));
+	req->method = "POST";
+	req->path = "/oauth/token";
+	req->content_type = "application/x-www-form-urlencoded";
+	req->anonymous = true;
+	req->idempotent = false;
+	req->endpoint = MAESTRO_EP_TOKEN;
+	req->body = psprintf("grant_type=%s&assertion=%s",
+						 form_escape("urn:ietf:params:oauth:grant-type:jwt-bearer"),
+						 signed_assertion(conn));
+	return account;
+}
+
+/*
+ * The account server answered a claimed fetch (resp as http.c gives it):
+ * store the token, end the claim and wake the processes waiting for it, and
+ * set conn->access_token. Anything but a usable token raises the error the
+ * user sees; the claim then stays held, for the caller to release.
+ */
+void
+maestro_auth_token_received(MaestroConnection *conn, const MaestroTokenClaim *claim,
+							const MaestroConnection *account, const MaestroRequest *req,
+							const MaestroResponse *resp)
+{
+	TokenCache *cache = token_cache();
+	TokenSlot  *slot;
+	cJSON	   *root;
+	const cJSON *token;
+	long		lifetime;
+
+	if (resp->status == 400 || resp->status == 401)
+		raise_grant_error(conn, resp);
+	if (resp->status < 200 || resp->status > 299)
+		maestro_raise_http_error(account, req, resp);
+
+	root = maestro_json_parse(resp->body, resp->body_len, req);
+	token = maestro_json_member(root, "access_token");
+	if (!cJSON_IsString(token) || token->valuestring[0] == '\0' ||
+		strlen(token->valuestring) >= MAX_TOKEN_LEN)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROTOCOL_VIOLATION),
+				 errmsg("DocuSign's token response holds no usable access_token")));
+	lifetime = token_lifetime(maestro_json_member(root, "expires_in"));
+	conn->access_token = token_for(conn, token->valuestring);
+
+	/*
+	 * Stored even when another process took the fetch over meanwhile: a
+	 * fresh token is what its waiters want too.
+	 */
+	cache_lock(cache);
+	slot = find_slot(cache, claim->mapping_id, claim->config_hash, false);
+	if (slot)
+	{
+		slot->fetching = false;
+		strlcpy(slot->token, token->valuestring, MAX_TOKEN_LEN);
+		slot->use_until = use_until(lifetime);
+	}
+	cache_unlock(cache);
+	unhold(claim);
+	if (cache == shared_cache)
+		ConditionVariableBroadcast(&cache->fetched);
+}
+
+/*
+ * Give up a claimed fetch (it failed, or was abandoned): the processes
+ * waiting for it look again at once, and one of them fetches. Nothing
+ * happens for a claim already ended, so calling it twice is harmless.
+ */
+void
+maestro_auth_release(const MaestroTokenClaim *claim)
+{
+	TokenCache *cache = token_cache();
+
+	if (!unhold(claim))
+		return;
+	clear_claim(cache, claim);
+	if (cache == shared_cache)
+		ConditionVariableBroadcast(&cache->fetched);
+}
+
+/* Do two connections use the same token (the cache's key)? */
+bool
+maestro_auth_same_token(const MaestroConnection *a, const MaestroConnection *b)
+{
+	return a->jwt && b->jwt && a->mapping_id == b->mapping_id &&
+		config_hash(a) == config_hash(b);
+}
+
+/*
+ * Make conn->access_token usable, synchronously (the backends' path): a
+ * static token as it is, a minted one from the cache, or a new one when the
+ * cache has none that is fresh.
  */
 void
 maestro_auth_prepare(MaestroConnection *conn)
 {
 	TokenCache *cache;
-	uint32		hash;
-	char	   *volatile token = NULL;
-	volatile long lifetime = 0;
+	MaestroTokenClaim claim;
+	MaestroTokenState state;
 	bool		slept = false;
 
 	if (!conn->jwt)
 		return;
-
 	cache = token_cache();
-	hash = config_hash(conn);
 
 	/*
 	 * Wait while another process fetches this token. The condition
 	 * variable is prepared once, before the first check, so that a
 	 * broadcast between the check and the sleep is not lost; each sleep
 	 * then really sleeps until a broadcast or its timeout, and the check is
-	 * repeated. The wait is bounded: a fetch that started longer ago than a
-	 * request can take (its process died, or hangs) is taken over. Cancel
-	 * and shutdown end the sleep at once (ConditionVariableTimedSleep
+	 * repeated. The wait is bounded by the takeover time of that fetch.
+	 * Cancel and shutdown end the sleep at once (ConditionVariableTimedSleep
 	 * checks for interrupts); on an error, the abort cancels the sleep.
 	 */
 	if (cache == shared_cache)
 		ConditionVariablePrepareToSleep(&cache->fetched);
 	for (;;)
 	{
-		TokenSlot  *slot;
-		bool		fetch = false;
-		TimestampTz now = GetCurrentTimestamp();
-		long		wait_ms = 0;
+		TimestampTz wait_until;
+		long		wait_ms;
 
-		cache_lock(cache);
-		maestro_fault_point("token_cache_lock");
-		slot = find_slot(cache, conn, hash, true);
-		if (slot && slot->use_until > now)
-			token = pstrdup(slot->token);
-		else if (slot && (!slot->fetching ||
-						  TimestampDifferenceExceeds(slot->fetch_started, now,
-													 FETCH_TAKEOVER_MS)))
-		{
-			slot->fetching = true;
-			slot->fetch_started = now;
-			fetch = true;
-		}
-		else if (slot)
-			wait_ms = TimestampDifferenceMilliseconds(now,
-													  TimestampTzPlusMilliseconds(slot->fetch_started,
-																				  FETCH_TAKEOVER_MS));
-		cache_unlock(cache);
-
-		if (token || fetch || slot == NULL || cache != shared_cache)
+		state = maestro_auth_lookup(conn, &claim, &wait_until);
+		if (state != MAESTRO_TOKEN_WAIT)
 			break;
-
-		/* another process is asking for this token: sleep until it is done */
+		wait_ms = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), wait_until);
 		(void) ConditionVariableTimedSleep(&cache->fetched, Max(wait_ms, 1) + 10,
 										   PG_WAIT_EXTENSION);
 		slept = true;
@@ -533,41 +733,24 @@ maestro_auth_prepare(MaestroConnection *conn)
 	if (slept)
 		SetLatch(MyLatch);
 
-	if (token)
-	{
-		conn->access_token = token_for(conn, (char *) token);
+	if (state == MAESTRO_TOKEN_READY)
 		return;
-	}
 
 	PG_TRY();
 	{
-		long		seconds;
+		MaestroRequest req;
+		MaestroResponse resp;
+		MaestroConnection *account = maestro_auth_token_request(conn, &req);
 
-		token = request_token(conn, &seconds);
-		lifetime = seconds;
+		maestro_http_execute(account, &req, &resp);
+		maestro_auth_token_received(conn, &claim, account, &req, &resp);
 	}
-	PG_FINALLY();
+	PG_CATCH();
 	{
-		TokenSlot  *slot;
-
-		cache_lock(cache);
-		slot = find_slot(cache, conn, hash, false);
-		if (slot)
-		{
-			slot->fetching = false;
-			if (token)
-			{
-				strlcpy(slot->token, (char *) token, MAX_TOKEN_LEN);
-				slot->use_until = use_until(lifetime);
-			}
-		}
-		cache_unlock(cache);
-		if (cache == shared_cache)
-			ConditionVariableBroadcast(&cache->fetched);
+		maestro_auth_release(&claim);
+		PG_RE_THROW();
 	}
 	PG_END_TRY();
-
-	conn->access_token = token_for(conn, (char *) token);
 }
 
 /* The API refused the token (401): drop it, so the next call mints anew. */
@@ -581,7 +764,7 @@ maestro_auth_forget(MaestroConnection *conn)
 		return;
 	cache = token_cache();
 	cache_lock(cache);
-	slot = find_slot(cache, conn, config_hash(conn), false);
+	slot = find_slot(cache, conn->mapping_id, config_hash(conn), false);
 	if (slot && !slot->fetching && conn->access_token &&
 		strcmp(slot->token, conn->access_token) == 0)
 		slot->use_until = 0;

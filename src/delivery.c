@@ -21,8 +21,16 @@
  * later than its own uncertain send, unless that send was a previous
  * worker's (after a crash): any GET of this worker is later than it.
  *
- * Every call here is asynchronous (transfer.c), except getting a token
- * (auth.c), which is cached and only minted when it expires.
+ * Every call here is asynchronous (transfer.c), getting a token included.
+ * A minted token is cached (auth.c) and fetched when it expires: one fetch
+ * per token (user mapping and the options that shape it), however many
+ * requests need it. They wait meanwhile where they are, in the ready list
+ * or their look-up group, and start when it is there; requests for other
+ * servers and tokens go on. When another process is fetching the token,
+ * the worker does not sleep on the cache's condition variable: it looks
+ * again every TOKEN_RECHECK_MS, a wake-up of its one wait. A refused grant,
+ * a server error or a transport error of the fetch is recorded on each
+ * request that waited for it, in the words the synchronous path uses.
  *
  * src/delivery.c
  *
@@ -72,6 +80,27 @@ typedef struct KnownNames
 /* how long a list answers for a previous worker's requests */
 #define KNOWN_NAMES_TTL_MS	(5 * 60 * 1000)
 
+/* how often to look at a token another process is fetching */
+#define TOKEN_RECHECK_MS	25
+
+/*
+ * A token the worker's requests wait for: the worker's own fetch (in
+ * flight), or another process's (looked at again at recheck_at). A fetch
+ * of the worker that failed stays until the next dispatch, with its error,
+ * for the callers of maestro_delivery_token other than this file, whose
+ * requests it fails at once.
+ */
+typedef struct TokenFetch
+{
+	MemoryContext cxt;
+	MaestroConnection *conn;	/* a copy: the token's key */
+	MaestroTokenClaim claim;	/* ours, while in flight */
+	bool		in_flight;
+	TimestampTz recheck_at;
+	char	   *failed;			/* the error of our fetch that failed */
+	struct TokenFetch *next;
+} TokenFetch;
+
 /* claimed requests waiting for a free slot, in claim order */
 static Delivery *ready_head = NULL;
 static Delivery *ready_tail = NULL;
@@ -79,6 +108,7 @@ static int	ready_count = 0;
 static LookupGroup *groups = NULL;
 static int	lookup_members = 0;
 static KnownNames *known = NULL;
+static TokenFetch *fetches = NULL;
 
 static void
 known_forget(KnownNames *k)
@@ -284,42 +314,168 @@ maestro_retry_or_fail(int64 id, int attempts, int http_status, char *error,
 	return o;
 }
 
-/*
- * Get the connection's token (cached, or minted synchronously). NULL when
- * it is there; else the error message. An interrupted fetch (shutdown)
- * also returns a message: the caller sees the stop flag and goes.
- */
-static char *
-prepare_token(MaestroConnection *conn, MemoryContext keep)
-{
-	char	   *volatile problem = NULL;
+/* ---- tokens ---- */
 
+static TokenFetch *
+fetch_for(const MaestroConnection *conn)
+{
+	TokenFetch *f;
+
+	for (f = fetches; f; f = f->next)
+		if (maestro_auth_same_token(f->conn, conn))
+			return f;
+	return NULL;
+}
+
+static TokenFetch *
+fetch_new(const MaestroConnection *conn)
+{
+	MemoryContext cxt = AllocSetContextCreate(TopMemoryContext, "maestro token fetch",
+											  ALLOCSET_SMALL_SIZES);
+	MemoryContext old = MemoryContextSwitchTo(cxt);
+	TokenFetch *f = palloc0(sizeof(TokenFetch));
+
+	f->cxt = cxt;
+	f->conn = maestro_connection_copy(conn);
+	MemoryContextSwitchTo(old);
+	f->next = fetches;
+	fetches = f;
+	return f;
+}
+
+/* The fetch is over; its transfer (if any) must be freed already. */
+static void
+fetch_forget(TokenFetch *f)
+{
+	TokenFetch **link;
+
+	for (link = &fetches; *link; link = &(*link)->next)
+		if (*link == f)
+		{
+			*link = f->next;
+			break;
+		}
+	MemoryContextDelete(f->cxt);
+}
+
+/*
+ * Sign the assertion and start the token request of a fetch this worker
+ * has claimed. Raises what the synchronous path would (an unusable key).
+ */
+static bool
+fetch_start(TokenFetch *f)
+{
+	MemoryContext old = MemoryContextSwitchTo(f->cxt);
+	MaestroRequest req;
+	MaestroConnection *account = maestro_auth_token_request(f->conn, &req);
+
+	MemoryContextSwitchTo(old);
+	return maestro_transfer_start(TRANSFER_TOKEN, f, account, &req, f->cxt) != NULL;
+}
+
+/*
+ * Can a request with this connection start: its token is there (set in
+ * conn), or it waits for it (a fetch is under way, maybe started here; the
+ * time to look again, if any, goes into *wake), or it failed (*problem
+ * says why, in the synchronous path's words).
+ */
+static TokenGate
+token_gate(MaestroConnection *conn, TimestampTz now, MemoryContext keep,
+		   char **problem, TimestampTz *wake)
+{
+	TokenFetch *volatile f;
+	volatile MaestroTokenState state = MAESTRO_TOKEN_WAIT;
+	MaestroTokenClaim claim;
+	TimestampTz wait_until = 0;
+
+	*problem = NULL;
 	if (!conn->jwt)
-		return NULL;
+		return TOKEN_READY;
+	f = fetch_for(conn);
+	if (f && f->failed)
+	{
+		*problem = MemoryContextStrdup(keep, f->failed);
+		return TOKEN_FAILED;
+	}
+	if (f && f->in_flight)
+		return TOKEN_PARKED;	/* its end wakes the worker */
+	if (f && now < f->recheck_at)
+	{
+		if (*wake == 0 || f->recheck_at < *wake)
+			*wake = f->recheck_at;
+		return TOKEN_PARKED;
+	}
+
+	memset(&claim, 0, sizeof(claim));
 	PG_TRY();
 	{
-		maestro_auth_prepare(conn);
+		state = maestro_auth_lookup(conn, &claim, &wait_until);
+		if (state != MAESTRO_TOKEN_READY && f == NULL)
+			f = fetch_new(conn);
+		if (state == MAESTRO_TOKEN_FETCH)
+		{
+			f->claim = claim;
+			if (!fetch_start(f))
+				*problem = pstrdup("could not get an access token: out of memory while preparing the request");
+		}
 	}
 	PG_CATCH();
 	{
-		problem = psprintf("could not get an access token: %s",
-						   maestro_worker_caught_error(keep));
+		*problem = psprintf("could not get an access token: %s",
+							maestro_worker_caught_error(keep));
 	}
 	PG_END_TRY();
-	return problem;
+
+	if (*problem)
+	{
+		maestro_auth_release(&claim);
+		if (f)
+			fetch_forget(f);
+		return TOKEN_FAILED;
+	}
+	if (state == MAESTRO_TOKEN_READY)
+	{
+		if (f)
+			fetch_forget(f);
+		return TOKEN_READY;
+	}
+	if (state == MAESTRO_TOKEN_FETCH)
+	{
+		f->in_flight = true;
+		f->recheck_at = 0;
+		return TOKEN_PARKED;
+	}
+	/* another process fetches it: soon, or when that fetch may be taken over */
+	f->recheck_at = Min(TimestampTzPlusMilliseconds(now, TOKEN_RECHECK_MS), wait_until);
+	if (*wake == 0 || f->recheck_at < *wake)
+		*wake = f->recheck_at;
+	return TOKEN_PARKED;
+}
+
+/*
+ * The token gate for the worker's other calls (its periodic sync): READY,
+ * conn->access_token is set; PARKED, a fetch is under way (the worker's
+ * own, whose end wakes the loop, or another process's: look again at
+ * *wake, when set); FAILED, *problem (palloc'd) says why, as the requests
+ * record it ("could not get an access token: " and the error's message
+ * and hint). A fetch that failed is reported so until the next dispatch;
+ * after that, the next call asks anew.
+ */
+TokenGate
+maestro_delivery_token(MaestroConnection *conn, TimestampTz now, char **problem,
+					   TimestampTz *wake)
+{
+	return token_gate(conn, now, CurrentMemoryContext, problem, wake);
 }
 
 /* ---- sending ---- */
 
+/* Start a request's POST; its token is there. */
 static Outcome *
-start_send(Delivery *d, TimestampTz now, MemoryContext keep)
+start_send(Delivery *d, TimestampTz now)
 {
-	char	   *problem = prepare_token(d->conn, keep);
 	MemoryContext old;
 	MaestroRequest req;
-
-	if (problem)
-		return maestro_retry_or_fail(d->id, d->attempts, 0, problem, d->verify, -1);
 
 	old = MemoryContextSwitchTo(d->cxt);
 	maestro_trigger_request(d->conn, d->workflow_id, d->instance_name, d->inputs, &req);
@@ -642,9 +798,10 @@ lookup_finished(Transfer *t, LookupGroup *g, List *outcomes)
 
 /*
  * Start what may start now: sends and look-ups, in claim order, while
- * slots are free and each server's pacing allows. Sets *next_slot to when
- * a waiting server may be sent to again (0: none waits). Returns the
- * outcomes settled without a transfer.
+ * slots are free and each server's pacing allows, and the token fetches
+ * they need. Sets *next_slot to when a waiting server may be sent to again,
+ * or a token another process fetches is looked at again (0: none waits).
+ * Returns the outcomes settled without a transfer.
  */
 List *
 maestro_delivery_dispatch(TimestampTz now, TimestampTz *next_slot)
@@ -656,10 +813,26 @@ maestro_delivery_dispatch(TimestampTz now, TimestampTz *next_slot)
 	Delivery   *kept_tail = NULL;
 	int			kept = 0;
 	LookupGroup *g;
+	TokenFetch *f;
+	TokenFetch *next_f;
 
 	*next_slot = 0;
 	ready_head = ready_tail = NULL;
 	ready_count = 0;
+
+	/*
+	 * A token another process fetches whose time to look again has come
+	 * is looked at by the next request that needs it, as if never seen:
+	 * forgotten here, it cannot outlive the requests that waited for it. A
+	 * failed fetch of ours has failed its requests already: the next that
+	 * needs the token asks anew.
+	 */
+	for (f = fetches; f; f = next_f)
+	{
+		next_f = f->next;
+		if (!f->in_flight && (f->failed || f->recheck_at <= now))
+			fetch_forget(f);
+	}
 
 	/* requests to verify join their workflow's look-up, whatever the slots */
 	while (d)
@@ -710,8 +883,26 @@ maestro_delivery_dispatch(TimestampTz now, TimestampTz *next_slot)
 		}
 		else
 		{
-			Outcome    *o = start_send(d, now, keep);
+			char	   *problem;
+			TokenGate	gate = token_gate(d->conn, now, keep, &problem, next_slot);
+			Outcome    *o = NULL;
 
+			if (gate == TOKEN_PARKED)
+			{
+				/* it waits for its token where it is, in claim order */
+				if (kept_tail)
+					kept_tail->next = d;
+				else
+					kept_head = d;
+				kept_tail = d;
+				kept++;
+				d = next;
+				continue;
+			}
+			if (gate == TOKEN_FAILED)
+				o = maestro_retry_or_fail(d->id, d->attempts, 0, problem, d->verify, -1);
+			else
+				o = start_send(d, now);
 			if (o)
 			{
 				outcomes = lappend(outcomes, o);
@@ -746,20 +937,20 @@ maestro_delivery_dispatch(TimestampTz now, TimestampTz *next_slot)
 
 		if (!g->in_flight)
 		{
+			TokenGate	gate = TOKEN_READY;
+
 			slot = maestro_pacing_next_slot(g->server_id, now);
 			if (slot > now)
 			{
 				if (*next_slot == 0 || slot < *next_slot)
 					*next_slot = slot;
 			}
-			else if ((problem = prepare_token(g->conn, keep)) != NULL)
+			else if ((gate = token_gate(g->conn, now, keep, &problem, next_slot)) == TOKEN_FAILED)
 			{
-				if (maestro_worker_stopping)
-					break;
 				outcomes = group_retry_all(g, problem, outcomes);
 				group_free(g);
 			}
-			else
+			else if (gate == TOKEN_READY)	/* (else it waits for its token) */
 			{
 				old = MemoryContextSwitchTo(g->cxt);
 				maestro_instances_request(g->conn, g->workflow_id, &req);
@@ -778,6 +969,108 @@ maestro_delivery_dispatch(TimestampTz now, TimestampTz *next_slot)
 }
 
 /*
+ * A token fetch failed: every request waiting for that token (in the ready
+ * list, or in a look-up group not yet under way) is retried, or failed
+ * once its attempts are used up, with the fetch's error, as when each
+ * fetched it for itself.
+ */
+static List *
+fail_parked(const MaestroConnection *conn, char *problem, List *outcomes)
+{
+	Delivery   *d = ready_head;
+	LookupGroup *g;
+
+	ready_head = ready_tail = NULL;
+	ready_count = 0;
+	while (d)
+	{
+		Delivery   *next = d->next;
+
+		if (d->conn && maestro_auth_same_token(d->conn, conn))
+		{
+			outcomes = lappend(outcomes,
+							   maestro_retry_or_fail(d->id, d->attempts, 0, problem,
+													 d->verify, -1));
+			delivery_free(d);
+		}
+		else
+			ready_push(d, false);
+		d = next;
+	}
+
+	g = groups;
+	while (g)
+	{
+		LookupGroup *next = g->next;
+
+		if (!g->in_flight && g->conn && maestro_auth_same_token(g->conn, conn))
+		{
+			outcomes = group_retry_all(g, problem, outcomes);
+			group_free(g);
+		}
+		g = next;
+	}
+	return outcomes;
+}
+
+/* Store the token the answer holds: NULL; else the error, in keep. */
+static char *
+token_answer(Transfer *t, TokenFetch *f, MemoryContext keep)
+{
+	char	   *volatile problem = NULL;
+
+	PG_TRY();
+	{
+		MaestroResponse resp;
+		char	   *ctype = NULL;
+
+		if (t->result != CURLE_OK)
+			maestro_http_raise_transport_error(t->conn, &t->req, t->easy, t->result,
+											   t->errbuf, &t->buf, 0);
+		memset(&resp, 0, sizeof(resp));
+		resp.status = t->status;
+		curl_easy_getinfo(t->easy, CURLINFO_CONTENT_TYPE, &ctype);
+		strlcpy(resp.content_type, ctype ? ctype : "", sizeof(resp.content_type));
+		resp.body = palloc(t->buf.len + 1);
+		if (t->buf.len > 0)
+			memcpy(resp.body, t->buf.data, t->buf.len);
+		resp.body[t->buf.len] = '\0';
+		resp.body_len = t->buf.len;
+		maestro_auth_token_received(f->conn, &f->claim, t->conn, &t->req, &resp);
+	}
+	PG_CATCH();
+	{
+		problem = psprintf("could not get an access token: %s",
+						   maestro_worker_caught_error(keep));
+	}
+	PG_END_TRY();
+	return problem;
+}
+
+/*
+ * The worker's token request ended: the token is stored for every process
+ * (its waiting requests start at the next dispatch), or the requests that
+ * wait for it get the error. Either way the claim ends, and the processes
+ * waiting for it are woken.
+ */
+static List *
+token_finished(Transfer *t, TokenFetch *f, List *outcomes)
+{
+	char	   *problem = token_answer(t, f, CurrentMemoryContext);
+
+	maestro_auth_release(&f->claim);	/* nothing left to do once stored */
+	maestro_transfer_free(t);
+	f->in_flight = false;
+	if (problem == NULL)
+	{
+		fetch_forget(f);
+		return outcomes;
+	}
+	f->failed = MemoryContextStrdup(f->cxt, problem);
+	return fail_parked(f->conn, problem, outcomes);
+}
+
+/*
  * A transfer ended: what it makes of its request(s), as outcomes (the
  * look-up's misses go back to the ready list instead). Pauses the server
  * when the answer says so.
@@ -793,6 +1086,9 @@ maestro_delivery_finished(Transfer *t)
 	curl_easy_getinfo(t->easy, CURLINFO_TOTAL_TIME_T, &total_us);
 	maestro_stats_record(t->server_id, t->req.endpoint, t->result == CURLE_OK ? t->status : 0,
 						 (double) total_us / 1000.0, 0, t->status == 429 ? 1 : 0, t->buf.len);
+	/* the account server's answer says nothing of the API's pacing or quota */
+	if (t->kind == TRANSFER_TOKEN)
+		return token_finished(t, (TokenFetch *) t->owner, outcomes);
 	if (t->retry_after_seen)
 		retry_after_ms = maestro_http_retry_after_ms(t->easy);
 	/* a spent hourly quota holds the server's sends (pacing.c asks) */
@@ -830,10 +1126,22 @@ maestro_delivery_finished(Transfer *t)
 	return outcomes;
 }
 
-/* Forget every claimed request (shutdown, or recovery from an error). */
+/*
+ * Forget every claimed request (shutdown, or recovery from an error), and
+ * give up the token fetches, whose transfers were abandoned before: the
+ * processes waiting for those tokens look again at once.
+ */
 void
 maestro_delivery_drop_all(void)
 {
+	while (fetches)
+	{
+		TokenFetch *f = fetches;
+
+		fetches = f->next;
+		maestro_auth_release(&f->claim);
+		MemoryContextDelete(f->cxt);
+	}
 	while (ready_head)
 	{
 		Delivery   *d = ready_head;

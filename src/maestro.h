@@ -232,10 +232,41 @@ extern long maestro_http_retry_after_ms(CURL *easy);
 extern void maestro_response_release(MaestroResponse *resp, size_t offset);
 extern volatile sig_atomic_t maestro_shutdown_requested;
 
-/* auth.c */
+/*
+ * auth.c: maestro_auth_prepare gets a token synchronously (backends); the
+ * worker takes the same steps without blocking: maestro_auth_lookup, and
+ * when it claimed the fetch, runs maestro_auth_token_request's request on
+ * its multi handle and reports the answer (maestro_auth_token_received) or
+ * gives up (maestro_auth_release).
+ */
+typedef enum MaestroTokenState
+{
+	MAESTRO_TOKEN_READY,		/* conn->access_token is set */
+	MAESTRO_TOKEN_FETCH,		/* the caller claimed the fetch: it asks */
+	MAESTRO_TOKEN_WAIT			/* another process is fetching it */
+} MaestroTokenState;
+
+/* A fetch claimed in the shared token cache; claimed_at 0: none to end. */
+typedef struct MaestroTokenClaim
+{
+	Oid			mapping_id;
+	uint32		config_hash;
+	TimestampTz claimed_at;
+} MaestroTokenClaim;
+
 extern void maestro_auth_shmem_request(void);
 extern void maestro_auth_shmem_startup(void);
 extern void maestro_auth_prepare(MaestroConnection *conn);
+extern MaestroTokenState maestro_auth_lookup(MaestroConnection *conn, MaestroTokenClaim *claim,
+											 TimestampTz *wait_until);
+extern MaestroConnection *maestro_auth_token_request(const MaestroConnection *conn,
+													 MaestroRequest *req);
+extern void maestro_auth_token_received(MaestroConnection *conn, const MaestroTokenClaim *claim,
+										const MaestroConnection *account,
+										const MaestroRequest *req,
+										const MaestroResponse *resp);
+extern void maestro_auth_release(const MaestroTokenClaim *claim);
+extern bool maestro_auth_same_token(const MaestroConnection *a, const MaestroConnection *b);
 extern void maestro_auth_forget(MaestroConnection *conn);
 extern bool maestro_private_key_is_valid(const char *pem);
 

@@ -2,9 +2,10 @@
  *
  * transfer.c
  *		The worker's asynchronous HTTP: every trigger POST, instance
- *		look-up and page of the periodic sync runs on one curl multi handle,
- *		and the worker's single wait watches the latch and the transfers'
- *		sockets together.
+ *		look-up and page of the periodic sync, and the token fetches (the
+ *		JWT grant) of the requests, run on one curl multi handle, and the
+ *		worker's single wait watches the latch and the transfers' sockets
+ *		together.
  *
  * libcurl tells us which sockets it wants watched (CURLMOPT_SOCKETFUNCTION)
  * and we put them, with the latch and postmaster death, into one
@@ -463,7 +464,9 @@ maestro_transfer_abort_all(void)
 		maestro_transfer_free(t);
 		/*
 		 * a send's memory is its request's; a look-up's is its group's; a
-		 * sync page's is the sync run's (maestro_sync_loop_drop)
+		 * sync page's is the sync run's (maestro_sync_loop_drop); a token
+		 * fetch's its fetch's (delivery.c frees those, and ends the fetch's
+		 * claim, in maestro_delivery_drop_all)
 		 */
 		if (t->kind == TRANSFER_SEND)
 			MemoryContextDelete(t->cxt);

@@ -10,22 +10,25 @@
  * Then, once there is room for a batch, claim due requests (pacing.c
  * leaves out the servers that may not be sent to now) in ONE transaction
  * that also records the outcomes gathered since the last one, and start
- * what may start. A steady backlog so costs one commit per batch, however
- * many requests it settles. Then ONE wait (transfer.c): until the latch is
- * set (a commit, SIGTERM, SIGHUP), a transfer's socket is ready, or the
- * earliest of libcurl's timeout, the next due request, the next free slot
- * of a paced server, the end of a pause, the next housekeeping, and the
- * latest an outcome may wait to be recorded. A round with nothing to do
- * costs no transaction.
+ * what may start (delivery.c), token fetches included. A steady backlog so
+ * costs one commit per batch, however many requests it settles. Then ONE
+ * wait (transfer.c): until the latch is set (a commit, SIGTERM, SIGHUP), a
+ * transfer's socket is ready, or the earliest of libcurl's timeout, the
+ * next due request, the next free slot of a paced server, the end of a
+ * pause, the next look at a token another process is fetching, the next
+ * housekeeping, and the latest an outcome may wait to be recorded. A round
+ * with nothing to do costs no transaction.
  *
  * The worker exits once nothing is in flight, queued, or due, so that an
  * idle server keeps no connection to the database; a commit starts it
  * again (launcher.c). SIGTERM ends it promptly with exit code 0, which also
  * keeps the postmaster from restarting it after DROP DATABASE ... WITH
- * (FORCE): the asynchronous transfers (sends, look-ups, the pages of a
- * periodic sync) are abandoned at once, and the synchronous call that
- * remains (a token fetch) gives up at its next poll (http.c). Rows it left
- * 'sending' are looked up by the next worker before they are sent again.
+ * (FORCE): the asynchronous transfers (sends, look-ups, token fetches, the
+ * pages of a periodic sync) are abandoned at once, an abandoned token fetch
+ * waking the backends waiting for that token (delivery.c), and the
+ * synchronous call that remains (the periodic sync's own token fetch)
+ * gives up at its next poll (http.c). Rows it left 'sending' are looked up
+ * by the next worker before they are sent again.
  *
  * src/worker.c
  *
@@ -226,7 +229,8 @@ worker_loop(void)
 	 * memory) is handled as background workers handle theirs: the
 	 * transaction is aborted and every lock, buffer pin and wait released.
 	 * What was in flight or claimed is dropped and taken over again as
-	 * after a crash: looked up by name before it is sent.
+	 * after a crash: looked up by name before it is sent; a token fetch in
+	 * flight is given up, so that backends waiting for it fetch it.
 	 */
 	if (sigsetjmp(local_sigjmp_buf, 1) != 0)
 	{

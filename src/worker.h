@@ -77,6 +77,7 @@ typedef enum TransferKind
 {
 	TRANSFER_SEND,				/* a trigger POST; owner is a Delivery */
 	TRANSFER_LOOKUP,			/* an instances list; owner is a LookupGroup */
+	TRANSFER_TOKEN,				/* a JWT grant; owner is delivery.c's TokenFetch */
 	TRANSFER_SYNC_PAGE			/* a page of the periodic sync (sync_loop.c) */
 } TransferKind;
 
@@ -132,6 +133,14 @@ extern void maestro_transfer_abort_all(void);
 extern void maestro_transfer_cancel(Transfer *t);
 
 /* delivery.c */
+typedef enum TokenGate
+{
+	TOKEN_READY,				/* conn->access_token is set */
+	TOKEN_PARKED,				/* being fetched: the caller waits */
+	TOKEN_FAILED				/* the fetch failed, or could not start */
+} TokenGate;
+extern TokenGate maestro_delivery_token(MaestroConnection *conn, TimestampTz now,
+										char **problem, TimestampTz *wake);
 extern long maestro_retry_backoff_ms(int attempts);
 extern Outcome *maestro_new_outcome(int64 id, const char *state);
 extern Outcome *maestro_retry_or_fail(int64 id, int attempts, int http_status,
