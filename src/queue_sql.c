@@ -10,6 +10,12 @@
  * POST can leave. Recording writes the outcomes of a round, notifies
  * listeners, and puts started instances into the mirror.
  *
+ * The worker's database work is per batch, not per request: outcomes are
+ * written by one statement (an UPDATE from arrays that also fills the
+ * mirror), in the transaction of the next claim (worker.c decides when),
+ * so a steady backlog costs one commit per batch. That commit is
+ * synchronous because of the claim in it.
+ *
  * src/queue_sql.c
  *
  *-------------------------------------------------------------------------
@@ -29,13 +35,15 @@
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 
+/* the arrays record_plan takes, one per column of an outcome */
+#define RECORD_COLUMNS 9
+
 /* the statements, prepared once per installation of the extension */
 static Oid	plans_extension = InvalidOid;
 static SPIPlanPtr claim_plan = NULL;
 static SPIPlanPtr mark_plan = NULL;
 static SPIPlanPtr due_plan = NULL;
 static SPIPlanPtr record_plan = NULL;
-static SPIPlanPtr mirror_plan = NULL;
 static SPIPlanPtr unclaim_plan = NULL;
 
 static MemoryContext
@@ -62,10 +70,17 @@ end_work(MemoryContext back_to)
 	MemoryContextSwitchTo(back_to);
 }
 
+/*
+ * generic: planned once, whatever the arguments. For the statements whose
+ * best plan does not depend on them (a look-up by id, an UPDATE from
+ * arrays): left to choose, the plan cache may plan them anew on every
+ * execution, which costs more than running them.
+ */
 static SPIPlanPtr
-prepare(const char *sql, int nargs, Oid *types)
+prepare(const char *sql, int nargs, Oid *types, bool generic)
 {
-	SPIPlanPtr	plan = SPI_prepare(sql, nargs, types);
+	SPIPlanPtr	plan = SPI_prepare_cursor(sql, nargs, types,
+										  generic ? CURSOR_OPT_GENERIC_PLAN : 0);
 
 	if (plan == NULL)
 		elog(ERROR, "could not prepare a maestro worker statement: %s",
@@ -87,9 +102,9 @@ prepare_plans(void)
 	Oid			claim_types[3] = {INT4OID, OIDARRAYOID, TIMESTAMPTZOID};
 	Oid			oidarray[1] = {OIDARRAYOID};
 	Oid			int8array[1] = {INT8ARRAYOID};
-	Oid			record_types[9] = {INT8OID, TEXTOID, INT4OID, TEXTOID, UUIDOID, TEXTOID, INT8OID, BOOLOID,
-	TIMESTAMPTZOID};
-	Oid			mirror_types[4] = {UUIDARRAYOID, UUIDARRAYOID, TEXTARRAYOID, JSONBARRAYOID};
+	Oid			record_types[RECORD_COLUMNS] = {INT8ARRAYOID, TEXTARRAYOID, INT4ARRAYOID,
+		TEXTARRAYOID, UUIDARRAYOID, TEXTARRAYOID, INT8ARRAYOID, BOOLARRAYOID,
+	TIMESTAMPTZARRAYOID};
 	Oid			unclaim_types[2] = {INT8OID, INT8OID};
 
 	if (!OidIsValid(extension))
@@ -103,7 +118,6 @@ prepare_plans(void)
 		SPI_freeplan(mark_plan);
 		SPI_freeplan(due_plan);
 		SPI_freeplan(record_plan);
-		SPI_freeplan(mirror_plan);
 		SPI_freeplan(unclaim_plan);
 		claim_plan = NULL;
 	}
@@ -115,50 +129,61 @@ prepare_plans(void)
 								  " FROM %s WHERE state = 'queued' AND next_attempt_at <= now()"
 								  " AND server_id <> ALL ($2)"
 								  " ORDER BY next_attempt_at, id LIMIT $1 FOR UPDATE SKIP LOCKED",
-								  table), 3, claim_types);
+								  table), 3, claim_types, false);
 	mark_plan = prepare(psprintf("UPDATE %s SET state = 'sending', attempts = attempts + 1,"
-								 " sent_at = now() WHERE id = ANY($1)", table), 1, int8array);
+								 " sent_at = now() WHERE id = ANY($1)", table), 1, int8array, true);
 	due_plan = prepare(psprintf("SELECT min(next_attempt_at) FILTER (WHERE server_id <> ALL ($1)),"
 								" count(*) FROM %s WHERE state = 'queued'",
-								table), 1, oidarray);
-	record_plan = prepare(psprintf("UPDATE %s SET state = $2, http_status = $3,"
-								   " last_error = $4, instance_id = $5, instance_url = $6,"
-								   " next_attempt_at = CASE WHEN $7 IS NULL THEN next_attempt_at"
-								   "   ELSE now() + $7 * interval '1 millisecond' END,"
-								   " verify_before_send = $8, sent_at = coalesce($9, sent_at),"
-								   " done_at = CASE WHEN $2 IN ('done', 'failed') THEN now() END"
-								   " WHERE id = $1 AND state = 'sending'"
-								   " RETURNING workflow_id, instance_name, inputs", table),
-						  9, record_types);
+								table), 1, oidarray, false);
+
+	/*
+	 * A round's outcomes, one array per column; only rows still 'sending'
+	 * are written. A started instance goes into the mirror at once, as In
+	 * Progress (its first state), with its "new instance" event: the next
+	 * sync completes it. No API call is spent on it. The start is
+	 * announced on channel maestro_trigger; a second notification on
+	 * maestro_instance would cost the worker an eighth of its throughput.
+	 * It returns the ids whose final outcome was written, to notify.
+	 */
+	record_plan = prepare(psprintf("WITH o AS ("
+								   " SELECT * FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+								   "  AS o (id, state, http_status, error, instance_id, instance_url,"
+								   "        retry_ms, verify, sent_at)),"
+								   " r AS ("
+								   " UPDATE %2$s AS q SET state = o.state, http_status = o.http_status,"
+								   "  last_error = o.error, instance_id = o.instance_id,"
+								   "  instance_url = o.instance_url,"
+								   "  next_attempt_at = CASE WHEN o.retry_ms IS NULL THEN q.next_attempt_at"
+								   "   ELSE now() + o.retry_ms * interval '1 millisecond' END,"
+								   "  verify_before_send = o.verify, sent_at = coalesce(o.sent_at, q.sent_at),"
+								   "  done_at = CASE WHEN o.state IN ('done', 'failed') THEN now() END"
+								   " FROM o WHERE q.id = o.id AND q.state = 'sending'"
+								   " RETURNING q.id, q.state, q.workflow_id, q.instance_id,"
+								   "  q.instance_name, q.inputs),"
+								   " seen AS ("
+								   " INSERT INTO %1$s.maestro_synced_instances AS m"
+								   "  (workflow_id, id, name, workflow_status, trigger_inputs,"
+								   "   started_at, first_seen_at, last_seen_at)"
+								   " SELECT workflow_id, instance_id, instance_name, 'In Progress', inputs,"
+								   "  now(), now(), now()"
+								   " FROM r WHERE state = 'done' AND instance_id IS NOT NULL"
+								   " ON CONFLICT ON CONSTRAINT maestro_synced_instances_pkey DO NOTHING"
+								   " RETURNING m.workflow_id, m.id),"
+								   " events AS ("
+								   " INSERT INTO %1$s.maestro_instance_events"
+								   "  (workflow_id, instance_id, old_status, new_status)"
+								   " SELECT workflow_id, id, NULL, 'In Progress' FROM seen)"
+								   " SELECT id FROM r WHERE state <> 'queued'",
+								   schema, table),
+						  RECORD_COLUMNS, record_types, true);
 
 	/* a claimed request that was never sent goes back as it was */
 	unclaim_plan = prepare(psprintf("UPDATE %s SET state = 'queued', attempts = attempts - 1,"
 									" next_attempt_at = now() + $2 * interval '1 millisecond',"
 									" sent_at = CASE WHEN attempts = 1 THEN NULL ELSE sent_at END"
 									" WHERE id = $1 AND state = 'sending'", table),
-						   2, unclaim_types);
+						   2, unclaim_types, true);
 
-	/*
-	 * A started instance goes into the mirror at once, as In Progress (its
-	 * first state), with its "new instance" event: the next sync completes
-	 * it. No API call is spent on it.
-	 */
-	mirror_plan = prepare(psprintf("WITH seen AS ("
-								   " INSERT INTO %1$s.maestro_synced_instances AS m"
-								   "  (workflow_id, id, name, workflow_status, trigger_inputs,"
-								   "   started_at, first_seen_at, last_seen_at)"
-								   " SELECT w, i, n, 'In Progress', t, now(), now(), now()"
-								   " FROM unnest($1, $2, $3, $4) AS u (w, i, n, t)"
-								   " ON CONFLICT ON CONSTRAINT maestro_synced_instances_pkey DO NOTHING"
-								   " RETURNING m.workflow_id, m.id),"
-								   " events AS ("
-								   " INSERT INTO %1$s.maestro_instance_events"
-								   "  (workflow_id, instance_id, old_status, new_status)"
-								   " SELECT workflow_id, id, NULL, 'In Progress' FROM seen"
-								   " RETURNING workflow_id, instance_id)"
-								   " SELECT workflow_id::text, instance_id::text FROM events",
-								   schema),
-						  4, mirror_types);
 	plans_extension = extension;
 	return true;
 }
@@ -189,17 +214,130 @@ delivery_from_row(HeapTuple tuple, TupleDesc desc)
 	return d;
 }
 
+/* An array of n values of type elemtype; nulls may be NULL (none null). */
+static Datum
+make_array(Datum *values, bool *nulls, int n, Oid elemtype)
+{
+	int			dims[1] = {n};
+	int			lbs[1] = {1};
+	int16		typlen;
+	bool		typbyval;
+	char		typalign;
+
+	get_typlenbyvalalign(elemtype, &typlen, &typbyval, &typalign);
+	return PointerGetDatum(construct_md_array(values, nulls, 1, dims, lbs, elemtype,
+											  typlen, typbyval, typalign));
+}
+
+static int
+compare_int64(const void *a, const void *b)
+{
+	int64		x = *(const int64 *) a;
+	int64		y = *(const int64 *) b;
+
+	return x < y ? -1 : x > y ? 1 : 0;
+}
+
 /*
- * Claim up to limit due requests of the servers that may be sent to, into
- * *claimed (a List of Delivery in the caller's context). With recover,
- * first take over the rows a stopped worker left 'sending'. Sets *more
- * when due requests may have been left behind, and *next_due to when the
- * earliest other queued request falls due (0: none). Returns false when
- * the extension is not (or no longer) installed.
+ * Write the outcomes of a round, in the open transaction: the rare
+ * unclaims one by one, everything else in one statement. Listeners are
+ * told of each final outcome written, in the order of outcomes.
+ */
+static void
+record_outcomes(List *outcomes)
+{
+	static const Oid elem_types[RECORD_COLUMNS] = {INT8OID, TEXTOID, INT4OID, TEXTOID, UUIDOID,
+	TEXTOID, INT8OID, BOOLOID, TIMESTAMPTZOID};
+	int			cap = list_length(outcomes);
+	Datum	   *values[RECORD_COLUMNS];
+	bool	   *nulls[RECORD_COLUMNS];
+	Datum		args[RECORD_COLUMNS];
+	int64	   *written;
+	int			n_written = 0;
+	int			n = 0;
+	int			k;
+	ListCell   *cell;
+
+	for (k = 0; k < RECORD_COLUMNS; k++)
+	{
+		values[k] = palloc(sizeof(Datum) * cap);
+		nulls[k] = palloc0(sizeof(bool) * cap);
+	}
+
+	foreach(cell, outcomes)
+	{
+		Outcome    *o = (Outcome *) lfirst(cell);
+
+		if (o->unclaim)
+		{
+			Datum		unclaim[2];
+
+			unclaim[0] = Int64GetDatum(o->id);
+			unclaim[1] = Int64GetDatum(Max(o->retry_in_ms, 0));
+			SPI_execute_plan(unclaim_plan, unclaim, NULL, false, 0);
+			continue;
+		}
+		maestro_stats_worker(0, strcmp(o->state, "done") == 0, strcmp(o->state, "failed") == 0,
+							 strcmp(o->state, "queued") == 0, -1);
+		values[0][n] = Int64GetDatum(o->id);
+		values[1][n] = CStringGetTextDatum(o->state);
+		values[2][n] = Int32GetDatum(o->http_status);
+		nulls[2][n] = o->http_status == 0;
+		if (o->error)
+			values[3][n] = CStringGetTextDatum(o->error);
+		nulls[3][n] = o->error == NULL;
+		if (o->instance_id)
+			values[4][n] = DirectFunctionCall1(uuid_in, CStringGetDatum(o->instance_id));
+		nulls[4][n] = o->instance_id == NULL;
+		if (o->instance_url)
+			values[5][n] = CStringGetTextDatum(o->instance_url);
+		nulls[5][n] = o->instance_url == NULL;
+		values[6][n] = Int64GetDatum(o->retry_in_ms);
+		nulls[6][n] = strcmp(o->state, "queued") != 0;
+		values[7][n] = BoolGetDatum(o->verify);
+		values[8][n] = TimestampTzGetDatum(o->sent_at);
+		nulls[8][n] = o->sent_at == 0;
+		n++;
+	}
+	if (n == 0)
+		return;
+
+	for (k = 0; k < RECORD_COLUMNS; k++)
+		args[k] = make_array(values[k], nulls[k], n, elem_types[k]);
+	SPI_execute_plan(record_plan, args, NULL, false, 0);
+
+	written = palloc(sizeof(int64) * Max(SPI_processed, 1));
+	for (n_written = 0; n_written < (int) SPI_processed; n_written++)
+	{
+		bool		isnull;
+
+		written[n_written] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[n_written],
+														 SPI_tuptable->tupdesc, 1, &isnull));
+	}
+	qsort(written, n_written, sizeof(int64), compare_int64);
+	foreach(cell, outcomes)
+	{
+		Outcome    *o = (Outcome *) lfirst(cell);
+
+		if (!o->unclaim && strcmp(o->state, "queued") != 0 &&
+			bsearch(&o->id, written, n_written, sizeof(int64), compare_int64) != NULL)
+			Async_Notify("maestro_trigger", psprintf("%lld %s", (long long) o->id, o->state));
+	}
+}
+
+/*
+ * With outcomes (a round's, possibly NIL) written first, in the same
+ * transaction: claim up to limit due requests of the servers that may be
+ * sent to, into *claimed (a List of Delivery in the caller's context).
+ * With recover, first take over the rows a stopped worker left 'sending'.
+ * Sets *more when due requests may have been left behind, and *next_due
+ * to when the earliest other queued request falls due (0: none). Returns
+ * false when the extension is not (or no longer) installed; the outcomes
+ * then have nothing to be written into.
  */
 bool
-maestro_queue_sql_claim(int limit, bool recover, List **claimed, bool *more,
-						TimestampTz *next_due)
+maestro_queue_sql_claim(List *outcomes, int limit, bool recover, List **claimed,
+						bool *more, TimestampTz *next_due)
 {
 	MemoryContext caller;
 	TimestampTz now = GetCurrentTimestamp();
@@ -219,6 +357,10 @@ maestro_queue_sql_claim(int limit, bool recover, List **claimed, bool *more,
 		end_work(caller);
 		return false;
 	}
+
+	/* before a recovery, which would take the rows these outcomes are for */
+	if (outcomes != NIL)
+		record_outcomes(outcomes);
 
 	if (recover)
 	{
@@ -294,109 +436,17 @@ maestro_queue_sql_claim(int limit, bool recover, List **claimed, bool *more,
 	return true;
 }
 
-/* Write the outcomes of one round, and tell listeners. */
+/* Write the outcomes of a round in a transaction of their own. */
 void
 maestro_queue_sql_record(List *outcomes)
 {
-	ListCell   *cell;
-	Datum	   *mirror[4];
-	int			started = 0;
-	int			k;
 	MemoryContext caller;
 
 	if (outcomes == NIL)
 		return;
-	for (k = 0; k < 4; k++)
-		mirror[k] = palloc(sizeof(Datum) * list_length(outcomes));
-
 	caller = begin_work("recording maestro trigger outcomes");
-	if (!prepare_plans())
-	{
-		/* dropped while requests were in flight: nothing to record into */
-		end_work(caller);
-		return;
-	}
-
-	foreach(cell, outcomes)
-	{
-		Outcome    *o = (Outcome *) lfirst(cell);
-		Datum		values[9];
-		char		nulls[9] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
-
-		if (o->unclaim)
-		{
-			values[0] = Int64GetDatum(o->id);
-			values[1] = Int64GetDatum(Max(o->retry_in_ms, 0));
-			SPI_execute_plan(unclaim_plan, values, NULL, false, 0);
-			continue;
-		}
-		values[0] = Int64GetDatum(o->id);
-		values[1] = CStringGetTextDatum(o->state);
-		values[2] = Int32GetDatum(o->http_status);
-		if (o->http_status == 0)
-			nulls[2] = 'n';
-		if (o->error)
-			values[3] = CStringGetTextDatum(o->error);
-		else
-			nulls[3] = 'n';
-		if (o->instance_id)
-			values[4] = DirectFunctionCall1(uuid_in, CStringGetDatum(o->instance_id));
-		else
-			nulls[4] = 'n';
-		if (o->instance_url)
-			values[5] = CStringGetTextDatum(o->instance_url);
-		else
-			nulls[5] = 'n';
-		values[6] = Int64GetDatum(o->retry_in_ms);
-		if (strcmp(o->state, "queued") != 0)
-			nulls[6] = 'n';
-		values[7] = BoolGetDatum(o->verify);
-		values[8] = TimestampTzGetDatum(o->sent_at);
-		if (o->sent_at == 0)
-			nulls[8] = 'n';
-
-		SPI_execute_plan(record_plan, values, nulls, false, 0);
-		if (SPI_processed == 1 && strcmp(o->state, "queued") != 0)
-			Async_Notify("maestro_trigger", psprintf("%lld %s", (long long) o->id, o->state));
-		if (SPI_processed == 1 && strcmp(o->state, "done") == 0 && o->instance_id)
-		{
-			HeapTuple	row = SPI_tuptable->vals[0];
-			TupleDesc	desc = SPI_tuptable->tupdesc;
-			bool		isnull;
-
-			mirror[0][started] = SPI_getbinval(row, desc, 1, &isnull);
-			mirror[1][started] = values[4];
-			mirror[2][started] = SPI_getbinval(row, desc, 2, &isnull);
-			mirror[3][started] = SPI_getbinval(row, desc, 3, &isnull);
-			started++;
-		}
-		maestro_stats_worker(0, strcmp(o->state, "done") == 0, strcmp(o->state, "failed") == 0,
-							 strcmp(o->state, "queued") == 0, -1);
-	}
-
-	/*
-	 * Started instances go into the mirror at once, as In Progress (their
-	 * first state), each with its "new instance" event: the next sync
-	 * completes them. No API call is spent on it. The start was announced
-	 * on channel maestro_trigger already; a second notification on
-	 * maestro_instance would cost the worker an eighth of its throughput.
-	 */
-	if (started > 0)
-	{
-		Oid			elem_types[4] = {UUIDOID, UUIDOID, TEXTOID, JSONBOID};
-		Datum		arrays[4];
-
-		for (k = 0; k < 4; k++)
-		{
-			int16		typlen;
-			bool		typbyval;
-			char		typalign;
-
-			get_typlenbyvalalign(elem_types[k], &typlen, &typbyval, &typalign);
-			arrays[k] = PointerGetDatum(construct_array(mirror[k], started, elem_types[k],
-														typlen, typbyval, typalign));
-		}
-		SPI_execute_plan(mirror_plan, arrays, NULL, false, 0);
-	}
+	/* dropped while requests were in flight: nothing to record into */
+	if (prepare_plans())
+		record_outcomes(outcomes);
 	end_work(caller);
 }

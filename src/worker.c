@@ -4,16 +4,20 @@
  *		The background worker that sends queued trigger requests: its loop,
  *		its one wait, and its recovery from errors.
  *
- * Each round: take the transfers that ended and record their outcomes (one
- * transaction), do the periodic housekeeping, claim due requests when
- * there is room to send them (one transaction; pacing.c leaves out the
- * servers that may not be sent to now), and start what may start
- * (delivery.c), token fetches included. Then ONE wait (transfer.c): until the latch is set (a
- * commit, SIGTERM, SIGHUP), a transfer's socket is ready, or the earliest
- * of libcurl's timeout, the next due request, the next free slot of a
- * paced server, the end of a pause, the next look at a token another
- * process is fetching, and the next housekeeping. A round with nothing to
- * do costs no transaction.
+ * Each round: take the transfers that ended, and at once refill their
+ * slots from the requests claimed in an earlier round (delivery.c); a
+ * freed slot waits for no database work. Do the periodic housekeeping.
+ * Then, once there is room for a batch, claim due requests (pacing.c
+ * leaves out the servers that may not be sent to now) in ONE transaction
+ * that also records the outcomes gathered since the last one, and start
+ * what may start (delivery.c), token fetches included. A steady backlog so
+ * costs one commit per batch, however many requests it settles. Then ONE
+ * wait (transfer.c): until the latch is set (a commit, SIGTERM, SIGHUP), a
+ * transfer's socket is ready, or the earliest of libcurl's timeout, the
+ * next due request, the next free slot of a paced server, the end of a
+ * pause, the next look at a token another process is fetching, the next
+ * housekeeping, and the latest an outcome may wait to be recorded. A round
+ * with nothing to do costs no transaction.
  *
  * The worker exits once nothing is in flight, queued, or due, so that an
  * idle server keeps no connection to the database; a commit starts it
@@ -53,6 +57,8 @@
 #define IDLE_EXIT_MS		2000
 /* the pause after an error escaped a round, so that it cannot spin */
 #define ERROR_PAUSE_MS		1000
+/* longest an outcome waits to be recorded with a claim (see below) */
+#define RECORD_DELAY_MS		10
 
 /* the loop's state, static so that it survives a longjmp */
 static bool recover = true;
@@ -60,6 +66,20 @@ static bool need_claim = true;
 static TimestampTz next_due = 0;
 static TimestampTz idle_since = 0;
 static bool checked_before_exit = false;
+
+/*
+ * Outcomes not yet recorded, in loop_cxt (not reset while there are any),
+ * and since when. The database work of a round costs per statement and
+ * per commit as much as per row, so outcomes wait for the next claim to
+ * be written in its transaction, and claims wait until there is room for
+ * a batch (claim_batch()): the slots are refilled meanwhile from the
+ * requests claimed earlier. An outcome waits RECORD_DELAY_MS at most, and
+ * not at all once nothing is in flight. Waiting costs no guarantee: until
+ * it is recorded its row stays 'sending', so it is neither claimed again
+ * nor, after a crash, sent again before it is looked up.
+ */
+static List *unrecorded = NIL;
+static TimestampTz unrecorded_since = 0;
 
 static void
 worker_sigterm(SIGNAL_ARGS)
@@ -156,14 +176,26 @@ housekeeping(TimestampTz now)
 	return next;
 }
 
-/* Record the outcomes of a round and note when their retries fall due. */
+/* Record what is unrecorded on its own and note when retries fall due. */
 static void
-record(List *outcomes)
+record_now(void)
+{
+	if (unrecorded == NIL)
+		return;
+	maestro_queue_sql_record(unrecorded);
+	next_due = earliest_retry(unrecorded, next_due);
+	unrecorded = NIL;
+	unrecorded_since = 0;
+}
+
+static void
+add_unrecorded(List *outcomes)
 {
 	if (outcomes == NIL)
 		return;
-	maestro_queue_sql_record(outcomes);
-	next_due = earliest_retry(outcomes, next_due);
+	if (unrecorded == NIL)
+		unrecorded_since = GetCurrentTimestamp();
+	unrecorded = list_concat(unrecorded, outcomes);
 }
 
 /* Room for more claimed requests: a round in flight and one ready. */
@@ -175,6 +207,13 @@ claim_room(void)
 	if (pending >= maestro_max_concurrency)
 		return 0;
 	return Max(2 * maestro_max_concurrency - maestro_transfer_count() - pending, 0);
+}
+
+/* The least room worth a claim: a quarter of the slots. */
+static int
+claim_batch(void)
+{
+	return Max(maestro_max_concurrency / 4, 1);
 }
 
 static void
@@ -204,6 +243,9 @@ worker_loop(void)
 		MemoryContextSwitchTo(TopMemoryContext);
 		FlushErrorState();
 		MemoryContextReset(loop_cxt);
+		/* their rows stay 'sending': looked up before they are sent again */
+		unrecorded = NIL;
+		unrecorded_since = 0;
 		maestro_transfer_abort_all();
 		maestro_delivery_drop_all();
 		maestro_sync_loop_drop();
@@ -227,9 +269,11 @@ worker_loop(void)
 		Transfer   *t;
 		long		timeout_ms = -1;
 		bool		busy;
+		bool		claim_now;
 
 		MemoryContextSwitchTo(loop_cxt);
-		MemoryContextReset(loop_cxt);
+		if (unrecorded == NIL)
+			MemoryContextReset(loop_cxt);
 
 		if (ConfigReloadPending)
 		{
@@ -247,14 +291,29 @@ worker_loop(void)
 			else
 				outcomes = list_concat(outcomes, maestro_delivery_finished(t));
 		}
-		record(outcomes);
 		busy = outcomes != NIL;
+		add_unrecorded(outcomes);
 		if (maestro_shutdown_requested)
+		{
+			record_now();
 			break;
+		}
+
+		/*
+		 * The freed slots first: what they take was claimed, durably, in an
+		 * earlier round, so it leaves before this round's database work.
+		 */
+		outcomes = maestro_delivery_dispatch(GetCurrentTimestamp(), &next_slot);
+		busy |= outcomes != NIL;
+		add_unrecorded(outcomes);
+		maestro_transfer_kick();
 
 		next_housekeeping = housekeeping(GetCurrentTimestamp());
 		if (maestro_shutdown_requested)
+		{
+			record_now();
 			break;
+		}
 
 		now = GetCurrentTimestamp();
 		if (next_due != 0 && now >= next_due)
@@ -265,39 +324,56 @@ worker_loop(void)
 		if (maestro_pacing_wants_claim(now, &reopen))
 			need_claim = true;
 
-		if (need_claim && claim_room() > 0)
+		claim_now = need_claim && claim_room() >= claim_batch();
+		if (claim_now)
 		{
 			List	   *claimed;
 			bool		more;
 			TimestampTz due;
 
-			if (!maestro_queue_sql_claim(claim_room(), recover, &claimed, &more, &due))
+			/* the outcomes are written in the claim's transaction */
+			if (!maestro_queue_sql_claim(unrecorded, claim_room(), recover, &claimed, &more, &due))
 				break;			/* the extension is gone */
 			recover = false;
 			need_claim = more;
 			if (!more)
 				next_due = due;
+			next_due = earliest_retry(unrecorded, next_due);
+			unrecorded = NIL;
+			unrecorded_since = 0;
 			busy |= claimed != NIL;
-		}
 
-		outcomes = maestro_delivery_dispatch(GetCurrentTimestamp(), &next_slot);
-		record(outcomes);
-		busy |= outcomes != NIL;
+			/* what was just claimed, into the slots still free */
+			outcomes = maestro_delivery_dispatch(GetCurrentTimestamp(), &next_slot);
+			busy |= outcomes != NIL;
+			add_unrecorded(outcomes);
+		}
+		if (unrecorded != NIL &&
+			(claim_now || maestro_transfer_count() == 0 ||
+			 list_length(unrecorded) >= claim_batch() ||
+			 TimestampDifferenceExceeds(unrecorded_since, GetCurrentTimestamp(), RECORD_DELAY_MS)))
+			record_now();
 		if (maestro_shutdown_requested)
+		{
+			record_now();
 			break;
+		}
 
 		/* ---- the one wait ---- */
 		now = GetCurrentTimestamp();
 		if (maestro_pacing_wants_claim(now, &reopen))
 			need_claim = true;
 
-		if (need_claim && claim_room() > 0)
+		if (need_claim && claim_room() >= claim_batch())
 			timeout_ms = 0;
 		else
 		{
 			bool		waiting = maestro_transfer_count() > 0 || maestro_delivery_pending() > 0;
 
 			wake_at = earlier(earlier(next_due, next_slot), earlier(reopen, next_housekeeping));
+			if (unrecorded != NIL)
+				wake_at = earlier(wake_at, TimestampTzPlusMilliseconds(unrecorded_since,
+																	   RECORD_DELAY_MS));
 			if (busy || waiting || wake_at != 0 || need_claim)
 			{
 				idle_since = 0;

@@ -125,6 +125,7 @@ extern Transfer *maestro_transfer_start(TransferKind kind, void *owner,
 										MaestroRequest *req,
 										MemoryContext cxt);
 extern int	maestro_transfer_count(void);
+extern void maestro_transfer_kick(void);
 extern void maestro_transfer_wait(long timeout_ms);
 extern Transfer *maestro_transfer_take_finished(void);
 extern void maestro_transfer_free(Transfer *t);
@@ -152,8 +153,9 @@ extern List *maestro_delivery_finished(Transfer *t);
 extern void maestro_delivery_drop_all(void);
 
 /* queue_sql.c */
-extern bool maestro_queue_sql_claim(int limit, bool recover, List **claimed,
-									bool *more, TimestampTz *next_due);
+extern bool maestro_queue_sql_claim(List *outcomes, int limit, bool recover,
+									List **claimed, bool *more,
+									TimestampTz *next_due);
 extern void maestro_queue_sql_record(List *outcomes);
 
 /* sync_loop.c */

@@ -3,14 +3,19 @@
 #
 # 10,000 requests (N) are queued in one transaction against a server that
 # answers each trigger after 20 ms (trigger_server.js: the Python simulator
-# answers fresh connections too slowly to be the thing not measured); the script reports the time from commit
-# until all are done, requests per second, failures, duplicates, the enqueue
-# cost per row, the worker's peak memory, and the simulator's own capacity
-# measured with curl alone. With RATE=n it also checks the rate limit: the
-# most requests the simulator received in any one-second window. Beside
+# answers fresh connections too slowly to be the thing not measured). Beside
 # the worker, the limit: bench_client.c's curl-multi loop with the same
-# concurrency on keep-alive connections against the same endpoint; the
-# ratio of the two is printed last.
+# concurrency on keep-alive connections against the same endpoint. The two
+# take turns, RUNS times (default 5; 1 with SHORT=1), each against a freshly
+# started server. Each run prints requests per second from commit to the
+# last done_at, failures, duplicates, the enqueue cost per row, and what
+# load distorts least: the worker's transactions, WAL bytes and CPU time per
+# request (its database work runs in it), beside the C client's CPU time
+# (perf stat, where perf is installed). With RATE=n it also shows the rate
+# limit at work: the most requests the server received in any one-second
+# window. Then the medians, the worker's peak memory, the server's own
+# capacity (a Node client alone, fresh connections), and last the ratio of
+# worker to C client.
 #
 # It starts its own cluster and server (in /tmp/maestro-bench, on ports
 # 57434 and 57495) after `make install`; run as root; needs node. Knobs: N, CONCURRENCY
@@ -22,7 +27,8 @@ export MAESTRO_TEST_DIR=${MAESTRO_TEST_DIR:-/tmp/maestro-bench}
 export MAESTRO_PGPORT=${MAESTRO_PGPORT:-57434}
 source "$HERE/../lib/cluster.sh"
 N=${N:-10000}
-[ "${SHORT:-0}" = 1 ] && N=500
+RUNS=${RUNS:-5}
+[ "${SHORT:-0}" = 1 ] && N=500 && RUNS=1
 CONCURRENCY=${CONCURRENCY:-64}
 RATE=${RATE:-0}
 LATENCY_MS=${LATENCY_MS:-20}
@@ -32,6 +38,7 @@ BENCH_PORT=${BENCH_PORT:-57495}
 BENCH_URL="http://127.0.0.1:$BENCH_PORT"
 stop_all() {
 	[ -n "${server_pid:-}" ] && kill "$server_pid" 2>/dev/null
+	[ -n "${watcher:-}" ] && kill "$watcher" 2>/dev/null
 	maestro_stop_cluster
 }
 trap stop_all EXIT
@@ -41,21 +48,37 @@ maestro_start_cluster shared_preload_libraries=maestro "maestro.rate_limit=$RATE
 wf=a4490cd8-4a4f-4b4e-9a0c-1c5b0e6e0002
 trigger_url="/v1/accounts/7f09961a-42f9-4c2b-9d5e-3f1f0f6a2b10/workflows/$wf/actions/trigger"
 
+# a fresh server: its counts (requests, duplicates) are one run's
+start_server() {
+	[ -n "${server_pid:-}" ] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null
+	node "$HERE/trigger_server.js" "$BENCH_PORT" "$LATENCY_MS" >/dev/null &
+	server_pid=$!
+	for _ in $(seq 50); do curl -s "$BENCH_URL/__bench/stats" >/dev/null && break; sleep 0.1; done
+}
+
+# run a command with its CPU time (perf stat's task-clock, in ms) written to
+# file $1; without perf, just run it
+perf_stat() {
+	local out=$1
+	shift
+	if command -v perf >/dev/null && perf stat -x, -e task-clock -o "$out" -- true 2>/dev/null; then
+		perf stat -x, -e task-clock -o "$out" -- "$@"
+	else
+		: >"$out"
+		"$@"
+	fi
+}
+
+median() {
+	sort -n | awk '{v[NR] = $1} END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+
 # the server's own capacity: a Node client alone, CONCURRENCY POSTs at a
-# time on fresh connections, as the worker sends them
-node "$HERE/trigger_server.js" "$BENCH_PORT" "$LATENCY_MS" >/dev/null &
-server_pid=$!
-for _ in $(seq 50); do curl -s "$BENCH_URL/__bench/stats" >/dev/null && break; sleep 0.1; done
+# time on fresh connections
+start_server
 server_capacity=$(node "$HERE/load_client.js" "$BENCH_URL$trigger_url" 4000 "$CONCURRENCY")
-# the limit: a C client (libcurl multi, keep-alive), as many requests as the worker sends
 cc -O2 -I "$HERE/../../src" -o "$MAESTRO_TEST_DIR/bench_client" "$HERE/bench_client.c" \
 	"$HERE/../../src/parse.c" -lcurl -lcjson || exit 1
-c_capacity=$("$MAESTRO_TEST_DIR/bench_client" multi "$BENCH_URL$trigger_url" "$N" "$CONCURRENCY") || exit 1
-kill "$server_pid"
-wait "$server_pid" 2>/dev/null
-node "$HERE/trigger_server.js" "$BENCH_PORT" "$LATENCY_MS" >/dev/null &
-server_pid=$!
-for _ in $(seq 50); do curl -s "$BENCH_URL/__bench/stats" >/dev/null && break; sleep 0.1; done
 
 psql -X -q -d postgres -v url="$BENCH_URL" <<'SQL' || exit 1
 CREATE EXTENSION maestro;
@@ -64,21 +87,42 @@ CREATE SERVER bench FOREIGN DATA WRAPPER maestro
 CREATE USER MAPPING FOR CURRENT_USER SERVER bench OPTIONS (access_token 'bench-token');
 SQL
 
-# watch the worker's peak memory while it runs
+# this cluster's worker (other clusters on the machine may have theirs)
+postmaster=$(head -1 "$MAESTRO_TEST_DIR/pgdata/postmaster.pid")
+worker_pid() {
+	pgrep -P "$postmaster" -f 'maestro trigger queue worker' | head -1
+}
+
+# watch the worker's peak memory and its CPU time (clock ticks) while it runs
+: >"$MAESTRO_TEST_DIR/worker_cpu"
 (
 	peak=0
-	for _ in $(seq 1200); do
-		pid=$(pgrep -f 'maestro trigger queue worker' | head -1)
+	while :; do
+		pid=$(worker_pid)
 		if [ -n "$pid" ]; then
 			hwm=$(awk '/VmHWM/ {print $2}' "/proc/$pid/status" 2>/dev/null)
 			[ -n "$hwm" ] && [ "$hwm" -gt "$peak" ] && peak=$hwm && echo "$peak" >"$MAESTRO_TEST_DIR/worker_peak_kb"
+			# utime + stime: fields 14 and 15 after the command name
+			ticks=$(sed 's/.*) //' "/proc/$pid/stat" 2>/dev/null | awk '{print $12 + $13}')
+			[ -n "$ticks" ] && echo "$pid $ticks" >>"$MAESTRO_TEST_DIR/worker_cpu"
 		fi
 		sleep 0.1
 	done
 ) &
 watcher=$!
 
-read -r enqueue_ms committed <<<"$(psql -X -q -A -t -F ' ' -d postgres -v n="$N" -v wf="$wf" <<'SQL'
+: >"$MAESTRO_TEST_DIR/runs"
+for run in $(seq "$RUNS"); do
+	# the limit: a C client (libcurl multi, keep-alive), as many requests as the worker sends
+	start_server
+	c_rate=$(perf_stat "$MAESTRO_TEST_DIR/c_cpu" "$MAESTRO_TEST_DIR/bench_client" multi \
+		"$BENCH_URL$trigger_url" "$N" "$CONCURRENCY") || exit 1
+	c_cpu_ms=$(awk -F, '/task-clock/ {printf "%.0f", $1}' "$MAESTRO_TEST_DIR/c_cpu" 2>/dev/null)
+
+	start_server
+	psql -X -q -d postgres -c 'TRUNCATE maestro_trigger_requests, maestro_synced_instances, maestro_instance_events' || exit 1
+	cpu_from=$(wc -l <"$MAESTRO_TEST_DIR/worker_cpu")
+	read -r enqueue_ms committed <<<"$(psql -X -q -A -t -F ' ' -d postgres -v n="$N" -v wf="$wf" <<'SQL'
 BEGIN;
 SELECT clock_timestamp() AS t0 \gset
 SELECT count(maestro_trigger_async(:'wf', jsonb_build_object('Amount', g, 'Approver', 'ops@example.com'), 'PO ' || g))
@@ -88,33 +132,56 @@ COMMIT;
 SELECT :enqueue_ms, extract(epoch FROM clock_timestamp());
 SQL
 )"
+	read -r lsn0 xacts0 <<<"$(psql -X -A -t -F ' ' -d postgres -c "
+		SELECT pg_current_wal_lsn(), sum(xact_commit) FROM pg_stat_database")"
+	polls=0
+	for _ in $(seq 1200); do
+		left=$(psql -X -A -t -d postgres -c "SELECT count(*) FROM maestro_trigger_requests WHERE state NOT IN ('done', 'failed')")
+		polls=$((polls + 1))
+		[ "$left" = 0 ] && break
+		sleep 0.05
+	done
 
-for _ in $(seq 600); do
-	left=$(psql -X -A -t -d postgres -c "SELECT count(*) FROM maestro_trigger_requests WHERE state NOT IN ('done', 'failed')")
-	[ "$left" = 0 ] && break
-	sleep 0.05
+	# the worker's transactions and WAL per request, counted once it has
+	# exited (idle) so that its statistics are flushed; the polls and the
+	# read before them are one transaction each and taken off
+	for _ in $(seq 300); do
+		[ -z "$(worker_pid)" ] && break
+		sleep 0.1
+	done
+	read -r wal_bytes xacts <<<"$(psql -X -A -t -F ' ' -d postgres -c "
+		SELECT pg_current_wal_lsn() - '$lsn0', sum(xact_commit) - $xacts0 - $polls - 1 FROM pg_stat_database")"
+	read -r done failed last_done first_sent <<<"$(psql -X -A -t -F ' ' -d postgres -c "
+		SELECT count(*) FILTER (WHERE state = 'done'), count(*) FILTER (WHERE state = 'failed'),
+		       extract(epoch FROM max(done_at)), extract(epoch FROM min(sent_at))
+		FROM maestro_trigger_requests")"
+	read -r sent duplicates max_per_second <<<"$(curl -s "$BENCH_URL/__bench/stats" |
+		python3 -c 'import json,sys; s=json.load(sys.stdin); print(s["requests"], s["duplicates"], s["max_per_second"])')"
+	# the CPU of the workers that ran for this run (each one's last reading)
+	worker_cpu_ms=$(tail -n +$((cpu_from + 1)) "$MAESTRO_TEST_DIR/worker_cpu" |
+		awk -v hz="$(getconf CLK_TCK)" '{t[$1] = $2} END {for (p in t) s += t[p]; printf "%.0f", 1000 * s / hz}')
+	span=$(echo "$last_done - $committed" | bc -l)
+	rate=$(echo "$N / $span" | bc -l)
+	printf 'run %d: worker %.0f req/s, C client %.0f req/s, ratio %.0f%%; done %d, failed %d, POSTs %d, duplicated %d; first send %.1f ms after commit; enqueue %.1f us/row; %.2f transactions and %.0f WAL bytes per request; CPU per request: worker %.0f us, C client %s us; most in 1 s: %d (load %s)\n' \
+		"$run" "$rate" "$c_rate" "$(echo "100 * $rate / $c_rate" | bc -l)" "$done" "$failed" "$sent" "$duplicates" \
+		"$(echo "($first_sent - $committed) * 1000" | bc -l)" "$(echo "$enqueue_ms * 1000 / $N" | bc -l)" \
+		"$(echo "$xacts / $N" | bc -l)" "$(echo "$wal_bytes / $N" | bc -l)" \
+		"$(echo "$worker_cpu_ms * 1000 / $N" | bc -l)" "${c_cpu_ms:+$(echo "$c_cpu_ms * 1000 / $N" | bc)}" "$max_per_second" \
+		"$(cut -d' ' -f1-3 /proc/loadavg)"
+	echo "$rate $c_rate $(echo "100 * $rate / $c_rate" | bc -l) $done $failed $sent $duplicates $(echo "$enqueue_ms * 1000 / $N" | bc -l) $(echo "$xacts / $N" | bc -l) $(echo "$wal_bytes / $N" | bc -l) $(echo "$worker_cpu_ms * 1000 / $N" | bc -l) ${c_cpu_ms:+$(echo "$c_cpu_ms * 1000 / $N" | bc -l)}" >>"$MAESTRO_TEST_DIR/runs"
 done
-finished=$(date +%s.%N)
 kill "$watcher" 2>/dev/null
 
-read -r done failed last_done first_sent <<<"$(psql -X -A -t -F ' ' -d postgres -c "
-	SELECT count(*) FILTER (WHERE state = 'done'), count(*) FILTER (WHERE state = 'failed'),
-	       extract(epoch FROM max(done_at)), extract(epoch FROM min(sent_at))
-	FROM maestro_trigger_requests")"
-read -r sent duplicates max_per_second <<<"$(curl -s "$BENCH_URL/__bench/stats" |
-	python3 -c 'import json,sys; s=json.load(sys.stdin); print(s["requests"], s["duplicates"], s["max_per_second"])')"
-wall=$(echo "$finished - $committed" | bc -l)
-span=$(echo "$last_done - $committed" | bc -l)
-
-printf 'requests:                  %d (max_concurrency %d, rate_limit %s, server latency %d ms)\n' "$N" "$CONCURRENCY" "$RATE" "$LATENCY_MS"
-printf 'enqueue:                   %d ms for %d rows, %.1f us per row\n' "$enqueue_ms" "$N" "$(echo "$enqueue_ms * 1000 / $N" | bc -l)"
-printf 'commit to all done:        %.2f s (last done_at %.2f s after commit)\n' "$wall" "$span"
-printf 'throughput:                %.0f requests/s\n' "$(echo "$N / $span" | bc -l)"
-printf 'first send after commit:   %.1f ms\n' "$(echo "($first_sent - $committed) * 1000" | bc -l)"
-printf 'done / failed:             %d / %d\n' "$done" "$failed"
-printf 'POSTs the server received: %d; duplicated instance names: %d\n' "$sent" "$duplicates"
-printf 'most requests in any 1 s:  %d\n' "$max_per_second"
+col() { awk -v c="$1" '{print $c}' "$MAESTRO_TEST_DIR/runs"; }
+sum() { awk -v c="$1" '{s += $c} END {print s}' "$MAESTRO_TEST_DIR/runs"; }
+printf 'requests:                  %d per run, %d runs (max_concurrency %d, rate_limit %s, server latency %d ms)\n' "$N" "$RUNS" "$CONCURRENCY" "$RATE" "$LATENCY_MS"
+printf 'enqueue:                   %.1f us per row (median)\n' "$(col 8 | median)"
+printf 'done / failed:             %d / %d (all runs)\n' "$(sum 4)" "$(sum 5)"
+printf 'POSTs the server received: %d; duplicated instance names: %d (all runs)\n' "$(sum 6)" "$(sum 7)"
+printf 'worker per request:        %.2f transactions, %.0f bytes of WAL (medians)\n' "$(col 9 | median)" "$(col 10 | median)"
+printf 'CPU per request:           worker %.0f us (its database work included), C client %.0f us (medians)\n' "$(col 11 | median)" "$(col 12 | median)"
 printf 'worker peak RSS:           %s kB\n' "$(cat "$MAESTRO_TEST_DIR/worker_peak_kb" 2>/dev/null || echo '?')"
 printf 'server capacity alone:     %.0f requests/s (load_client.js, %d at a time, fresh connections, %d ms latency)\n' "$server_capacity" "$CONCURRENCY" "$LATENCY_MS"
-printf 'C curl-multi client:       %.0f requests/s (%d at a time, keep-alive, same endpoint)\n' "$c_capacity" "$CONCURRENCY"
-printf 'ratio worker / C client:   %.0f%%\n' "$(echo "100 * $N / $span / $c_capacity" | bc -l)"
+printf 'worker throughput:         %.0f requests/s (median; commit to last done_at)\n' "$(col 1 | median)"
+printf 'C curl-multi client:       %.0f requests/s (median; %d at a time, keep-alive, same endpoint)\n' "$(col 2 | median)" "$CONCURRENCY"
+printf 'ratio worker / C client:   %.0f%% (median of the per-run ratios; runs: %s)\n' "$(col 3 | median)" "$(col 3 | awk '{printf "%s%.0f", (NR > 1 ? " " : ""), $1}')"
