@@ -83,12 +83,17 @@ typedef struct KnownNames
 /* how often to look at a token another process is fetching */
 #define TOKEN_RECHECK_MS	25
 
+/* how long a failed fetch the periodic sync waits for is kept for it */
+#define FAILED_TOKEN_KEEP_MS	1000
+
 /*
  * A token the worker's requests wait for: the worker's own fetch (in
  * flight), or another process's (looked at again at recheck_at). A fetch
- * of the worker that failed stays until the next dispatch, with its error,
- * for the callers of maestro_delivery_token other than this file, whose
- * requests it fails at once.
+ * of the worker that failed fails the requests waiting for it at once; it
+ * stays, with its error, until the next dispatch, or, when the periodic
+ * sync waits for it too (sync_waits), until the sync has been told, for
+ * FAILED_TOKEN_KEEP_MS at most: forgotten before the sync looks, it would
+ * make the sync ask again at once, and again, without end.
  */
 typedef struct TokenFetch
 {
@@ -98,6 +103,7 @@ typedef struct TokenFetch
 	bool		in_flight;
 	TimestampTz recheck_at;
 	char	   *failed;			/* the error of our fetch that failed */
+	bool		sync_waits;		/* maestro_delivery_token parked on it */
 	struct TokenFetch *next;
 } TokenFetch;
 
@@ -458,14 +464,21 @@ token_gate(MaestroConnection *conn, TimestampTz now, MemoryContext keep,
  * own, whose end wakes the loop, or another process's: look again at
  * *wake, when set); FAILED, *problem (palloc'd) says why, as the requests
  * record it ("could not get an access token: " and the error's message
- * and hint). A fetch that failed is reported so until the next dispatch;
- * after that, the next call asks anew.
+ * and hint). A fetch this caller waited for that failed is reported to it
+ * once; the next call asks anew.
  */
 TokenGate
 maestro_delivery_token(MaestroConnection *conn, TimestampTz now, char **problem,
 					   TimestampTz *wake)
 {
-	return token_gate(conn, now, CurrentMemoryContext, problem, wake);
+	TokenGate	gate = token_gate(conn, now, CurrentMemoryContext, problem, wake);
+	TokenFetch *f = conn->jwt ? fetch_for(conn) : NULL;
+
+	if (f && gate == TOKEN_PARKED)
+		f->sync_waits = true;
+	else if (f && gate == TOKEN_FAILED && f->failed && !f->in_flight)
+		fetch_forget(f);
+	return gate;
 }
 
 /* ---- sending ---- */
@@ -830,7 +843,8 @@ maestro_delivery_dispatch(TimestampTz now, TimestampTz *next_slot)
 	for (f = fetches; f; f = next_f)
 	{
 		next_f = f->next;
-		if (!f->in_flight && (f->failed || f->recheck_at <= now))
+		if (!f->in_flight && (f->recheck_at <= now ||
+							  (f->failed && !f->sync_waits)))
 			fetch_forget(f);
 	}
 
@@ -1067,6 +1081,7 @@ token_finished(Transfer *t, TokenFetch *f, List *outcomes)
 		return outcomes;
 	}
 	f->failed = MemoryContextStrdup(f->cxt, problem);
+	f->recheck_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), FAILED_TOKEN_KEEP_MS);
 	return fail_parked(f->conn, problem, outcomes);
 }
 
