@@ -1108,7 +1108,7 @@ maestro_delivery_finished(Transfer *t)
 		retry_after_ms = maestro_http_retry_after_ms(t->easy);
 	/* a spent hourly quota holds the server's sends (pacing.c asks) */
 	if (t->result == CURLE_OK)
-		maestro_ratelimit_observe(t->server_id, t->easy);
+		maestro_ratelimit_observe(t->server_id, &t->buf.rate);
 	pause_ms = maestro_pacing_pause_ms(t->result == CURLE_OK ? t->status : 0, retry_after_ms,
 									   t->kind == TRANSFER_SEND ? ((Delivery *) t->owner)->attempts : 1);
 	if (pause_ms > 0)

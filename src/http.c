@@ -19,8 +19,10 @@
  * header list and a small response buffer are kept, each for as long as
  * the next call's connection, token and settings are the same: a trigger
  * call in a statement of thousands spent about 8% of its instructions on
- * setting them up again. Per-request options are set on every call, and
- * after a call the handle points at nothing of it.
+ * setting them up again. A call whose URL, headers and method are the last
+ * call's sets only its body. After a call the handle points at static
+ * state and the kept header list, and at the last body, which no transfer
+ * reads before the next call sets its own.
  *
  * It also holds what every HTTP caller shares: the one classification of
  * a failed exchange (maestro_http_classify), the one reading of
@@ -95,6 +97,18 @@ typedef struct EasyProfile
 	char	   *proxy_password;
 	int			connect_timeout_ms;
 	int			request_timeout_ms;
+
+	/*
+	 * The last request's own options, but its body: a call with the same
+	 * URL, header list, method and size cap (a statement triggering one
+	 * workflow row after row) sets only its body.
+	 */
+	bool		shaped;
+	char	   *url;
+	struct curl_slist *headers;
+	bool		post;
+	bool		idempotent;
+	size_t		limit;
 } EasyProfile;
 
 static EasyProfile easy_profile;
@@ -102,15 +116,19 @@ static EasyProfile easy_profile;
 static void configure_request(CURL *easy, const char *url, const MaestroRequest *req,
 							  struct curl_slist *headers, MaestroBuffer *buf,
 							  char *errbuf);
+static void configure_body(CURL *easy, const MaestroRequest *req, MaestroBuffer *buf);
 
 /*
- * The response buffer of the last call, kept for the next one when it is
- * small: a new 8 kB malloc per call made glibc consolidate the small
- * chunks libcurl had just freed, a percent of a trigger call's CPU.
+ * The synchronous transfer's buffer and error text. They are static so
+ * that maestro_easy may point at them from one call to the next, instead
+ * of having the options cleared after each call and set again before the
+ * next. The buffer's memory is kept for the next call when it is small: a
+ * new 8 kB malloc per call made glibc consolidate the small chunks libcurl
+ * had just freed, a percent of a trigger call's CPU.
  */
 #define KEPT_BUFFER_MAX		(64 * 1024)
-static char *kept_buffer = NULL;
-static size_t kept_buffer_cap = 0;
+static MaestroBuffer sync_buf;
+static char sync_errbuf[CURL_ERROR_SIZE];
 
 static size_t
 write_callback(char *ptr, size_t size, size_t nmemb, void *userdata)
@@ -130,7 +148,7 @@ write_callback(char *ptr, size_t size, size_t nmemb, void *userdata)
 	 * The first bytes: room for the whole body its Content-Length announces
 	 * (within the cap), so that a large list is received without being
 	 * moved as the buffer grows, also into the small buffer a previous call
-	 * left (kept_buffer). A compressed body is longer than announced and
+	 * left (sync_buf). A compressed body is longer than announced and
 	 * grows from there.
 	 */
 	if (buf->len == 0 && buf->easy != NULL &&
@@ -177,6 +195,16 @@ write_callback(char *ptr, size_t size, size_t nmemb, void *userdata)
 	return n;
 }
 
+/* The worker's transfers have their own, which also does this. */
+static size_t
+header_callback(char *line, size_t size, size_t nitems, void *userdata)
+{
+	MaestroBuffer *buf = (MaestroBuffer *) userdata;
+
+	maestro_rate_header_line(&buf->rate, line, size * nitems);
+	return size * nitems;
+}
+
 static void
 free_body(void *arg)
 {
@@ -214,6 +242,7 @@ hand_over_body(MaestroBuffer *buf, MaestroResponse *resp)
 	resp->body = buf->data;
 	resp->handed_over = true;
 	buf->data = NULL;			/* no longer freed by the caller */
+	buf->cap = 0;
 }
 
 /*
@@ -400,6 +429,8 @@ static void
 profile_forget(void)
 {
 	easy_profile.valid = false;
+	easy_profile.shaped = false;
+	profile_free_string(&easy_profile.url, false);
 	profile_free_string(&easy_profile.ca_file, false);
 	profile_free_string(&easy_profile.proxy, false);
 	profile_free_string(&easy_profile.proxy_user, false);
@@ -473,20 +504,47 @@ sync_headers(const MaestroConnection *conn, const MaestroRequest *req)
  */
 static void
 configure_sync_handle(const MaestroConnection *conn, const char *url,
-					  const MaestroRequest *req, struct curl_slist *headers,
-					  MaestroBuffer *buf, char *errbuf)
+					  const MaestroRequest *req, struct curl_slist *headers)
 {
+	bool		post = strcmp(req->method, "POST") == 0;
+
 	if (profile_matches(conn))
 	{
-		configure_request(maestro_easy, url, req, headers, buf, errbuf);
-		return;
+		if (easy_profile.shaped &&
+			easy_profile.headers == headers &&
+			easy_profile.post == post &&
+			easy_profile.idempotent == req->idempotent &&
+			easy_profile.limit == sync_buf.limit &&
+			strcmp(easy_profile.url, url) == 0)
+		{
+			configure_body(maestro_easy, req, &sync_buf);
+			return;
+		}
+		configure_request(maestro_easy, url, req, headers, &sync_buf, sync_errbuf);
 	}
-	if (!maestro_easy_clean)
-		curl_easy_reset(maestro_easy);	/* keeps connections and caches */
-	maestro_easy_clean = false;
-	profile_forget();
-	maestro_http_configure(maestro_easy, conn, url, req, headers, buf, errbuf);
-	profile_remember(conn);
+	else
+	{
+		if (!maestro_easy_clean)
+			curl_easy_reset(maestro_easy);	/* keeps connections and caches */
+		maestro_easy_clean = false;
+		profile_forget();
+		maestro_http_configure(maestro_easy, conn, url, req, headers, &sync_buf, sync_errbuf);
+
+		/*
+		 * A list of thousands of instances arrives in 16 kB reads by
+		 * default: a read, a poll and a callback each. The backend's one
+		 * handle reads larger pieces (the worker's many keep the default).
+		 */
+		curl_easy_setopt(maestro_easy, CURLOPT_BUFFERSIZE, (long) RECEIVE_BUFFER_BYTES);
+		profile_remember(conn);
+	}
+	profile_free_string(&easy_profile.url, false);
+	easy_profile.url = MemoryContextStrdup(TopMemoryContext, url);
+	easy_profile.headers = headers;
+	easy_profile.post = post;
+	easy_profile.idempotent = req->idempotent;
+	easy_profile.limit = sync_buf.limit;
+	easy_profile.shaped = true;
 }
 
 /* Forget every option of maestro_easy; it keeps its connections. */
@@ -757,11 +815,28 @@ configure_request(CURL *easy, const char *url, const MaestroRequest *req,
 	curl_easy_setopt(easy, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t) buf->limit);
 	curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, write_callback);
 	curl_easy_setopt(easy, CURLOPT_WRITEDATA, buf);
+	curl_easy_setopt(easy, CURLOPT_HEADERFUNCTION, header_callback);
+	curl_easy_setopt(easy, CURLOPT_HEADERDATA, buf);
 	curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, errbuf);
-	buf->easy = easy;
+	if (strcmp(req->method, "POST") != 0)
+		curl_easy_setopt(easy, CURLOPT_HTTPGET, 1L);
+	/* set or cleared: a handle may be configured again without a reset */
+	curl_easy_setopt(easy, CURLOPT_PREREQFUNCTION, req->idempotent ? NULL : refuse_resend);
+	curl_easy_setopt(easy, CURLOPT_PREREQDATA, buf);
+	configure_body(easy, req, buf);
+}
 
+/*
+ * What differs from one request to the next of the same shape: the body,
+ * and the buffer's count of sends.
+ */
+static void
+configure_body(CURL *easy, const MaestroRequest *req, MaestroBuffer *buf)
+{
+	buf->easy = easy;
 	buf->sends = 0;
 	buf->resend_refused = false;
+	maestro_rate_headers_reset(&buf->rate);
 	if (strcmp(req->method, "POST") == 0)
 	{
 		/*
@@ -778,11 +853,6 @@ configure_request(CURL *easy, const char *url, const MaestroRequest *req,
 		curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE, (long) buf->upload_len);
 		curl_easy_setopt(easy, CURLOPT_POSTFIELDS, buf->upload);
 	}
-	else
-		curl_easy_setopt(easy, CURLOPT_HTTPGET, 1L);
-	/* set or cleared: a handle may be configured again without a reset */
-	curl_easy_setopt(easy, CURLOPT_PREREQFUNCTION, req->idempotent ? NULL : refuse_resend);
-	curl_easy_setopt(easy, CURLOPT_PREREQDATA, buf);
 }
 
 /*
@@ -882,8 +952,7 @@ maestro_http_execute(const MaestroConnection *conn, const MaestroRequest *req,
 					 MaestroResponse *resp)
 {
 	struct curl_slist *volatile headers = NULL;
-	MaestroBuffer *volatile buf = palloc0(sizeof(MaestroBuffer));
-	char		curl_message[CURL_ERROR_SIZE];
+	MaestroBuffer *buf = &sync_buf;
 	char	   *url;
 	TimestampTz deadline = statement_deadline();
 	TimestampTz started = GetCurrentTimestamp();
@@ -893,6 +962,7 @@ maestro_http_execute(const MaestroConnection *conn, const MaestroRequest *req,
 	volatile size_t bytes = 0;
 	int			attempt;
 
+	buf->len = 0;
 	buf->limit = (size_t) maestro_max_response_kb * 1024;
 	memset(resp, 0, sizeof(*resp));
 
@@ -904,12 +974,6 @@ maestro_http_execute(const MaestroConnection *conn, const MaestroRequest *req,
 
 	PG_TRY();
 	{
-		/* taken here, so that PG_FINALLY gives it back on every path */
-		buf->data = kept_buffer;
-		buf->cap = kept_buffer_cap;
-		kept_buffer = NULL;
-		kept_buffer_cap = 0;
-
 		headers = sync_headers(conn, req);
 		if (headers == NULL)
 			ereport(ERROR,
@@ -924,15 +988,8 @@ maestro_http_execute(const MaestroConnection *conn, const MaestroRequest *req,
 			ensure_handles();
 			buf->len = 0;
 			buf->too_large = buf->out_of_memory = false;
-			curl_message[0] = '\0';
-			configure_sync_handle(conn, url, req, (struct curl_slist *) headers,
-								  (MaestroBuffer *) buf, curl_message);
-			/*
-			 * A list of thousands of instances arrives in 16 kB reads by
-			 * default: a read, a poll and a callback each. The backend's one
-			 * handle reads larger pieces (the worker's many keep the default).
-			 */
-			curl_easy_setopt(maestro_easy, CURLOPT_BUFFERSIZE, (long) RECEIVE_BUFFER_BYTES);
+			sync_errbuf[0] = '\0';
+			configure_sync_handle(conn, url, req, (struct curl_slist *) headers);
 
 			rc = run_transfer((bool *) &interrupted);
 			bytes += buf->len;
@@ -943,7 +1000,7 @@ maestro_http_execute(const MaestroConnection *conn, const MaestroRequest *req,
 			if (rc == CURLE_OK)
 				curl_easy_getinfo(maestro_easy, CURLINFO_RESPONSE_CODE, &resp->status);
 			if (rc == CURLE_OK && req->endpoint != MAESTRO_EP_TOKEN)
-				maestro_ratelimit_observe(conn->server_id, maestro_easy);
+				maestro_ratelimit_observe(conn->server_id, &buf->rate);
 
 			if (!req->idempotent || attempt >= maestro_max_retries || buf->too_large)
 				break;
@@ -994,8 +1051,8 @@ maestro_http_execute(const MaestroConnection *conn, const MaestroRequest *req,
 					 errmsg("canceling Maestro request due to an interrupt")));
 		}
 		if (rc != CURLE_OK)
-			maestro_http_raise_transport_error(conn, req, maestro_easy, (CURLcode) rc, curl_message,
-											   (MaestroBuffer *) buf, resp->retries);
+			maestro_http_raise_transport_error(conn, req, maestro_easy, (CURLcode) rc, sync_errbuf,
+											   buf, resp->retries);
 
 		{
 			char	   *ctype = NULL;
@@ -1003,7 +1060,7 @@ maestro_http_execute(const MaestroConnection *conn, const MaestroRequest *req,
 			curl_easy_getinfo(maestro_easy, CURLINFO_CONTENT_TYPE, &ctype);
 			strlcpy(resp->content_type, ctype ? ctype : "", sizeof(resp->content_type));
 		}
-		hand_over_body((MaestroBuffer *) buf, resp);
+		hand_over_body(buf, resp);
 	}
 	PG_FINALLY();
 	{
@@ -1011,33 +1068,24 @@ maestro_http_execute(const MaestroConnection *conn, const MaestroRequest *req,
 							 rc == CURLE_OK && !interrupted ? resp->status : 0,
 							 (double) (GetCurrentTimestamp() - started) / 1000.0,
 							 resp->retries, rate_limit_waits, bytes);
-		/* headers are kept_headers, freed when the next call needs others */
 		/* a body handed over to the response is no longer buf's */
-		if (buf->data != NULL && buf->cap <= KEPT_BUFFER_MAX && kept_buffer == NULL)
+		if (buf->cap > KEPT_BUFFER_MAX)
 		{
-			kept_buffer = buf->data;
-			kept_buffer_cap = buf->cap;
-		}
-		else
 			free(buf->data);
-		/*
-		 * The handle must not point at freed headers or a stack buffer. After
-		 * a completed exchange that is all it keeps of this call; after
-		 * anything else it forgets every option.
-		 */
-		if (maestro_easy != NULL && rc == CURLE_OK && !interrupted && easy_profile.valid)
-		{
-			curl_easy_setopt(maestro_easy, CURLOPT_HTTPHEADER, NULL);
-			curl_easy_setopt(maestro_easy, CURLOPT_WRITEDATA, NULL);
-			curl_easy_setopt(maestro_easy, CURLOPT_ERRORBUFFER, NULL);
-			curl_easy_setopt(maestro_easy, CURLOPT_POSTFIELDS, NULL);
-			curl_easy_setopt(maestro_easy, CURLOPT_PREREQDATA, NULL);
+			buf->data = NULL;
+			buf->cap = 0;
 		}
-		else
+
+		/*
+		 * Between calls the handle points at the kept header list, the static
+		 * buffer and error text, and this call's body, which no transfer
+		 * reads before the next call has set its own (or GET). After a call
+		 * that did not end in a completed exchange it forgets every option.
+		 */
+		if (!(maestro_easy != NULL && rc == CURLE_OK && !interrupted && easy_profile.valid))
 			reset_sync_handle();
 	}
 	PG_END_TRY();
 
-	pfree(buf);
 	pfree(url);
 }

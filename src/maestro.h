@@ -151,6 +151,7 @@ typedef struct MaestroBuffer
 	size_t		upload_len;
 	int			sends;			/* times libcurl was about to send it */
 	bool		resend_refused; /* and was stopped from sending it again */
+	MaestroRateHeaders rate;	/* the last response's rate-limit headers */
 } MaestroBuffer;
 
 /* How a finished HTTP exchange failed, if it did (http.c). */
@@ -381,7 +382,7 @@ extern void maestro_stats_worker(int sent, int done, int failed, int retried,
 /* ratelimit.c: DocuSign's X-RateLimit-* headers, and the quota rule */
 extern void maestro_ratelimit_shmem_request(void);
 extern void maestro_ratelimit_shmem_startup(void);
-extern void maestro_ratelimit_observe(Oid server_id, CURL *easy);
+extern void maestro_ratelimit_observe(Oid server_id, const MaestroRateHeaders *seen);
 extern long maestro_ratelimit_wait_ms(Oid server_id, TimestampTz *until);
 extern void maestro_ratelimit_check(const MaestroConnection *conn);
 

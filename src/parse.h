@@ -153,4 +153,23 @@ extern bool maestro_error_text(const char *body, size_t len, const char *content
 /* text with URL query strings and bearer tokens replaced, appended to out */
 extern bool maestro_redact_text(const char *text, MaestroText *out);
 
+/*
+ * DocuSign's rate-limit headers of a response (X-RateLimit-Limit,
+ * -Remaining and -Reset, X-BurstLimit-Limit and -Remaining, in this
+ * order), read line by line as libcurl's header callback gets them; -1:
+ * absent or not a non-negative integer. Only the last response of a
+ * transfer counts: a status line starts over, and lines after the header
+ * block's end (trailers) are ignored. A header that comes twice counts
+ * the first time.
+ */
+#define MAESTRO_RATE_HEADERS 5
+typedef struct MaestroRateHeaders
+{
+	int64_t		value[MAESTRO_RATE_HEADERS];
+	bool		ended;			/* the header block has ended */
+} MaestroRateHeaders;
+
+extern void maestro_rate_headers_reset(MaestroRateHeaders *seen);
+extern void maestro_rate_header_line(MaestroRateHeaders *seen, const char *line, size_t len);
+
 #endif							/* MAESTRO_PARSE_H */

@@ -482,7 +482,7 @@ maestro_sync_loop_finished(Transfer *t)
 		retry_after_ms = maestro_http_retry_after_ms(t->easy);
 	/* what it says of the server holds the sends too */
 	if (t->result == CURLE_OK)
-		maestro_ratelimit_observe(t->server_id, t->easy);
+		maestro_ratelimit_observe(t->server_id, &t->buf.rate);
 	maestro_pacing_pause(t->server_id, maestro_pacing_pause_ms(status, retry_after_ms, 1));
 
 	/* run->transfer stays t until it is dealt with: a run's end releases it */

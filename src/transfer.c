@@ -142,6 +142,7 @@ header_callback(char *buffer, size_t size, size_t nitems, void *userdata)
 
 	if (n > 12 && pg_strncasecmp(buffer, "Retry-After:", 12) == 0)
 		t->retry_after_seen = true;
+	maestro_rate_header_line(&t->buf.rate, buffer, n);
 	return n;
 }
 

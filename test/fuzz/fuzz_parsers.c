@@ -37,6 +37,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <strings.h>
 #include <string.h>
 
 #include <cjson/cJSON.h>
@@ -144,6 +145,60 @@ check_uuid(const char *text)
 		}
 		CHECK(hex_digit_value(s[i]) == ((j % 2 == 0) ? uuid[j / 2] >> 4 : uuid[j / 2] & 0xF));
 		j++;
+	}
+}
+
+/*
+ * The body's lines as a response's header lines: every value read is -1
+ * or the number a reference reading gives for the header's first line
+ * after the last status line (and before the block's end).
+ */
+static void
+check_rate_headers(const char *body, size_t size)
+{
+	static const char *const names[MAESTRO_RATE_HEADERS] = {
+		"x-ratelimit-limit:", "x-ratelimit-remaining:", "x-ratelimit-reset:",
+		"x-burstlimit-limit:", "x-burstlimit-remaining:"
+	};
+	MaestroRateHeaders seen;
+	size_t		start = 0;
+	int			i;
+
+	maestro_rate_headers_reset(&seen);
+	while (start < size)
+	{
+		const char *line = body + start;
+		const char *nl = memchr(line, '\n', size - start);
+		size_t		len = nl ? (size_t) (nl - line) + 1 : size - start;
+		MaestroRateHeaders before = seen;
+
+		maestro_rate_header_line(&seen, line, len);
+		for (i = 0; i < MAESTRO_RATE_HEADERS; i++)
+		{
+			size_t		name_len = strlen(names[i]);
+			bool		named = !before.ended && len > name_len &&
+				strncasecmp(line, names[i], name_len) == 0;
+
+			CHECK(seen.value[i] >= -1);
+			/* a line changes at most its own header's value, once */
+			if (seen.value[i] != before.value[i] && !(len >= 5 && memcmp(line, "HTTP/", 5) == 0))
+			{
+				CHECK(named && before.value[i] == -1);
+				if (named)
+				{
+					char	   *copy = strndup(line + name_len, len - name_len);
+					char	   *endp;
+					long long	v;
+
+					if (copy == NULL)
+						return;
+					v = strtoll(copy, &endp, 10);
+					CHECK(v == seen.value[i]);
+					free(copy);
+				}
+			}
+		}
+		start += len;
 	}
 }
 
@@ -787,6 +842,9 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		check_list_scan(body, size, root, "workflows");
 		check_list_halves(body, size, "instances");
 	}
+
+	/* 5. the bytes as a response's header lines */
+	check_rate_headers(body, size);
 
 	/* 3. one string (up to the first NUL) */
 	check_timestamp(body);
