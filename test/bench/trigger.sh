@@ -10,6 +10,16 @@
 # Beside the elapsed times it reports the CPU time per call of the backend
 # (from /proc/PID/schedstat, where the kernel has it) and of the C client:
 # figures a loaded machine distorts far less than elapsed times.
+#
+# Where the scheduler happens to put the client beside nginx changes the
+# time per call more than anything the client does: on a 2-core VM whose
+# idle CPUs halt, the C client's calls took 35 µs each with both on one
+# CPU and 80 µs across CPUs (each request and answer then wakes a halted
+# CPU). Unpinned, runs minutes apart differ by half. So each run is
+# also repeated pinned (PIN=0: not), with taskset, where there are two
+# CPUs: nginx on the last CPU and the client (the backend, or the C
+# client) on the first ("apart", as with a remote API), then both on the
+# last ("together": no wake-up across CPUs, so it compares CPU work).
 set -u -o pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 N=${N:-2000}
@@ -28,7 +38,8 @@ SELECT count(*) FILTER (WHERE h.status = 201) FROM generate_series(1, $N) AS g,
 # "elapsed_ms cpu_ms" of the statement $1 in one session: its backend's CPU
 # time from /proc/PID/schedstat (ns on the CPU), "nan" where there is none.
 # The library is loaded first (2.3 ms of CPU), as the C client's libraries
-# are loaded before its clock starts.
+# are loaded before its clock starts. With BENCH_CPU set, the backend is
+# pinned to that CPU first.
 maestro_time_cpu() {
 	bench_psql -v sql="$1" <<'SQL' | awk '
 		/^cpu / { c[++n] = $2 }
@@ -37,6 +48,7 @@ maestro_time_cpu() {
 SELECT pg_backend_pid() AS pid \gset
 \setenv BENCH_PID :pid
 LOAD 'maestro';
+\! test -z "$BENCH_CPU" || taskset -pc "$BENCH_CPU" "$BENCH_PID" >/dev/null
 \! echo "cpu $(cut -d' ' -f1 /proc/$BENCH_PID/schedstat 2>/dev/null)"
 \timing on
 :sql;
@@ -59,12 +71,45 @@ counted() {
 	echo "$ms"
 }
 
+# nginx's processes (master and worker) to CPU list $1
+pin_nginx() {
+	local master
+	master=$(cat "$MAESTRO_TEST_DIR/nginx/nginx.pid")
+	for pid in "$master" $(pgrep -P "$master"); do
+		taskset -apc "$1" "$pid" >/dev/null || return 1
+	done
+}
+
+# one maestro run and one C client run, with the client on CPU $1 ("": any);
+# their "elapsed_ms cpu_ms" lines are added to the files m$2 and c$2
+run_pair() {
+	local cpu=$1 tag=$2 pin=()
+	[ -n "$cpu" ] && pin=(taskset -c "$cpu")
+	BENCH_CPU=$cpu counted maestro_trigger maestro_time_cpu "$maestro_sql" >>"$MAESTRO_TEST_DIR/m$tag" || return 1
+	counted "C client" "${pin[@]}" "$BENCH_CLIENT" trigger "$url" "$N" >>"$MAESTRO_TEST_DIR/c$tag" || return 1
+}
+
+ncpu=$(nproc 2>/dev/null || echo 1)
+PIN=${PIN:-1}
+if [ "$PIN" = 1 ] && { [ "$ncpu" -lt 2 ] || ! command -v taskset >/dev/null; }; then
+	echo "pinned runs skipped: they need taskset and two CPUs"
+	PIN=0
+fi
+first_cpu=0
+last_cpu=$((ncpu - 1))
+
 : >"$MAESTRO_TEST_DIR/m"; : >"$MAESTRO_TEST_DIR/c"; : >"$MAESTRO_TEST_DIR/h"
+: >"$MAESTRO_TEST_DIR/ma"; : >"$MAESTRO_TEST_DIR/ca"; : >"$MAESTRO_TEST_DIR/mt"; : >"$MAESTRO_TEST_DIR/ct"
 for _ in $(seq "$RUNS"); do
-	counted maestro_trigger maestro_time_cpu "$maestro_sql" >>"$MAESTRO_TEST_DIR/m" || exit 1
-	counted "C client" "$BENCH_CLIENT" trigger "$url" "$N" >>"$MAESTRO_TEST_DIR/c" || exit 1
+	run_pair "" "" || exit 1
 	if [ "$BENCH_HTTP" = 1 ]; then
 		counted pgsql-http bench_time_sql "$http_sql" >>"$MAESTRO_TEST_DIR/h" || exit 1
+	fi
+	if [ "$PIN" = 1 ]; then
+		pin_nginx "$last_cpu" || exit 1
+		run_pair "$first_cpu" a || exit 1
+		run_pair "$last_cpu" t || exit 1
+		pin_nginx "0-$last_cpu" || exit 1
 	fi
 done
 m=$(median <"$MAESTRO_TEST_DIR/m")
@@ -95,6 +140,23 @@ if [ "$BENCH_HTTP" = 1 ]; then
 else
 	echo "pgsql-http: not installed, not measured"
 fi
-echo "ratio maestro / C:            $(ratio "$m" "$c")x"
+if [ "$PIN" = 1 ]; then
+	for tag in a t; do
+		[ $tag = a ] && what="pinned apart (client on CPU $first_cpu, nginx on CPU $last_cpu)" ||
+			what="pinned together (both on CPU $last_cpu)"
+		pm=$(median <"$MAESTRO_TEST_DIR/m$tag")
+		pc=$(median <"$MAESTRO_TEST_DIR/c$tag")
+		pmcpu=$(awk -v n="$N" '$2 != "nan" { print $2 * 1000 / n }' "$MAESTRO_TEST_DIR/m$tag" | median)
+		pccpu=$(awk -v n="$N" '{ print $2 * 1000 / n }' "$MAESTRO_TEST_DIR/c$tag" | median)
+		printf '%s: %s ms vs %s ms (%sx); CPU %s µs vs %s µs a call\n' "$what" "$pm" "$pc" \
+			"$(ratio "$pm" "$pc")" "$pmcpu" "$pccpu"
+		eval "ratio_$tag=$(ratio "$pm" "$pc")"
+	done
+fi
 [ "$BENCH_HTTP" = 1 ] && echo "ratio pgsql-http / maestro:   $(ratio "$h" "$m")x"
+if [ "$PIN" = 1 ]; then
+	echo "ratio maestro / C, pinned apart:    ${ratio_a}x"
+	echo "ratio maestro / C, pinned together: ${ratio_t}x"
+fi
+echo "ratio maestro / C:            $(ratio "$m" "$c")x"
 exit 0
