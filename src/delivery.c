@@ -38,6 +38,7 @@
  */
 #include "worker.h"
 
+#include "lib/ilist.h"
 #include "utils/memutils.h"
 
 /* Requests of one (server, workflow) waiting for one instances list. */
@@ -50,7 +51,7 @@ typedef struct LookupGroup
 	Delivery   *members;
 	int			n_members;
 	bool		in_flight;		/* its GET is under way */
-	struct LookupGroup *next;
+	dlist_node	node;			/* in groups */
 } LookupGroup;
 
 /*
@@ -68,7 +69,7 @@ typedef struct KnownNames
 	char	  **ids;			/* the instance id of each name */
 	int			n;
 	TimestampTz listed_at;
-	struct KnownNames *next;
+	dlist_node	node;			/* in known */
 } KnownNames;
 
 /*
@@ -104,39 +105,35 @@ typedef struct TokenFetch
 	TimestampTz recheck_at;
 	char	   *failed;			/* the error of our fetch that failed */
 	bool		sync_waits;		/* maestro_delivery_token parked on it */
-	struct TokenFetch *next;
+	dlist_node	node;			/* in fetches */
 } TokenFetch;
 
 /* claimed requests waiting for a free slot, in claim order */
 static Delivery *ready_head = NULL;
 static Delivery *ready_tail = NULL;
 static int	ready_count = 0;
-static LookupGroup *groups = NULL;
+static dlist_head groups = DLIST_STATIC_INIT(groups);
 static int	lookup_members = 0;
-static KnownNames *known = NULL;
-static TokenFetch *fetches = NULL;
+static dlist_head known = DLIST_STATIC_INIT(known);
+static dlist_head fetches = DLIST_STATIC_INIT(fetches);
 
 static void
 known_forget(KnownNames *k)
 {
-	KnownNames **link;
-
-	for (link = &known; *link; link = &(*link)->next)
-		if (*link == k)
-		{
-			*link = k->next;
-			break;
-		}
+	dlist_delete(&k->node);
 	MemoryContextDelete(k->cxt);
 }
 
 static KnownNames *
 known_for(Oid server_id, const char *workflow_id)
 {
-	KnownNames *k;
+	dlist_iter	iter;
 	TimestampTz now = GetCurrentTimestamp();
 
-	for (k = known; k; k = k->next)
+	dlist_foreach(iter, &known)
+	{
+		KnownNames *k = dlist_container(KnownNames, node, iter.cur);
+
 		if (k->server_id == server_id && strcmp(k->workflow_id, workflow_id) == 0)
 		{
 			if (TimestampDifferenceExceeds(k->listed_at, now, KNOWN_NAMES_TTL_MS))
@@ -146,6 +143,7 @@ known_for(Oid server_id, const char *workflow_id)
 			}
 			return k;
 		}
+	}
 	return NULL;
 }
 
@@ -202,8 +200,7 @@ known_remember(Oid server_id, const char *workflow_id, const cJSON *list,
 	k->names = names;
 	k->ids = ids;
 	MemoryContextSwitchTo(old);
-	k->next = known;
-	known = k;
+	dlist_push_head(&known, &k->node);
 }
 
 /*
@@ -325,11 +322,15 @@ maestro_retry_or_fail(int64 id, int attempts, int http_status, char *error,
 static TokenFetch *
 fetch_for(const MaestroConnection *conn)
 {
-	TokenFetch *f;
+	dlist_iter	iter;
 
-	for (f = fetches; f; f = f->next)
+	dlist_foreach(iter, &fetches)
+	{
+		TokenFetch *f = dlist_container(TokenFetch, node, iter.cur);
+
 		if (maestro_auth_same_token(f->conn, conn))
 			return f;
+	}
 	return NULL;
 }
 
@@ -344,8 +345,7 @@ fetch_new(const MaestroConnection *conn)
 	f->cxt = cxt;
 	f->conn = maestro_connection_copy(conn);
 	MemoryContextSwitchTo(old);
-	f->next = fetches;
-	fetches = f;
+	dlist_push_head(&fetches, &f->node);
 	return f;
 }
 
@@ -353,14 +353,7 @@ fetch_new(const MaestroConnection *conn)
 static void
 fetch_forget(TokenFetch *f)
 {
-	TokenFetch **link;
-
-	for (link = &fetches; *link; link = &(*link)->next)
-		if (*link == f)
-		{
-			*link = f->next;
-			break;
-		}
+	dlist_delete(&f->node);
 	MemoryContextDelete(f->cxt);
 }
 
@@ -597,6 +590,7 @@ group_for(Delivery *d)
 {
 	LookupGroup *g;
 	MemoryContext cxt;
+	dlist_iter	iter;
 
 	/*
 	 * Every GET of this worker left after any send of a previous one, so a
@@ -604,10 +598,13 @@ group_for(Delivery *d)
 	 * already in flight (this is what makes the look-ups after a crash one
 	 * per workflow); any other waits for the next GET.
 	 */
-	for (g = groups; g; g = g->next)
+	dlist_foreach(iter, &groups)
+	{
+		g = dlist_container(LookupGroup, node, iter.cur);
 		if ((!g->in_flight || d->sent_before_start) && g->server_id == d->server_id &&
 			strcmp(g->workflow_id, d->workflow_id) == 0)
 			return g;
+	}
 
 	cxt = AllocSetContextCreate(TopMemoryContext, "maestro look-up", ALLOCSET_SMALL_SIZES);
 	g = MemoryContextAllocZero(cxt, sizeof(LookupGroup));
@@ -615,29 +612,15 @@ group_for(Delivery *d)
 	g->server_id = d->server_id;
 	g->workflow_id = MemoryContextStrdup(cxt, d->workflow_id);
 	g->conn = d->conn;
-	g->next = groups;
-	groups = g;
+	dlist_push_head(&groups, &g->node);
 	return g;
-}
-
-static void
-group_remove(LookupGroup *g)
-{
-	LookupGroup **link;
-
-	for (link = &groups; *link; link = &(*link)->next)
-		if (*link == g)
-		{
-			*link = g->next;
-			break;
-		}
 }
 
 /* The group's members have all been settled or sent on. */
 static void
 group_free(LookupGroup *g)
 {
-	group_remove(g);
+	dlist_delete(&g->node);
 	MemoryContextDelete(g->cxt);
 }
 
@@ -825,9 +808,7 @@ maestro_delivery_dispatch(TimestampTz now, TimestampTz *next_slot)
 	Delivery   *kept_head = NULL;
 	Delivery   *kept_tail = NULL;
 	int			kept = 0;
-	LookupGroup *g;
-	TokenFetch *f;
-	TokenFetch *next_f;
+	dlist_mutable_iter miter;
 
 	*next_slot = 0;
 	ready_head = ready_tail = NULL;
@@ -840,9 +821,10 @@ maestro_delivery_dispatch(TimestampTz now, TimestampTz *next_slot)
 	 * failed fetch of ours has failed its requests already: the next that
 	 * needs the token asks anew.
 	 */
-	for (f = fetches; f; f = next_f)
+	dlist_foreach_modify(miter, &fetches)
 	{
-		next_f = f->next;
+		TokenFetch *f = dlist_container(TokenFetch, node, miter.cur);
+
 		if (!f->in_flight && (f->recheck_at <= now ||
 							  (f->failed && !f->sync_waits)))
 			fetch_forget(f);
@@ -939,16 +921,17 @@ maestro_delivery_dispatch(TimestampTz now, TimestampTz *next_slot)
 	}
 
 	/* one GET per workflow, when a slot and the server's pacing allow */
-	g = groups;
-	while (g && !maestro_worker_stopping &&
-		   maestro_transfer_count() < maestro_max_concurrency)
+	dlist_foreach_modify(miter, &groups)
 	{
-		LookupGroup *next = g->next;
+		LookupGroup *g = dlist_container(LookupGroup, node, miter.cur);
 		TimestampTz slot;
 		char	   *problem;
 		MaestroRequest req;
 		MemoryContext old;
 
+		if (maestro_worker_stopping ||
+			maestro_transfer_count() >= maestro_max_concurrency)
+			break;
 		if (!g->in_flight)
 		{
 			TokenGate	gate = TOKEN_READY;
@@ -977,7 +960,6 @@ maestro_delivery_dispatch(TimestampTz now, TimestampTz *next_slot)
 				}
 			}
 		}
-		g = next;
 	}
 	return outcomes;
 }
@@ -992,7 +974,7 @@ static List *
 fail_parked(const MaestroConnection *conn, char *problem, List *outcomes)
 {
 	Delivery   *d = ready_head;
-	LookupGroup *g;
+	dlist_mutable_iter miter;
 
 	ready_head = ready_tail = NULL;
 	ready_count = 0;
@@ -1012,17 +994,15 @@ fail_parked(const MaestroConnection *conn, char *problem, List *outcomes)
 		d = next;
 	}
 
-	g = groups;
-	while (g)
+	dlist_foreach_modify(miter, &groups)
 	{
-		LookupGroup *next = g->next;
+		LookupGroup *g = dlist_container(LookupGroup, node, miter.cur);
 
 		if (!g->in_flight && g->conn && maestro_auth_same_token(g->conn, conn))
 		{
 			outcomes = group_retry_all(g, problem, outcomes);
 			group_free(g);
 		}
-		g = next;
 	}
 	return outcomes;
 }
@@ -1149,11 +1129,10 @@ maestro_delivery_finished(Transfer *t)
 void
 maestro_delivery_drop_all(void)
 {
-	while (fetches)
+	while (!dlist_is_empty(&fetches))
 	{
-		TokenFetch *f = fetches;
+		TokenFetch *f = dlist_container(TokenFetch, node, dlist_pop_head_node(&fetches));
 
-		fetches = f->next;
 		maestro_auth_release(&f->claim);
 		MemoryContextDelete(f->cxt);
 	}
@@ -1166,9 +1145,9 @@ maestro_delivery_drop_all(void)
 	}
 	ready_tail = NULL;
 	ready_count = 0;
-	while (groups)
+	while (!dlist_is_empty(&groups))
 	{
-		LookupGroup *g = groups;
+		LookupGroup *g = dlist_container(LookupGroup, node, dlist_pop_head_node(&groups));
 		Delivery   *d = g->members;
 
 		while (d)
@@ -1178,7 +1157,6 @@ maestro_delivery_drop_all(void)
 			MemoryContextDelete(d->cxt);
 			d = next;
 		}
-		groups = g->next;
 		MemoryContextDelete(g->cxt);
 	}
 	lookup_members = 0;
