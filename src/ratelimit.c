@@ -6,7 +6,8 @@
  *
  * Every response of the API carries X-RateLimit-Limit, -Remaining and
  * -Reset (epoch seconds of the top of the next hour), and may carry
- * X-BurstLimit-Limit and -Remaining. http.c and the worker hand each
+ * X-BurstLimit-Limit and -Remaining. parse.c reads them as each response's
+ * header lines arrive; http.c and the worker hand what it read of each
  * finished transfer to maestro_ratelimit_observe(), which keeps the last
  * values per server; maestro_rate_limits() shows them.
  *
@@ -30,8 +31,6 @@
  *-------------------------------------------------------------------------
  */
 #include "maestro.h"
-
-#include <curl/curl.h>
 
 #include "foreign/foreign.h"
 #include "funcapi.h"
