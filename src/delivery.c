@@ -84,17 +84,19 @@ typedef struct KnownNames
 /* how often to look at a token another process is fetching */
 #define TOKEN_RECHECK_MS	25
 
-/* how long a failed fetch the periodic sync waits for is kept for it */
-#define FAILED_TOKEN_KEEP_MS	1000
+/* how long a failed fetch of the worker holds its token back */
+#define FAILED_TOKEN_BACKOFF_MS	1000
 
 /*
  * A token the worker's requests wait for: the worker's own fetch (in
  * flight), or another process's (looked at again at recheck_at). A fetch
- * of the worker that failed fails the requests waiting for it at once; it
- * stays, with its error, until the next dispatch, or, when the periodic
- * sync waits for it too (sync_waits), until the sync has been told, for
- * FAILED_TOKEN_KEEP_MS at most: forgotten before the sync looks, it would
- * make the sync ask again at once, and again, without end.
+ * of the worker that failed fails the requests waiting for it at once, and
+ * then holds the token back until recheck_at, FAILED_TOKEN_BACKOFF_MS
+ * later: requests that need the token meanwhile wait for the next fetch,
+ * so that a stream of requests meeting a refused grant costs the account
+ * server a token request a second rather than one each (and no attempt of
+ * theirs is spent without a fetch), and the periodic sync is told of the
+ * failure instead of asking again at once, and again, without end.
  */
 typedef struct TokenFetch
 {
@@ -104,7 +106,6 @@ typedef struct TokenFetch
 	bool		in_flight;
 	TimestampTz recheck_at;
 	char	   *failed;			/* the error of our fetch that failed */
-	bool		sync_waits;		/* maestro_delivery_token parked on it */
 	dlist_node	node;			/* in fetches */
 } TokenFetch;
 
@@ -374,9 +375,10 @@ fetch_start(TokenFetch *f)
 
 /*
  * Can a request with this connection start: its token is there (set in
- * conn), or it waits for it (a fetch is under way, maybe started here; the
- * time to look again, if any, goes into *wake), or it failed (*problem
- * says why, in the synchronous path's words).
+ * conn, READY), or it waits for it (PARKED: a fetch is under way, maybe
+ * started here, or a failed one holds the token back, and then *problem
+ * says how it failed; the time to look again, if any, goes into *wake), or
+ * it failed (FAILED: *problem says why, in the synchronous path's words).
  */
 static TokenGate
 token_gate(MaestroConnection *conn, TimestampTz now, MemoryContext keep,
@@ -393,8 +395,15 @@ token_gate(MaestroConnection *conn, TimestampTz now, MemoryContext keep,
 	f = fetch_for(conn);
 	if (f && f->failed)
 	{
-		*problem = MemoryContextStrdup(keep, f->failed);
-		return TOKEN_FAILED;
+		if (now < f->recheck_at)
+		{
+			*problem = MemoryContextStrdup(keep, f->failed);
+			if (*wake == 0 || f->recheck_at < *wake)
+				*wake = f->recheck_at;
+			return TOKEN_PARKED;
+		}
+		fetch_forget(f);
+		f = NULL;
 	}
 	if (f && f->in_flight)
 		return TOKEN_PARKED;	/* its end wakes the worker */
@@ -457,20 +466,17 @@ token_gate(MaestroConnection *conn, TimestampTz now, MemoryContext keep,
  * own, whose end wakes the loop, or another process's: look again at
  * *wake, when set); FAILED, *problem (palloc'd) says why, as the requests
  * record it ("could not get an access token: " and the error's message
- * and hint). A fetch this caller waited for that failed is reported to it
- * once; the next call asks anew.
+ * and hint). A failed fetch, the caller's or another's, is reported for as
+ * long as it holds the token back; the sync's next run asks anew.
  */
 TokenGate
 maestro_delivery_token(MaestroConnection *conn, TimestampTz now, char **problem,
 					   TimestampTz *wake)
 {
 	TokenGate	gate = token_gate(conn, now, CurrentMemoryContext, problem, wake);
-	TokenFetch *f = conn->jwt ? fetch_for(conn) : NULL;
 
-	if (f && gate == TOKEN_PARKED)
-		f->sync_waits = true;
-	else if (f && gate == TOKEN_FAILED && f->failed && !f->in_flight)
-		fetch_forget(f);
+	if (gate == TOKEN_PARKED && *problem != NULL)
+		return TOKEN_FAILED;
 	return gate;
 }
 
@@ -818,15 +824,14 @@ maestro_delivery_dispatch(TimestampTz now, TimestampTz *next_slot)
 	 * A token another process fetches whose time to look again has come
 	 * is looked at by the next request that needs it, as if never seen:
 	 * forgotten here, it cannot outlive the requests that waited for it. A
-	 * failed fetch of ours has failed its requests already: the next that
-	 * needs the token asks anew.
+	 * failed fetch of ours has failed its requests already: once its
+	 * back-off is over, the next that needs the token asks anew.
 	 */
 	dlist_foreach_modify(miter, &fetches)
 	{
 		TokenFetch *f = dlist_container(TokenFetch, node, miter.cur);
 
-		if (!f->in_flight && (f->recheck_at <= now ||
-							  (f->failed && !f->sync_waits)))
+		if (!f->in_flight && f->recheck_at <= now)
 			fetch_forget(f);
 	}
 
@@ -1061,7 +1066,7 @@ token_finished(Transfer *t, TokenFetch *f, List *outcomes)
 		return outcomes;
 	}
 	f->failed = MemoryContextStrdup(f->cxt, problem);
-	f->recheck_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), FAILED_TOKEN_KEEP_MS);
+	f->recheck_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), FAILED_TOKEN_BACKOFF_MS);
 	return fail_parked(f->conn, problem, outcomes);
 }
 

@@ -216,6 +216,28 @@ is($error{unavailable}, 'could not get an access token: Maestro server error (af
 is($error{unreachable},
 	'could not get an access token: could not complete the Maestro request Check the base_url option of the server and that the host is reachable. (after 2 attempts)|2 0',
 	'an unreachable account server: the same error text as before');
+
+# ---- 4b: a stream of requests meets the refused grant ----
+# One request a transaction, one after another for about a second: a failed
+# fetch holds its token back for a second, so that the requests arriving
+# meanwhile wait and share the next fetch rather than ask once each; and
+# every attempt they spend is spent on a fetch that failed.
+jwt_server('jwt10', "$url/_fault/key=tok10;times=0");
+my $stream = 15;
+my $stream_t0 = time;
+$node->safe_psql('postgres', "SET maestro.server = 'jwt10';
+SELECT maestro_trigger_async('$WF1', jsonb_build_object('Name', 'stream $_', 'Email', 'x$_\@example.com'), 'stream $_')")
+  for 1 .. $stream;
+ok(poll(sub { count_of('stream', 'failed') eq "$stream" }, 180), 'the streamed requests failed after their two attempts');
+my $stream_s = time - $stream_t0;
+is($node->safe_psql('postgres',
+		"SELECT count(*) FROM maestro_trigger_requests WHERE instance_name LIKE 'stream %'"
+		  . " AND attempts = 2 AND last_error LIKE 'could not get an access token: DocuSign user % has not consented%'"),
+	"$stream", 'each with the refused grant\'s error');
+note sprintf('token requests for %d requests arriving one by one, 2 attempts each, in %.1f s: %d',
+	$stream, $stream_s, sim_fault_count('tok10'));
+cmp_ok(sim_fault_count('tok10'), '<=', int($stream_s) + 2, 'about a token request a second at most');
+cmp_ok(sim_fault_count('tok10'), '<', $stream, 'fewer than one per request');
 sim_post('/__sim/oauth/consent', { user => $user, consented => JSON::PP::true });
 
 # ---- 3d: a backend fetching a token is terminated (FATAL) ----
