@@ -273,6 +273,23 @@ is(workflows('jwtproxy'), '3', 'the JWT grant works through the proxy');
 like(last_sim_request('/oauth/token')->{via} // '', qr/tinyproxy/, '... its token request went through the proxy');
 like(last_sim_request('/workflows')->{via} // '', qr/tinyproxy/, '... and so did the API call');
 
+# the worker's own token fetch (on its multi handle, beside its sends) goes
+# through the proxy as well: a server with an auth_url of its own, so that
+# no backend has fetched its token before
+$node->safe_psql('postgres', qq{
+CREATE SERVER jwtworker FOREIGN DATA WRAPPER maestro
+  OPTIONS (base_url '$sim', auth_url '$sim/_fault/key=tokW;times=0', account_id '$ACCOUNT', proxy '$proxy_url');
+CREATE USER MAPPING FOR CURRENT_USER SERVER jwtworker
+  OPTIONS (integration_key '$ik', user_id '$user', private_key '$key',
+           proxy_user 'puser', proxy_password '$password');
+SET maestro.server = 'jwtworker';
+SELECT maestro_trigger_async('$WF1', '{"Name": "W", "Email": "w\@example.com"}', 'jwtworker 1');});
+ok(wait_for($node, "SELECT state FROM maestro_trigger_requests WHERE instance_name LIKE 'jwtworker 1 %'", 'done', 60),
+	'the worker sends a trigger with a token it fetched itself');
+is(sim_fault_count('tokW'), 1, '... after one token request');
+like(proxy_log(), qr{POST http://127\.0\.0\.1:$sim_port/_fault/key=tokW}, '... which the proxy logged');
+like(last_sim_request('/oauth/token')->{via} // '', qr/tinyproxy/, '... and the account server saw come through it');
+
 # HTTPS: a CONNECT tunnel, the API host's certificate verified with ca_file
 my $tls_before = tls_count();
 is(workflows('tlsproxy'), '3', 'HTTPS through the proxy (CONNECT) with ca_file');
