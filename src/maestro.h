@@ -359,6 +359,7 @@ typedef struct MaestroRoleSwitch
 extern void maestro_become_role(Oid role, MaestroRoleSwitch *save);
 extern void maestro_restore_role(MaestroRoleSwitch *save);
 extern char *maestro_extension_schema_name(void);
+extern Oid	maestro_extension_table_owner(const char *relname);
 extern void maestro_queue_run_as_owner(const char *sql, int nargs, Oid *types, Datum *values,
 									   const char *nulls, int expected);
 

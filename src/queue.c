@@ -125,10 +125,14 @@ maestro_queue_table(void)
 					quote_identifier(get_namespace_name(schema)));
 }
 
-static Oid
-queue_table_owner(void)
+/*
+ * The owner of one of the extension's tables (the queue, the mirror): the
+ * role its work runs as.
+ */
+Oid
+maestro_extension_table_owner(const char *relname)
 {
-	Oid			relid = get_relname_relid("maestro_trigger_requests", extension_schema());
+	Oid			relid = get_relname_relid(relname, extension_schema());
 	HeapTuple	tuple;
 	Oid			owner;
 
@@ -136,7 +140,7 @@ queue_table_owner(void)
 	if (!HeapTupleIsValid(tuple))
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_TABLE),
-				 errmsg("the maestro queue table is missing"),
+				 errmsg("the maestro table %s is missing", relname),
 				 errhint("Run DROP EXTENSION maestro; CREATE EXTENSION maestro;")));
 	owner = ((Form_pg_class) GETSTRUCT(tuple))->relowner;
 	ReleaseSysCache(tuple);
@@ -184,7 +188,7 @@ run_as_queue_owner(const char *sql, int nargs, Oid *types, Datum *values,
 	MaestroRoleSwitch save;
 	int			rc;
 
-	maestro_become_role(queue_table_owner(), &save);
+	maestro_become_role(maestro_extension_table_owner("maestro_trigger_requests"), &save);
 	rc = SPI_execute_with_args(sql, nargs, types, values, nulls, false, 0);
 	if (rc != expected)
 		elog(ERROR, "maestro queue statement failed: %s", SPI_result_code_string(rc));

@@ -255,6 +255,9 @@ record_outcomes(List *outcomes)
 	int64	   *written;
 	int			n_written = 0;
 	int			n = 0;
+	int			done = 0;
+	int			failed = 0;
+	int			retried = 0;
 	int			k;
 	ListCell   *cell;
 
@@ -277,8 +280,9 @@ record_outcomes(List *outcomes)
 			SPI_execute_plan(unclaim_plan, unclaim, NULL, false, 0);
 			continue;
 		}
-		maestro_stats_worker(0, strcmp(o->state, "done") == 0, strcmp(o->state, "failed") == 0,
-							 strcmp(o->state, "queued") == 0, -1);
+		done += strcmp(o->state, "done") == 0;
+		failed += strcmp(o->state, "failed") == 0;
+		retried += strcmp(o->state, "queued") == 0;
 		values[0][n] = Int64GetDatum(o->id);
 		values[1][n] = CStringGetTextDatum(o->state);
 		values[2][n] = Int32GetDatum(o->http_status);
@@ -305,6 +309,8 @@ record_outcomes(List *outcomes)
 	for (k = 0; k < RECORD_COLUMNS; k++)
 		args[k] = make_array(values[k], nulls[k], n, elem_types[k]);
 	SPI_execute_plan(record_plan, args, NULL, false, 0);
+	/* once per batch: the counters take an exclusive lock */
+	maestro_stats_worker(0, done, failed, retried, -1);
 
 	written = palloc(sizeof(int64) * Max(SPI_processed, 1));
 	for (n_written = 0; n_written < (int) SPI_processed; n_written++)

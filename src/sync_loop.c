@@ -138,18 +138,6 @@ end_transaction(void)
 	CommitTransactionCommand();
 }
 
-/* The mirror's owner: the role the sync runs as, with its user mapping. */
-static Oid
-mirror_owner(const char *schema)
-{
-	bool		isnull;
-
-	SPI_execute(psprintf("SELECT relowner FROM pg_catalog.pg_class"
-						 " WHERE oid = '%s.maestro_synced_instances'::pg_catalog.regclass",
-						 schema), true, 1);
-	return DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-}
-
 /*
  * The run's connection: the mirror owner's, as maestro_sync() would make
  * it. *(bool *) arg is cleared when there is no extension to sync.
@@ -169,7 +157,8 @@ connect_as_owner(void *arg)
 		MaestroRoleSwitch save;
 		MaestroConnection *conn;
 
-		owner = mirror_owner(schema);
+		/* the mirror's owner: the role the sync runs as, with its user mapping */
+		owner = maestro_extension_table_owner("maestro_synced_instances");
 		maestro_become_role(owner, &save);
 		conn = maestro_connect();
 		maestro_restore_role(&save);
@@ -253,7 +242,7 @@ apply(void)
 		ResourceOwner oldowner = CurrentResourceOwner;
 		Oid			owner;
 
-		owner = mirror_owner(schema);
+		owner = maestro_extension_table_owner("maestro_synced_instances");
 
 		BeginInternalSubTransaction(NULL);
 		MemoryContextSwitchTo(oldcontext);
@@ -400,17 +389,8 @@ raise_page_error(void *arg)
 {
 	Transfer   *t = (Transfer *) arg;
 	MaestroResponse resp;
-	char	   *ctype = NULL;
 
-	if (t->result != CURLE_OK)
-		maestro_http_raise_transport_error(run->conn, &t->req, t->easy, t->result, t->errbuf,
-										   &t->buf, 0);
-	memset(&resp, 0, sizeof(resp));
-	resp.status = t->status;
-	resp.body = t->buf.data ? t->buf.data : "";
-	resp.body_len = t->buf.len;
-	curl_easy_getinfo(t->easy, CURLINFO_CONTENT_TYPE, &ctype);
-	strlcpy(resp.content_type, ctype ? ctype : "", sizeof(resp.content_type));
+	maestro_transfer_response(t, &resp);
 	maestro_raise_http_error(run->conn, &t->req, &resp);
 }
 

@@ -406,6 +406,13 @@ maestro_transfer_wait(long timeout_ms)
 	harvest();
 }
 
+/*
+ * The finished transfer last taken, until it is freed: an error raised
+ * while its caller deals with it (recording its statistics, say) must not
+ * leave its handle, header list and buffer behind (abort_all frees them).
+ */
+static Transfer *in_hand = NULL;
+
 /* One finished transfer, or NULL; the caller frees it. */
 Transfer *
 maestro_transfer_take_finished(void)
@@ -417,13 +424,38 @@ maestro_transfer_take_finished(void)
 		finished = t->next;
 		t->next = NULL;
 	}
+	in_hand = t;
 	return t;
+}
+
+/*
+ * The answer of a finished transfer as the synchronous path hands one on
+ * (http.c): its transport failure raised as the same error, else its
+ * status, content type and body. The body is the transfer's buffer, not a
+ * copy: resp is good until the transfer is freed.
+ */
+void
+maestro_transfer_response(Transfer *t, MaestroResponse *resp)
+{
+	char	   *ctype = NULL;
+
+	if (t->result != CURLE_OK)
+		maestro_http_raise_transport_error(t->conn, &t->req, t->easy, t->result, t->errbuf,
+										   &t->buf, 0);
+	memset(resp, 0, sizeof(*resp));
+	resp->status = t->status;
+	resp->body = t->buf.data ? t->buf.data : "";
+	resp->body_len = t->buf.len;
+	curl_easy_getinfo(t->easy, CURLINFO_CONTENT_TYPE, &ctype);
+	strlcpy(resp->content_type, ctype ? ctype : "", sizeof(resp->content_type));
 }
 
 /* Free libcurl's side and the response buffer; not the context. */
 void
 maestro_transfer_free(Transfer *t)
 {
+	if (t == in_hand)
+		in_hand = NULL;
 	if (t->easy)
 		release(t);
 	free(t->buf.data);
@@ -478,6 +510,14 @@ maestro_transfer_abort_all(void)
 		Transfer   *t = finished;
 
 		finished = t->next;
+		maestro_transfer_free(t);
+		if (t->kind == TRANSFER_SEND)
+			MemoryContextDelete(t->cxt);
+	}
+	if (in_hand)
+	{
+		Transfer   *t = in_hand;
+
 		maestro_transfer_free(t);
 		if (t->kind == TRANSFER_SEND)
 			MemoryContextDelete(t->cxt);

@@ -128,6 +128,7 @@ extern int	maestro_transfer_count(void);
 extern void maestro_transfer_kick(void);
 extern void maestro_transfer_wait(long timeout_ms);
 extern Transfer *maestro_transfer_take_finished(void);
+extern void maestro_transfer_response(Transfer *t, MaestroResponse *resp);
 extern void maestro_transfer_free(Transfer *t);
 extern void maestro_transfer_abort_all(void);
 extern void maestro_transfer_cancel(Transfer *t);
