@@ -376,9 +376,9 @@ fetch_start(TokenFetch *f)
 /*
  * Can a request with this connection start: its token is there (set in
  * conn, READY), or it waits for it (PARKED: a fetch is under way, maybe
- * started here, or a failed one holds the token back, and then *problem
- * says how it failed; the time to look again, if any, goes into *wake), or
- * it failed (FAILED: *problem says why, in the synchronous path's words).
+ * started here, or a failed one holds the token back; the time to look
+ * again, if any, goes into *wake), or it failed (FAILED: *problem says
+ * why, in the synchronous path's words).
  */
 static TokenGate
 token_gate(MaestroConnection *conn, TimestampTz now, MemoryContext keep,
@@ -397,7 +397,6 @@ token_gate(MaestroConnection *conn, TimestampTz now, MemoryContext keep,
 	{
 		if (now < f->recheck_at)
 		{
-			*problem = MemoryContextStrdup(keep, f->failed);
 			if (*wake == 0 || f->recheck_at < *wake)
 				*wake = f->recheck_at;
 			return TOKEN_PARKED;
@@ -473,11 +472,15 @@ TokenGate
 maestro_delivery_token(MaestroConnection *conn, TimestampTz now, char **problem,
 					   TimestampTz *wake)
 {
-	TokenGate	gate = token_gate(conn, now, CurrentMemoryContext, problem, wake);
+	TokenFetch *f = conn->jwt ? fetch_for(conn) : NULL;
 
-	if (gate == TOKEN_PARKED && *problem != NULL)
+	/* what holds the sends back is, for the sync, a failed run */
+	if (f && f->failed && now < f->recheck_at)
+	{
+		*problem = pstrdup(f->failed);
 		return TOKEN_FAILED;
-	return gate;
+	}
+	return token_gate(conn, now, CurrentMemoryContext, problem, wake);
 }
 
 /* ---- sending ---- */
@@ -1021,20 +1024,8 @@ token_answer(Transfer *t, TokenFetch *f, MemoryContext keep)
 	PG_TRY();
 	{
 		MaestroResponse resp;
-		char	   *ctype = NULL;
 
-		if (t->result != CURLE_OK)
-			maestro_http_raise_transport_error(t->conn, &t->req, t->easy, t->result,
-											   t->errbuf, &t->buf, 0);
-		memset(&resp, 0, sizeof(resp));
-		resp.status = t->status;
-		curl_easy_getinfo(t->easy, CURLINFO_CONTENT_TYPE, &ctype);
-		strlcpy(resp.content_type, ctype ? ctype : "", sizeof(resp.content_type));
-		resp.body = palloc(t->buf.len + 1);
-		if (t->buf.len > 0)
-			memcpy(resp.body, t->buf.data, t->buf.len);
-		resp.body[t->buf.len] = '\0';
-		resp.body_len = t->buf.len;
+		maestro_transfer_response(t, &resp);
 		maestro_auth_token_received(f->conn, &f->claim, t->conn, &t->req, &resp);
 	}
 	PG_CATCH();

@@ -307,6 +307,31 @@ maestro_trigger_inputs(PG_FUNCTION_ARGS)
 	return (Datum) 0;
 }
 
+/*
+ * The row type of a function returning one row, fixed by its OUT
+ * parameters: worked out (a pg_proc look-up and a new descriptor) once per
+ * call site rather than per row, which was a few percent of a call in a
+ * statement of many rows.
+ */
+static TupleDesc
+call_site_row_type(FunctionCallInfo fcinfo)
+{
+	TupleDesc	tupdesc = (TupleDesc) fcinfo->flinfo->fn_extra;
+
+	if (tupdesc == NULL)
+	{
+		MemoryContext oldcxt;
+
+		if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
+			elog(ERROR, "return type must be a row type");
+		oldcxt = MemoryContextSwitchTo(fcinfo->flinfo->fn_mcxt);
+		tupdesc = BlessTupleDesc(CreateTupleDescCopy(tupdesc));
+		MemoryContextSwitchTo(oldcxt);
+		fcinfo->flinfo->fn_extra = tupdesc;
+	}
+	return tupdesc;
+}
+
 Datum
 maestro_trigger(PG_FUNCTION_ARGS)
 {
@@ -323,24 +348,7 @@ maestro_trigger(PG_FUNCTION_ARGS)
 
 	maestro_check_trigger_args(fcinfo, &inputs, &instance_name);
 
-	/*
-	 * The row type is fixed by the OUT parameters: worked out (a pg_proc
-	 * look-up and a new descriptor) once per call site rather than per row,
-	 * which was a few percent of a call in a statement of many rows.
-	 */
-	tupdesc = (TupleDesc) fcinfo->flinfo->fn_extra;
-	if (tupdesc == NULL)
-	{
-		MemoryContext oldcxt;
-
-		if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
-			elog(ERROR, "return type must be a row type");
-		oldcxt = MemoryContextSwitchTo(fcinfo->flinfo->fn_mcxt);
-		tupdesc = BlessTupleDesc(CreateTupleDescCopy(tupdesc));
-		MemoryContextSwitchTo(oldcxt);
-		fcinfo->flinfo->fn_extra = tupdesc;
-	}
-
+	tupdesc = call_site_row_type(fcinfo);
 	inputs_json = JsonbToCString(NULL, &inputs->root, VARSIZE(inputs));
 	conn = maestro_connect();
 	root = maestro_post_trigger(conn, workflow_id, instance_name, inputs_json);
@@ -482,10 +490,7 @@ maestro_instance(PG_FUNCTION_ARGS)
 	Datum		values[INSTANCE_COLUMNS];
 	bool		nulls[INSTANCE_COLUMNS];
 
-	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
-		elog(ERROR, "return type must be a row type");
-	tupdesc = BlessTupleDesc(tupdesc);
-
+	tupdesc = call_site_row_type(fcinfo);
 	conn = maestro_connect();
 	root = maestro_get_instance(conn, workflow_id, instance_id);
 	if (!cJSON_IsObject(root))

@@ -951,7 +951,7 @@ void
 maestro_http_execute(const MaestroConnection *conn, const MaestroRequest *req,
 					 MaestroResponse *resp)
 {
-	struct curl_slist *volatile headers = NULL;
+	struct curl_slist *headers;
 	MaestroBuffer *buf = &sync_buf;
 	char	   *url;
 	TimestampTz deadline = statement_deadline();
@@ -989,7 +989,7 @@ maestro_http_execute(const MaestroConnection *conn, const MaestroRequest *req,
 			buf->len = 0;
 			buf->too_large = buf->out_of_memory = false;
 			sync_errbuf[0] = '\0';
-			configure_sync_handle(conn, url, req, (struct curl_slist *) headers);
+			configure_sync_handle(conn, url, req, headers);
 
 			rc = run_transfer((bool *) &interrupted);
 			bytes += buf->len;
