@@ -111,7 +111,8 @@ maestro_shmem_startup(void)
  * setting names this point. The points are where the tests need an error
  * that nothing real raises: "stats_lock" (stats.c), "ratelimit_lock"
  * (ratelimit.c) and "token_cache_lock" (auth.c), each while that LWLock
- * is held.
+ * is held, and "claim_after_record" (queue_sql.c), in a claim after its
+ * outcomes were written.
  */
 void
 maestro_fault_point(const char *point)

@@ -255,9 +255,6 @@ record_outcomes(List *outcomes)
 	int64	   *written;
 	int			n_written = 0;
 	int			n = 0;
-	int			done = 0;
-	int			failed = 0;
-	int			retried = 0;
 	int			k;
 	ListCell   *cell;
 
@@ -280,9 +277,6 @@ record_outcomes(List *outcomes)
 			SPI_execute_plan(unclaim_plan, unclaim, NULL, false, 0);
 			continue;
 		}
-		done += strcmp(o->state, "done") == 0;
-		failed += strcmp(o->state, "failed") == 0;
-		retried += strcmp(o->state, "queued") == 0;
 		values[0][n] = Int64GetDatum(o->id);
 		values[1][n] = CStringGetTextDatum(o->state);
 		values[2][n] = Int32GetDatum(o->http_status);
@@ -309,8 +303,6 @@ record_outcomes(List *outcomes)
 	for (k = 0; k < RECORD_COLUMNS; k++)
 		args[k] = make_array(values[k], nulls[k], n, elem_types[k]);
 	SPI_execute_plan(record_plan, args, NULL, false, 0);
-	/* once per batch: the counters take an exclusive lock */
-	maestro_stats_worker(0, done, failed, retried, -1);
 
 	written = palloc(sizeof(int64) * Max(SPI_processed, 1));
 	for (n_written = 0; n_written < (int) SPI_processed; n_written++)
@@ -332,41 +324,45 @@ record_outcomes(List *outcomes)
 }
 
 /*
- * With outcomes (a round's, possibly NIL) written first, in the same
- * transaction: claim up to limit due requests of the servers that may be
- * sent to, into *claimed (a List of Delivery in the caller's context).
- * With recover, first take over the rows a stopped worker left 'sending'.
- * Sets *more when due requests may have been left behind, and *next_due
- * to when the earliest other queued request falls due (0: none). Returns
- * false when the extension is not (or no longer) installed; the outcomes
- * then have nothing to be written into.
+ * Count committed outcomes in the API statistics, once per batch: the
+ * counters take an exclusive lock.
  */
-bool
-maestro_queue_sql_claim(List *outcomes, int limit, bool recover, List **claimed,
-						bool *more, TimestampTz *next_due)
+static void
+count_outcomes(List *outcomes)
 {
-	MemoryContext caller;
+	int			done = 0;
+	int			failed = 0;
+	int			retried = 0;
+	ListCell   *cell;
+
+	foreach(cell, outcomes)
+	{
+		Outcome    *o = (Outcome *) lfirst(cell);
+
+		if (o->unclaim)
+			continue;
+		done += strcmp(o->state, "done") == 0;
+		failed += strcmp(o->state, "failed") == 0;
+		retried += strcmp(o->state, "queued") == 0;
+	}
+	if (done + failed + retried > 0)
+		maestro_stats_worker(0, done, failed, retried, -1);
+}
+
+/*
+ * Claim up to limit due requests of the servers that may be sent to, in
+ * the open transaction; see maestro_queue_sql_claim.
+ */
+static void
+claim_due(int limit, bool recover, MemoryContext caller, List **claimed,
+		  bool *more, TimestampTz *next_due)
+{
 	TimestampTz now = GetCurrentTimestamp();
 	Datum		closed;
 	Datum		args[3];
 	Datum	   *ids;
 	int			n_ids = 0;
 	uint64		i;
-
-	*claimed = NIL;
-	*more = false;
-	*next_due = 0;
-
-	caller = begin_work("claiming maestro trigger requests");
-	if (!prepare_plans())
-	{
-		end_work(caller);
-		return false;
-	}
-
-	/* before a recovery, which would take the rows these outcomes are for */
-	if (outcomes != NIL)
-		record_outcomes(outcomes);
 
 	if (recover)
 	{
@@ -438,7 +434,76 @@ maestro_queue_sql_claim(List *outcomes, int limit, bool recover, List **claimed,
 															 SPI_tuptable->tupdesc, 2, &isnull)));
 		}
 	}
+}
+
+/*
+ * With outcomes (a round's, possibly NIL) written first, in the same
+ * transaction: claim up to limit due requests of the servers that may be
+ * sent to, into *claimed (a List of Delivery in the caller's context).
+ * With recover, first take over the rows a stopped worker left 'sending'.
+ * Sets *more when due requests may have been left behind, and *next_due
+ * to when the earliest other queued request falls due (0: none). Returns
+ * false when the extension is not (or no longer) installed; the outcomes
+ * then have nothing to be written into.
+ *
+ * Outcomes written survive a claim that fails: the transaction is rolled
+ * back, the outcomes are written again in one of their own, and the error
+ * is raised again (the worker recovers as from any error, dropping what
+ * it had claimed). Lost with the claim, they would leave their rows
+ * 'sending', to be looked up before being sent again: a 'done' row would
+ * lose its instance_url, a final 4xx would be sent again, a retry could
+ * leave before its back-off. (Not a subtransaction around the claim: it
+ * would take a transaction id of its own for every claim.) An error in
+ * writing the outcomes themselves (a constraint a user added, say) still
+ * takes them with it: they are not tried again, or one bad outcome would
+ * fail every claim.
+ */
+bool
+maestro_queue_sql_claim(List *outcomes, int limit, bool recover, List **claimed,
+						bool *more, TimestampTz *next_due)
+{
+	MemoryContext caller;
+	ErrorData  *volatile claim_error = NULL;
+
+	*claimed = NIL;
+	*more = false;
+	*next_due = 0;
+
+	caller = begin_work("claiming maestro trigger requests");
+	if (!prepare_plans())
+	{
+		end_work(caller);
+		return false;
+	}
+
+	/* before a recovery, which would take the rows these outcomes are for */
+	if (outcomes == NIL)
+	{
+		claim_due(limit, recover, caller, claimed, more, next_due);
+		end_work(caller);
+		return true;
+	}
+	record_outcomes(outcomes);
+
+	PG_TRY();
+	{
+		maestro_fault_point("claim_after_record");
+		claim_due(limit, recover, caller, claimed, more, next_due);
+	}
+	PG_CATCH();
+	{
+		/* rolls the transaction back, and releases what the error held */
+		claim_error = maestro_worker_caught_edata(caller);
+	}
+	PG_END_TRY();
+
+	if (claim_error != NULL)
+	{
+		maestro_queue_sql_record(outcomes);
+		ReThrowError(claim_error);
+	}
 	end_work(caller);
+	count_outcomes(outcomes);
 	return true;
 }
 
@@ -455,4 +520,5 @@ maestro_queue_sql_record(List *outcomes)
 	if (prepare_plans())
 		record_outcomes(outcomes);
 	end_work(caller);
+	count_outcomes(outcomes);
 }

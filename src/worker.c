@@ -243,7 +243,10 @@ worker_loop(void)
 		MemoryContextSwitchTo(TopMemoryContext);
 		FlushErrorState();
 		MemoryContextReset(loop_cxt);
-		/* their rows stay 'sending': looked up before they are sent again */
+		/*
+		 * Written already if only the claim after them failed (queue_sql.c);
+		 * else their rows stay 'sending': looked up before sent again.
+		 */
 		unrecorded = NIL;
 		unrecorded_since = 0;
 		maestro_transfer_abort_all();
