@@ -123,9 +123,14 @@ cache_unlock(TokenCache *cache)
 		LWLockRelease(cache->lock);
 }
 
-/* Everything that shapes the token: a change to any of it is a new token. */
-static uint32
-config_hash(const MaestroConnection *conn)
+/*
+ * A hash of everything that shapes the token: a change to any of it is a
+ * new token. Computed once, when the connection is built (options.c): the
+ * private key alone is over a kilobyte, and the worker compares keys in
+ * loops.
+ */
+uint32
+maestro_auth_token_key(const MaestroConnection *conn)
 {
 	const char *parts[6] = {conn->auth_url, conn->scopes, conn->integration_key,
 	conn->user_id, conn->private_key, conn->account_id};
@@ -544,7 +549,7 @@ maestro_auth_lookup(MaestroConnection *conn, MaestroTokenClaim *claim,
 		return MAESTRO_TOKEN_READY;
 
 	cache = token_cache();
-	hash = config_hash(conn);
+	hash = conn->token_key;
 	claim->mapping_id = conn->mapping_id;
 	claim->config_hash = hash;
 
@@ -678,7 +683,7 @@ bool
 maestro_auth_same_token(const MaestroConnection *a, const MaestroConnection *b)
 {
 	return a->jwt && b->jwt && a->mapping_id == b->mapping_id &&
-		config_hash(a) == config_hash(b);
+		a->token_key == b->token_key;
 }
 
 /*
@@ -764,7 +769,7 @@ maestro_auth_forget(MaestroConnection *conn)
 		return;
 	cache = token_cache();
 	cache_lock(cache);
-	slot = find_slot(cache, conn->mapping_id, config_hash(conn), false);
+	slot = find_slot(cache, conn->mapping_id, conn->token_key, false);
 	if (slot && !slot->fetching && conn->access_token &&
 		strcmp(slot->token, conn->access_token) == 0)
 		slot->use_until = 0;

@@ -87,6 +87,8 @@ typedef struct MaestroConnection
 	char	   *integration_key;
 	char	   *user_id;
 	char	   *private_key;
+	/* with mapping_id, the token cache's key: a hash of the fields above */
+	uint32		token_key;
 } MaestroConnection;
 
 /* The endpoints, as statistics count them (stats.c). */
@@ -267,6 +269,7 @@ extern void maestro_auth_token_received(MaestroConnection *conn, const MaestroTo
 										const MaestroRequest *req,
 										const MaestroResponse *resp);
 extern void maestro_auth_release(const MaestroTokenClaim *claim);
+extern uint32 maestro_auth_token_key(const MaestroConnection *conn);
 extern bool maestro_auth_same_token(const MaestroConnection *a, const MaestroConnection *b);
 extern void maestro_auth_forget(MaestroConnection *conn);
 extern bool maestro_private_key_is_valid(const char *pem);

@@ -642,6 +642,8 @@ build_connection(ForeignServer *server, List *mapping, Oid mapping_id)
 	conn->auth_url = auth_url ? without_trailing_slashes(auth_url)
 		: default_auth_url(conn->base_url);
 	conn->scopes = pstrdup(scopes ? scopes : DEFAULT_SCOPES);
+	if (conn->jwt)
+		conn->token_key = maestro_auth_token_key(conn);
 	return conn;
 }
 
@@ -904,23 +906,7 @@ maestro_connection_for(Oid serverid, Oid userid, char **problem)
 MaestroConnection *
 maestro_connection_copy(const MaestroConnection *conn)
 {
-	MaestroConnection *copy = palloc(sizeof(MaestroConnection));
+	Size		size;
 
-#define COPY_STRING(field) (copy->field = conn->field ? pstrdup(conn->field) : NULL)
-	*copy = *conn;
-	COPY_STRING(server_name);
-	COPY_STRING(base_url);
-	COPY_STRING(account_id);
-	COPY_STRING(ca_file);
-	COPY_STRING(proxy);
-	COPY_STRING(proxy_user);
-	COPY_STRING(proxy_password);
-	COPY_STRING(access_token);
-	COPY_STRING(auth_url);
-	COPY_STRING(scopes);
-	COPY_STRING(integration_key);
-	COPY_STRING(user_id);
-	COPY_STRING(private_key);
-#undef COPY_STRING
-	return copy;
+	return connection_flatten(CurrentMemoryContext, conn, &size);
 }
