@@ -31,7 +31,7 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "maestro.h"
+#include "worker.h"
 
 #include "access/xact.h"
 #include "access/xlog.h"
@@ -58,26 +58,6 @@ typedef struct WorkflowGroup
 	Datum	   *names;
 	Datum	   *ids;
 } WorkflowGroup;
-
-static void
-begin(const char *activity)
-{
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	SPI_connect();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	pgstat_report_activity(STATE_RUNNING, activity);
-}
-
-static void
-end(MemoryContext back_to)
-{
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
-	pgstat_report_activity(STATE_IDLE, NULL);
-	MemoryContextSwitchTo(back_to);
-}
 
 /*
  * The recorded timeline, read under a row lock; 0 when none is recorded,
@@ -287,7 +267,7 @@ settle(const char *schema, WorkflowGroup *g, uint64 *found, uint64 *queued)
 void
 maestro_failover_check(void)
 {
-	MemoryContext caller = CurrentMemoryContext;
+	MemoryContext caller;
 	MemoryContext cxt;
 	TimeLineID	tli;
 	char	   *schema;
@@ -304,26 +284,26 @@ maestro_failover_check(void)
 
 	cxt = AllocSetContextCreate(TopMemoryContext, "maestro failover check", ALLOCSET_DEFAULT_SIZES);
 
-	begin("checking the maestro queue's timeline");
+	caller = maestro_worker_begin("checking the maestro queue's timeline");
 	schema = maestro_extension_schema_name();
 	recorded = schema ? recorded_timeline(schema) : -1;
 	if (recorded == 0)
 		record_timeline(schema, tli);
 	if (recorded <= 0 || recorded == (int64) tli)
 	{
-		end(caller);
+		maestro_worker_commit(caller);
 		MemoryContextDelete(cxt);
 		return;
 	}
 	schema = MemoryContextStrdup(cxt, schema);
 	groups = unfinished_groups(schema, cxt);
-	end(caller);
+	maestro_worker_commit(caller);
 
 	/* the network calls, outside any transaction */
 	foreach(cell, groups)
 		list_instances((WorkflowGroup *) lfirst(cell), cxt);
 
-	begin("settling maestro requests after a failover");
+	caller = maestro_worker_begin("settling maestro requests after a failover");
 	recorded = recorded_timeline(schema);
 	if (recorded > 0 && recorded != (int64) tli)
 	{
@@ -336,6 +316,6 @@ maestro_failover_check(void)
 				 errdetail("Of the requests that were not done or failed, %llu were found in Maestro by their instance names and are done, %llu are queued (each looked up before sending where its workflow's instances could not be listed).",
 						   (unsigned long long) found, (unsigned long long) queued)));
 	}
-	end(caller);
+	maestro_worker_commit(caller);
 	MemoryContextDelete(cxt);
 }

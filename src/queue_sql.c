@@ -46,30 +46,6 @@ static SPIPlanPtr due_plan = NULL;
 static SPIPlanPtr record_plan = NULL;
 static SPIPlanPtr unclaim_plan = NULL;
 
-static MemoryContext
-begin_work(const char *activity)
-{
-	MemoryContext caller = CurrentMemoryContext;
-
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	SPI_connect();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	pgstat_report_activity(STATE_RUNNING, activity);
-	return caller;
-}
-
-static void
-end_work(MemoryContext back_to)
-{
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
-	pgstat_report_stat(false);
-	pgstat_report_activity(STATE_IDLE, NULL);
-	MemoryContextSwitchTo(back_to);
-}
-
 /*
  * generic: planned once, whatever the arguments. For the statements whose
  * best plan does not depend on them (a look-up by id, an UPDATE from
@@ -469,10 +445,10 @@ maestro_queue_sql_claim(List *outcomes, int limit, bool recover, List **claimed,
 	*more = false;
 	*next_due = 0;
 
-	caller = begin_work("claiming maestro trigger requests");
+	caller = maestro_worker_begin("claiming maestro trigger requests");
 	if (!prepare_plans())
 	{
-		end_work(caller);
+		maestro_worker_commit(caller);
 		return false;
 	}
 
@@ -480,7 +456,7 @@ maestro_queue_sql_claim(List *outcomes, int limit, bool recover, List **claimed,
 	if (outcomes == NIL)
 	{
 		claim_due(limit, recover, caller, claimed, more, next_due);
-		end_work(caller);
+		maestro_worker_commit(caller);
 		return true;
 	}
 	record_outcomes(outcomes);
@@ -502,7 +478,7 @@ maestro_queue_sql_claim(List *outcomes, int limit, bool recover, List **claimed,
 		maestro_queue_sql_record(outcomes);
 		ReThrowError(claim_error);
 	}
-	end_work(caller);
+	maestro_worker_commit(caller);
 	count_outcomes(outcomes);
 	return true;
 }
@@ -515,10 +491,10 @@ maestro_queue_sql_record(List *outcomes)
 
 	if (outcomes == NIL)
 		return;
-	caller = begin_work("recording maestro trigger outcomes");
+	caller = maestro_worker_begin("recording maestro trigger outcomes");
 	/* dropped while requests were in flight: nothing to record into */
 	if (prepare_plans())
 		record_outcomes(outcomes);
-	end_work(caller);
+	maestro_worker_commit(caller);
 	count_outcomes(outcomes);
 }

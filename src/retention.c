@@ -36,7 +36,7 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "maestro.h"
+#include "worker.h"
 
 #include "access/xact.h"
 #include "catalog/pg_type.h"
@@ -110,14 +110,11 @@ delete_batch(const char *schema, const RetentionTable *t)
 static bool
 purge(void)
 {
+	MemoryContext caller;
 	char	   *schema;
 	bool		full = false;
 
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	SPI_connect();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	pgstat_report_activity(STATE_RUNNING, "deleting maestro rows past their retention");
+	caller = maestro_worker_begin("deleting maestro rows past their retention");
 
 	schema = maestro_extension_schema_name();
 	for (size_t i = 0; schema != NULL && i < lengthof(tables); i++)
@@ -127,11 +124,7 @@ purge(void)
 			full = true;
 	}
 
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
-	pgstat_report_stat(false);
-	pgstat_report_activity(STATE_IDLE, NULL);
+	maestro_worker_commit(caller);
 	return full;
 }
 

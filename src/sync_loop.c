@@ -120,24 +120,6 @@ guarded(SyncStep step, void *arg)
 	return ok;
 }
 
-/* A transaction with SPI and a snapshot, for the run's two database steps. */
-static void
-begin_transaction(void)
-{
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	SPI_connect();
-	PushActiveSnapshot(GetTransactionSnapshot());
-}
-
-static void
-end_transaction(void)
-{
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
-}
-
 /*
  * The run's connection: the mirror owner's, as maestro_sync() would make
  * it. *(bool *) arg is cleared when there is no extension to sync.
@@ -145,9 +127,10 @@ end_transaction(void)
 static void
 connect_as_owner(void *arg)
 {
+	MemoryContext caller;
 	char	   *schema;
 
-	begin_transaction();
+	caller = maestro_worker_begin(NULL);
 	schema = maestro_extension_schema_name();
 	if (schema == NULL)
 		*(bool *) arg = false;
@@ -166,7 +149,7 @@ connect_as_owner(void *arg)
 		run->conn = maestro_connection_copy(conn);
 		run->walk = maestro_instance_walk_begin(run->conn);
 	}
-	end_transaction();
+	maestro_worker_commit(caller);
 }
 
 /* Start a run; false when there is nothing to run or it failed at once. */
@@ -230,10 +213,10 @@ raise_paused(void *arg)
 static void
 apply(void)
 {
-	MemoryContext caller = CurrentMemoryContext;
+	MemoryContext caller;
 	char	   *schema;
 
-	begin_transaction();
+	caller = maestro_worker_begin(NULL);
 
 	schema = maestro_extension_schema_name();
 	if (schema != NULL)
@@ -275,9 +258,7 @@ apply(void)
 		}
 		PG_END_TRY();
 	}
-	end_transaction();
-	pgstat_report_stat(false);
-	MemoryContextSwitchTo(caller);
+	maestro_worker_commit(caller);
 }
 
 /*

@@ -38,6 +38,7 @@
 #include <setjmp.h>
 
 #include "access/xact.h"
+#include "executor/spi.h"
 #include "libpq/pqsignal.h"
 #include "miscadmin.h"
 #include "pgstat.h"
@@ -50,6 +51,7 @@
 #include "storage/proc.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
+#include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 #include "utils/wait_event.h"
 
@@ -123,6 +125,37 @@ maestro_worker_caught_edata(MemoryContext keep)
 	RESUME_INTERRUPTS();
 	MemoryContextSwitchTo(keep);
 	return edata;
+}
+
+/*
+ * The worker's database work (claims, records, the sync's statement,
+ * retention, the failover check): a short transaction with SPI and a
+ * snapshot, shown as activity (NULL: as it is). Returns the caller's
+ * memory context, which maestro_worker_commit switches back to.
+ */
+MemoryContext
+maestro_worker_begin(const char *activity)
+{
+	MemoryContext caller = CurrentMemoryContext;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	if (activity != NULL)
+		pgstat_report_activity(STATE_RUNNING, activity);
+	return caller;
+}
+
+void
+maestro_worker_commit(MemoryContext back_to)
+{
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	pgstat_report_stat(false);
+	pgstat_report_activity(STATE_IDLE, NULL);
+	MemoryContextSwitchTo(back_to);
 }
 
 /* The earlier of due and the time the first re-queued outcome falls due. */

@@ -106,6 +106,8 @@ typedef struct Transfer
 #define maestro_worker_stopping maestro_shutdown_requested
 extern char *maestro_worker_caught_error(MemoryContext keep);
 extern ErrorData *maestro_worker_caught_edata(MemoryContext keep);
+extern MemoryContext maestro_worker_begin(const char *activity);
+extern void maestro_worker_commit(MemoryContext back_to);
 
 /* pacing.c */
 extern TimestampTz maestro_pacing_next_slot(Oid server_id, TimestampTz now);
