@@ -549,7 +549,7 @@ outcome_of_send(Transfer *t, Delivery *d, long pause_ms)
 	{
 		message = psprintf("HTTP %ld: %s", t->status,
 						   maestro_error_message_from_body(t->buf.data, t->buf.len, NULL));
-		if (t->retry_after_seen)
+		if (t->buf.rate.retry_after)
 			retry_after_ms = maestro_http_retry_after_ms(t->easy);
 	}
 
@@ -1080,7 +1080,7 @@ maestro_delivery_finished(Transfer *t)
 	/* the account server's answer says nothing of the API's pacing or quota */
 	if (t->kind == TRANSFER_TOKEN)
 		return token_finished(t, (TokenFetch *) t->owner, outcomes);
-	if (t->retry_after_seen)
+	if (t->buf.rate.retry_after)
 		retry_after_ms = maestro_http_retry_after_ms(t->easy);
 	/* a spent hourly quota holds the server's sends (pacing.c asks) */
 	if (t->result == CURLE_OK)

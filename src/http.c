@@ -195,7 +195,7 @@ write_callback(char *ptr, size_t size, size_t nmemb, void *userdata)
 	return n;
 }
 
-/* The worker's transfers have their own, which also does this. */
+/* DocuSign's rate-limit headers and Retry-After, as they pass (parse.c). */
 static size_t
 header_callback(char *line, size_t size, size_t nitems, void *userdata)
 {

@@ -1377,6 +1377,7 @@ maestro_rate_headers_reset(MaestroRateHeaders *seen)
 
 	for (i = 0; i < MAESTRO_RATE_HEADERS; i++)
 		seen->value[i] = -1;
+	seen->retry_after = false;
 	seen->ended = false;
 }
 
@@ -1422,7 +1423,14 @@ maestro_rate_header_line(MaestroRateHeaders *seen, const char *line, size_t len)
 		seen->ended = true;
 		return;
 	}
-	if (seen->ended || len < 2 || ascii_lower((unsigned char) line[0]) != 'x' || line[1] != '-')
+	if (seen->ended)
+		return;
+	if (len > 12 && has_prefix_ci(line, "retry-after:"))
+	{
+		seen->retry_after = true;
+		return;
+	}
+	if (len < 2 || ascii_lower((unsigned char) line[0]) != 'x' || line[1] != '-')
 		return;
 	for (i = 0; i < MAESTRO_RATE_HEADERS; i++)
 	{

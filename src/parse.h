@@ -160,12 +160,14 @@ extern bool maestro_redact_text(const char *text, MaestroText *out);
  * absent or not a non-negative integer. Only the last response of a
  * transfer counts: a status line starts over, and lines after the header
  * block's end (trailers) are ignored. A header that comes twice counts
- * the first time.
+ * the first time. Beside them: whether a Retry-After header came (the
+ * worker's back-off tells a 429 without one apart).
  */
 #define MAESTRO_RATE_HEADERS 5
 typedef struct MaestroRateHeaders
 {
 	int64_t		value[MAESTRO_RATE_HEADERS];
+	bool		retry_after;	/* a Retry-After header came */
 	bool		ended;			/* the header block has ended */
 } MaestroRateHeaders;
 

@@ -439,7 +439,7 @@ maestro_sync_loop_finished(Transfer *t)
 	curl_easy_getinfo(t->easy, CURLINFO_TOTAL_TIME_T, &total_us);
 	maestro_stats_record(t->server_id, t->req.endpoint, status, (double) total_us / 1000.0,
 						 0, status == 429 ? 1 : 0, t->buf.len);
-	if (t->retry_after_seen)
+	if (t->buf.rate.retry_after)
 		retry_after_ms = maestro_http_retry_after_ms(t->easy);
 	/* what it says of the server holds the sends too */
 	if (t->result == CURLE_OK)

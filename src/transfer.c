@@ -134,18 +134,6 @@ socket_callback(CURL *easy, curl_socket_t fd, int what, void *userp, void *socke
 	return 0;
 }
 
-static size_t
-header_callback(char *buffer, size_t size, size_t nitems, void *userdata)
-{
-	Transfer   *t = (Transfer *) userdata;
-	size_t		n = size * nitems;
-
-	if (n > 12 && pg_strncasecmp(buffer, "Retry-After:", 12) == 0)
-		t->retry_after_seen = true;
-	maestro_rate_header_line(&t->buf.rate, buffer, n);
-	return n;
-}
-
 void
 maestro_transfer_init(void)
 {
@@ -214,8 +202,6 @@ maestro_transfer_start(TransferKind kind, void *owner, MaestroConnection *conn,
 		goto fail;
 	maestro_http_configure(t->easy, conn, t->url, &t->req, t->headers, &t->buf, t->errbuf);
 	curl_easy_setopt(t->easy, CURLOPT_PRIVATE, t);
-	curl_easy_setopt(t->easy, CURLOPT_HEADERFUNCTION, header_callback);
-	curl_easy_setopt(t->easy, CURLOPT_HEADERDATA, t);
 	if (curl_multi_add_handle(multi, t->easy) != CURLM_OK)
 		goto fail;
 

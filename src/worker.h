@@ -95,7 +95,6 @@ typedef struct Transfer
 	MaestroRequest req;
 	MaestroConnection *conn;
 	TimestampTz started_at;
-	bool		retry_after_seen;	/* a Retry-After header came */
 	/* set when it finished */
 	CURLcode	result;
 	long		status;

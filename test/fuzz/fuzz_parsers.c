@@ -171,8 +171,14 @@ check_rate_headers(const char *body, size_t size)
 		const char *nl = memchr(line, '\n', size - start);
 		size_t		len = nl ? (size_t) (nl - line) + 1 : size - start;
 		MaestroRateHeaders before = seen;
+		bool		status_line = len >= 5 && memcmp(line, "HTTP/", 5) == 0;
 
 		maestro_rate_header_line(&seen, line, len);
+		/* set only by its own header in the block, cleared only by a status line */
+		if (seen.retry_after && !before.retry_after)
+			CHECK(!before.ended && len > 12 && strncasecmp(line, "retry-after:", 12) == 0);
+		if (!seen.retry_after && before.retry_after)
+			CHECK(status_line);
 		for (i = 0; i < MAESTRO_RATE_HEADERS; i++)
 		{
 			size_t		name_len = strlen(names[i]);
