@@ -53,7 +53,6 @@ static Transfer *finished = NULL;
 static WatchedSocket *sockets = NULL;
 static int	n_sockets = 0;
 static int	sockets_cap = 0;
-static bool sockets_changed = true;
 static WaitEventSet *wait_set = NULL;
 static WaitEvent *wait_events = NULL;
 static int	wait_events_cap = 0;
@@ -61,6 +60,12 @@ static int	wait_events_cap = 0;
 #ifdef HAVE_SYS_EPOLL_H
 /* libcurl's sockets, watched as one descriptor by wait_set */
 static int	curl_epoll = -1;
+#else
+/* wait_set no longer watches the sockets libcurl wants watched */
+static bool wait_set_stale = true;
+#endif
+
+#ifdef HAVE_SYS_EPOLL_H
 
 /* Tell curl_epoll what libcurl wants of fd (0: nothing). */
 static int
@@ -97,13 +102,15 @@ socket_callback(CURL *easy, curl_socket_t fd, int what, void *userp, void *socke
 	for (i = 0; i < n_sockets; i++)
 		if (sockets[i].fd == fd)
 			break;
-#ifdef HAVE_SYS_EPOLL_H
 	if (what == CURL_POLL_REMOVE || i == n_sockets || sockets[i].what != what)
 	{
+#ifdef HAVE_SYS_EPOLL_H
 		if (epoll_watch(fd, what, i < n_sockets) != 0)
 			return -1;			/* libcurl fails the transfer */
-	}
+#else
+		wait_set_stale = true;
 #endif
+	}
 	if (what == CURL_POLL_REMOVE)
 	{
 		if (i < n_sockets)
@@ -130,7 +137,6 @@ socket_callback(CURL *easy, curl_socket_t fd, int what, void *userp, void *socke
 			return 0;
 		sockets[i].what = what;
 	}
-	sockets_changed = true;
 	return 0;
 }
 
@@ -260,27 +266,37 @@ harvest(void)
 	}
 }
 
-/* The latch, postmaster death and every socket libcurl watches. */
+#ifdef HAVE_SYS_EPOLL_H
+/* The latch, postmaster death and curl_epoll: built once. */
 static void
-rebuild_wait_set(void)
+ensure_wait_set(void)
 {
-	int			i;
-
-	if (wait_set)
-		FreeWaitEventSet(wait_set);
-	wait_set = CreateWaitEventSet(TopMemoryContext, n_sockets + 3);
+	if (wait_set != NULL)
+		return;
+	wait_set = CreateWaitEventSet(TopMemoryContext, 3);
 	AddWaitEventToSet(wait_set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
 	AddWaitEventToSet(wait_set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
-#ifdef HAVE_SYS_EPOLL_H
 	AddWaitEventToSet(wait_set, WL_SOCKET_READABLE, curl_epoll, NULL, NULL);
 	if (wait_events == NULL)
 	{
 		wait_events_cap = 3;
 		wait_events = MemoryContextAlloc(TopMemoryContext, sizeof(WaitEvent) * wait_events_cap);
 	}
-	sockets_changed = false;
-	return;
-#endif
+}
+#else
+/* The latch, postmaster death and every socket libcurl watches now. */
+static void
+ensure_wait_set(void)
+{
+	int			i;
+
+	if (wait_set != NULL && !wait_set_stale)
+		return;
+	if (wait_set)
+		FreeWaitEventSet(wait_set);
+	wait_set = CreateWaitEventSet(TopMemoryContext, n_sockets + 2);
+	AddWaitEventToSet(wait_set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
+	AddWaitEventToSet(wait_set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
 	for (i = 0; i < n_sockets; i++)
 	{
 		uint32		events = 0;
@@ -299,8 +315,9 @@ rebuild_wait_set(void)
 		wait_events_cap = n_sockets + 2;
 		wait_events = MemoryContextAlloc(TopMemoryContext, sizeof(WaitEvent) * wait_events_cap);
 	}
-	sockets_changed = false;
+	wait_set_stale = false;
 }
+#endif
 
 /*
  * Let the transfers just started leave now, before the round's database
@@ -339,13 +356,7 @@ maestro_transfer_wait(long timeout_ms)
 	curl_multi_timeout(multi, &curl_ms);
 	if (curl_ms >= 0 && (timeout_ms < 0 || curl_ms < timeout_ms))
 		timeout_ms = curl_ms;
-#ifdef HAVE_SYS_EPOLL_H
-	if (wait_set == NULL)
-		rebuild_wait_set();
-#else
-	if (sockets_changed || wait_set == NULL)
-		rebuild_wait_set();
-#endif
+	ensure_wait_set();
 
 	n = WaitEventSetWait(wait_set, timeout_ms, wait_events, wait_events_cap,
 						 PG_WAIT_EXTENSION);
