@@ -19,30 +19,13 @@
 #include "utils/json.h"
 #include "utils/memutils.h"
 
-static char *account_path(MaestroConnection *conn, const char *fmt,...) pg_attribute_printf(2, 3);
-
-/* "/v1/accounts/{account}" followed by the formatted rest */
-static char *
-account_path(MaestroConnection *conn, const char *fmt,...)
-{
-	StringInfoData path;
-	va_list		args;
-
-	initStringInfo(&path);
-	appendStringInfo(&path, "/v1/accounts/%s", conn->account_id);
-	for (;;)
-	{
-		int			needed;
-
-		va_start(args, fmt);
-		needed = appendStringInfoVA(&path, fmt, args);
-		va_end(args);
-		if (needed == 0)
-			break;
-		enlargeStringInfo(&path, needed);
-	}
-	return path.data;
-}
+/*
+ * "/v1/accounts/{account}" followed by the parts given, joined without a
+ * format (maestro_concat). The ids in them are checked uuids: nothing to
+ * escape.
+ */
+#define account_path(conn, ...) \
+	maestro_concat("/v1/accounts/", (conn)->account_id, __VA_ARGS__, NULL)
 
 /*
  * Send a request and return its 2xx response, unparsed; resp is filled in
@@ -175,7 +158,7 @@ cJSON *
 maestro_get_trigger_requirements(MaestroConnection *conn, const char *workflow_id)
 {
 	return call(conn, MAESTRO_EP_TRIGGER_REQUIREMENTS, "GET",
-				account_path(conn, "/workflows/%s/trigger-requirements", workflow_id),
+				account_path(conn, "/workflows/", workflow_id, "/trigger-requirements"),
 				NULL, NULL);
 }
 
@@ -199,9 +182,7 @@ maestro_trigger_request(MaestroConnection *conn, const char *workflow_id,
 
 	memset(req, 0, sizeof(*req));
 	req->method = "POST";
-	/* the one path of every trigger call, joined without a format */
-	req->path = maestro_concat("/v1/accounts/", conn->account_id, "/workflows/",
-							   workflow_id, "/actions/trigger", NULL);
+	req->path = account_path(conn, "/workflows/", workflow_id, "/actions/trigger");
 	/* built in the database's encoding; Maestro reads UTF-8 */
 	req->body = maestro_server_to_utf8(body.data);
 	req->idempotent = false;
@@ -222,7 +203,7 @@ cJSON *
 maestro_get_instances(MaestroConnection *conn, const char *workflow_id)
 {
 	return call(conn, MAESTRO_EP_INSTANCES, "GET",
-				account_path(conn, "/workflows/%s/instances", workflow_id),
+				account_path(conn, "/workflows/", workflow_id, "/instances"),
 				NULL, NULL);
 }
 
@@ -233,7 +214,7 @@ maestro_instances_request(MaestroConnection *conn, const char *workflow_id,
 {
 	memset(req, 0, sizeof(*req));
 	req->method = "GET";
-	req->path = account_path(conn, "/workflows/%s/instances", workflow_id);
+	req->path = account_path(conn, "/workflows/", workflow_id, "/instances");
 	req->idempotent = true;
 	req->endpoint = MAESTRO_EP_INSTANCES;
 }
@@ -279,7 +260,7 @@ maestro_get_instances_response(MaestroConnection *conn, const char *workflow_id,
 							   MaestroRequest *req, MaestroResponse *resp)
 {
 	(void) call_raw(conn, MAESTRO_EP_INSTANCES, "GET",
-					account_path(conn, "/workflows/%s/instances", workflow_id),
+					account_path(conn, "/workflows/", workflow_id, "/instances"),
 					NULL, NULL, false, req, resp);
 }
 
@@ -288,7 +269,7 @@ maestro_get_instance(MaestroConnection *conn, const char *workflow_id,
 					 const char *instance_id)
 {
 	return call(conn, MAESTRO_EP_INSTANCE, "GET",
-				account_path(conn, "/workflows/%s/instances/%s", workflow_id, instance_id),
+				account_path(conn, "/workflows/", workflow_id, "/instances/", instance_id),
 				NULL, NULL);
 }
 
@@ -298,7 +279,7 @@ maestro_post_workflow_action(MaestroConnection *conn, const char *workflow_id,
 							 const char *action)
 {
 	return call(conn, strcmp(action, "pause") == 0 ? MAESTRO_EP_PAUSE : MAESTRO_EP_RESUME, "POST",
-				account_path(conn, "/workflows/%s/actions/%s", workflow_id, action),
+				account_path(conn, "/workflows/", workflow_id, "/actions/", action),
 				NULL, NULL);
 }
 
@@ -307,7 +288,7 @@ maestro_post_cancel(MaestroConnection *conn, const char *workflow_id,
 					const char *instance_id)
 {
 	return call(conn, MAESTRO_EP_CANCEL, "POST",
-				account_path(conn, "/workflows/%s/instances/%s/actions/cancel",
-							 workflow_id, instance_id),
+				account_path(conn, "/workflows/", workflow_id, "/instances/", instance_id,
+							 "/actions/cancel"),
 				NULL, NULL);
 }
