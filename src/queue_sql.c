@@ -475,7 +475,22 @@ maestro_queue_sql_claim(List *outcomes, int limit, bool recover, List **claimed,
 
 	if (claim_error != NULL)
 	{
-		maestro_queue_sql_record(outcomes);
+		ErrorData  *volatile record_error = NULL;
+
+		PG_TRY();
+		{
+			maestro_queue_sql_record(outcomes);
+		}
+		PG_CATCH();
+		{
+			record_error = maestro_worker_caught_edata(caller);
+		}
+		PG_END_TRY();
+		/* the claim's error is raised either way; this one is only logged */
+		if (record_error != NULL)
+			ereport(LOG,
+					(errmsg("maestro worker could not write a round's outcomes after a failed claim: %s",
+							record_error->message)));
 		ReThrowError(claim_error);
 	}
 	maestro_worker_commit(caller);
@@ -488,13 +503,16 @@ void
 maestro_queue_sql_record(List *outcomes)
 {
 	MemoryContext caller;
+	bool		recorded;
 
 	if (outcomes == NIL)
 		return;
 	caller = maestro_worker_begin("recording maestro trigger outcomes");
 	/* dropped while requests were in flight: nothing to record into */
-	if (prepare_plans())
+	recorded = prepare_plans();
+	if (recorded)
 		record_outcomes(outcomes);
 	maestro_worker_commit(caller);
-	count_outcomes(outcomes);
+	if (recorded)
+		count_outcomes(outcomes);
 }
