@@ -38,7 +38,7 @@ $(error no default_version found in maestro.control)
 endif
 # PGXN wants semantic versions: 0.2 is 0.2.0 in META.json and the zip's name
 DISTVERSION := $(shell echo '$(EXTVERSION)' | awk -F. '{ printf "%s", $$0; for (i = NF; i < 3; i++) printf ".0" }')
-UPGRADE_SCRIPTS = maestro--0.1--0.2.sql
+UPGRADE_SCRIPTS = maestro--0.1--0.2.sql maestro--0.2--0.3.sql
 DATA = maestro--0.1.sql $(UPGRADE_SCRIPTS)
 DATA_built = maestro--$(EXTVERSION).sql
 PGFILEDESC = "maestro - DocuSign Maestro workflows from SQL"

@@ -115,7 +115,7 @@ my $url = sim_url();
 $node->safe_psql('postgres', qq{
 DROP EXTENSION maestro CASCADE;
 CREATE EXTENSION maestro VERSION '0.1';
-ALTER EXTENSION maestro UPDATE TO '0.2';
+ALTER EXTENSION maestro UPDATE;
 CREATE SERVER sim FOREIGN DATA WRAPPER maestro OPTIONS (base_url '$url', account_id '$ACCOUNT');
 CREATE USER MAPPING FOR CURRENT_USER SERVER sim OPTIONS (access_token 'sim-token');});
 is(scalar_sql($node, q{SELECT count(*) FROM pg_indexes WHERE indexname IN

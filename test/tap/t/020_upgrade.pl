@@ -11,8 +11,9 @@
 # indexes, view and function definitions, types, policies, sequences,
 # triggers, grants and initial privileges, comments, the FDW, the config
 # dumps), and the two descriptions must be identical. Nothing in it lists
-# maestro's objects by name, so what is added to maestro--0.1--0.2.sql is
-# compared too.
+# maestro's objects by name, so what is added to an upgrade script is
+# compared too. So is every release after 0.1, updated with a request in its
+# queue.
 #
 # Also: META.json, the control file and the library agree on the version.
 use strict;
@@ -402,6 +403,34 @@ ok((grep { /^function .*, acl \{/ } @fresh) && (grep { /^relation .*, acl \{/ } 
 is(join("\n", grep { /^member of a kind this test does not describe/ } @fresh), '',
 	'every member object is of a kind the comparison describes');
 note sprintf('%d member objects, %d facts about them', $kinds{member}, scalar @fresh);
+
+# --- every later release, updated, has the same objects --------------------------
+
+# Each release between 0.1 and this one (as PostgreSQL lists what it can
+# install: 0.1's script and the updates after it), installed with a request
+# in its queue and updated to the current version in a database of its own.
+my @releases = grep { $_ ne '0.1' && $_ ne $version } split /\n/, $node->safe_psql('postgres',
+	"SELECT version FROM pg_available_extension_versions WHERE name = 'maestro' ORDER BY string_to_array(version, '.')::int[]");
+cmp_ok(scalar @releases, '>=', 1, 'releases after 0.1 to update from: ' . join(', ', @releases));
+for my $release (@releases)
+{
+	(my $db = "r$release") =~ s/\./_/g;
+	$node->safe_psql('postgres', "CREATE DATABASE $db");
+	$node->safe_psql($db, "CREATE EXTENSION maestro VERSION '$release';" . $setup_server);
+	$node->safe_psql($db, qq{INSERT INTO maestro_trigger_requests (server_id, requested_by, workflow_id, inputs, instance_name)
+SELECT oid, current_user::regrole, '$WF1', '{}', 'release $release [mq 1-00000001]' FROM pg_foreign_server WHERE srvname = 'sim'});
+	$node->safe_psql($db, 'ALTER EXTENSION maestro UPDATE');
+	is($node->safe_psql($db, "SELECT extversion FROM pg_extension WHERE extname = 'maestro'"), $version,
+		"$release: updated to $version");
+	my %diff;
+	$diff{$_}++ for split /\n/, $node->safe_psql($db, $describe);
+	$diff{$_}-- for @fresh;
+	my @differ = map { ($diff{$_} > 0 ? '- ' : '+ ') . $_ } grep { $diff{$_} } sort keys %diff;
+	is(join("\n", @differ), '', "$release: the updated objects are identical to a fresh install's");
+	# (the worker serves database a only: this one's request stays queued)
+	is($node->safe_psql($db, q{SELECT state || ' ' || instance_name FROM maestro_trigger_requests}),
+		"queued release $release [mq 1-00000001]", "$release: the request queued before the update is kept");
+}
 
 # --- a cached match is forgotten when the objects change under a session ------------
 
