@@ -120,7 +120,7 @@ SET ROLE cc_alice;
 SELECT mt.call(), mt.call_as_owner(), mt.call();
 RESET ROLE;
 
--- USAGE is checked at every call: a REVOKE, direct or of a membership
+-- USAGE as of every call: a REVOKE, direct or of a membership
 ALTER USER MAPPING FOR cc_alice SERVER sim OPTIONS (SET access_token 'sim-token');
 SET ROLE cc_alice;
 SELECT mt.call();
@@ -139,6 +139,19 @@ REVOKE cc_users FROM cc_alice;
 SET ROLE cc_alice;
 SELECT mt.call();
 RESET ROLE;
+-- ... also one committed by another session in the middle of a transaction,
+-- for a call and for a queued trigger alike
+GRANT cc_users TO cc_alice;
+BEGIN;
+SET LOCAL ROLE cc_alice;
+-- no worker may send here: not its warning, which names the request id
+SET LOCAL client_min_messages = error;
+SELECT mt.call(),
+  mt.state($$SELECT maestro_trigger_async('0b1c2d3e-4f50-4617-8829-3a4b5c6d7e8f', '{}')$$);
+\! psql -X -q -d contrib_regression -c "REVOKE cc_users FROM cc_alice"
+SELECT mt.call(),
+  mt.state($$SELECT maestro_trigger_async('0b1c2d3e-4f50-4617-8829-3a4b5c6d7e8f', '{}')$$);
+ROLLBACK;
 
 -- the HTTP handle keeps a connection's options only for that connection:
 -- a server whose ca_file trusts the TLS simulator, then one without, then

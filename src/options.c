@@ -811,6 +811,9 @@ maestro_connect(void)
 		CacheRegisterSyscacheCallback(FOREIGNDATAWRAPPEROID, conn_cache_flush, (Datum) 0);
 		CacheRegisterSyscacheCallback(FOREIGNSERVEROID, conn_cache_flush, (Datum) 0);
 		CacheRegisterSyscacheCallback(USERMAPPINGOID, conn_cache_flush, (Datum) 0);
+		/* what USAGE on the server also depends on: memberships, roles */
+		CacheRegisterSyscacheCallback(AUTHMEMROLEMEM, conn_cache_flush, (Datum) 0);
+		CacheRegisterSyscacheCallback(AUTHOID, conn_cache_flush, (Datum) 0);
 	}
 
 	/* a change committed by another session since the last call flushes now */
@@ -818,30 +821,16 @@ maestro_connect(void)
 	/* before the look-up: it may read catalogs, and so flush the cache */
 	maestro_encoding_prepare();
 
-	generation = conn_cache_generation;
 	for (i = 0; i < conn_cache_count; i++)
 	{
 		entry = &conn_cache[i];
+		/*
+		 * USAGE was checked when the entry was made. What it depends on (the
+		 * server's ACL and owner, role memberships, roles) flushes the cache
+		 * when it changes, seen by the AcceptInvalidationMessages above.
+		 */
 		if (entry->userid == userid && strcmp(entry->server_guc, guc) == 0)
-		{
-			/*
-			 * Memberships can change without touching the server's row. The
-			 * check may read invalidations (a catalog lock), and a flush then
-			 * frees the entry: resolve afresh in that case.
-			 */
-			bool		usable = pg_foreign_server_aclcheck(entry->conn->server_id, userid,
-															ACL_USAGE) == ACLCHECK_OK;
-
-			if (generation != conn_cache_generation)
-				break;
-			if (!usable)
-			{
-				/* resolve_connection() raises the error */
-				conn_cache_flush((Datum) 0, 0, 0);
-				break;
-			}
 			return connection_unflatten(entry->conn, entry->size);
-		}
 	}
 
 	generation = conn_cache_generation;

@@ -32,21 +32,13 @@
 #include "commands/sequence.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
-#include "postmaster/bgworker.h"
-#include "storage/ipc.h"
-#include "storage/latch.h"
-#include "storage/proc.h"
-#include "storage/shmem.h"
-#include "storage/spin.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
-#include "utils/guc.h"
 #include "utils/inval.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
 #include "utils/syscache.h"
-#include "utils/uuid.h"
 
 PG_FUNCTION_INFO_V1(maestro_trigger_async);
 PG_FUNCTION_INFO_V1(maestro_retry);
@@ -315,56 +307,6 @@ tagged_instance_name(const char *name, int64 id)
 					tag[0], tag[1], tag[2], tag[3]);
 }
 
-/*
- * The server a queued row goes to, found and checked by maestro_connect
- * (the checks a direct call makes, now rather than at send time) once per
- * transaction: the rows of one INSERT ... SELECT share the answer. A new
- * transaction, role or maestro.server asks again, and so does any change
- * to wrappers, servers, user mappings, roles or role memberships, ours
- * (at the next command) or another session's (as soon as it is seen).
- */
-static bool server_cache_valid = false;
-
-static void
-server_cache_invalidate(Datum arg, int cacheid, uint32 hashvalue)
-{
-	server_cache_valid = false;
-}
-
-static Oid
-enqueue_server(void)
-{
-	static bool callbacks_registered = false;
-	static LocalTransactionId lxid;
-	static Oid	userid;
-	static char *server_name = NULL;
-	static Oid	server_id;
-	const char *guc = maestro_server_name ? maestro_server_name : "";
-
-	if (!callbacks_registered)
-	{
-		CacheRegisterSyscacheCallback(FOREIGNDATAWRAPPEROID, server_cache_invalidate, (Datum) 0);
-		CacheRegisterSyscacheCallback(FOREIGNSERVEROID, server_cache_invalidate, (Datum) 0);
-		CacheRegisterSyscacheCallback(USERMAPPINGOID, server_cache_invalidate, (Datum) 0);
-		CacheRegisterSyscacheCallback(AUTHMEMROLEMEM, server_cache_invalidate, (Datum) 0);
-		CacheRegisterSyscacheCallback(AUTHOID, server_cache_invalidate, (Datum) 0);
-		callbacks_registered = true;
-	}
-	if (server_cache_valid && lxid == MyProc->lxid && userid == GetUserId() &&
-		strcmp(server_name, guc) == 0)
-		return server_id;
-
-	server_cache_valid = false;
-	server_id = maestro_connect()->server_id;
-	if (server_name != NULL)
-		pfree(server_name);
-	server_name = MemoryContextStrdup(TopMemoryContext, guc);
-	lxid = MyProc->lxid;
-	userid = GetUserId();
-	server_cache_valid = true;
-	return server_id;
-}
-
 /* this database's name; a connected database cannot be renamed */
 static char *database_name = NULL;
 
@@ -393,7 +335,12 @@ maestro_trigger_async(PG_FUNCTION_ARGS)
 				 errhint("Set maestro.database_name = '%s' in postgresql.conf and restart the server.",
 						 database_name)));
 
-	server_id = enqueue_server();
+	/*
+	 * The checks a direct call makes, now rather than at send time. From the
+	 * connection cache (options.c): a role, maestro.server, or any change to
+	 * what it was resolved from asks again.
+	 */
+	server_id = maestro_connect()->server_id;
 
 	SPI_connect();
 	enqueue_plan_prepare();
