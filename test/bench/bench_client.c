@@ -209,6 +209,13 @@ new_handle(const char *url, Buffer *buf)
 	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, collect);
 	curl_easy_setopt(h, CURLOPT_WRITEDATA, buf);
 	curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+	/*
+	 * No proxy, as maestro sets it for a server without one: libcurl then
+	 * does not read the proxy variables of the environment for every
+	 * request (2% of a trigger request's instructions).
+	 */
+	curl_easy_setopt(h, CURLOPT_PROXY, "");
+	curl_easy_setopt(h, CURLOPT_NOPROXY, "");
 	return h;
 }
 
@@ -259,7 +266,7 @@ run_trigger(const char *url, long count)
 				ok = 0;
 
 	/* the request maestro sends, byte for byte but the body's numbers */
-	headers = curl_slist_append(headers, "User-Agent: maestro/0.2 (PostgreSQL 15)");
+	headers = curl_slist_append(headers, "User-Agent: maestro/" MAESTRO_VERSION " (PostgreSQL 15)");
 	headers = curl_slist_append(headers, "Accept: application/json");
 	headers = curl_slist_append(headers, "Authorization: Bearer bench-token");
 	headers = curl_slist_append(headers, "Expect:");

@@ -148,7 +148,9 @@ PY
 bench_setup() {
 	rm -rf "$MAESTRO_TEST_DIR"
 	mkdir -p "$MAESTRO_TEST_DIR"
+	# the version maestro puts in its User-Agent, for the same request
 	cc -O2 -I "$BENCH_HERE/../../src" -o "$BENCH_CLIENT" "$BENCH_HERE/bench_client.c" \
+		-DMAESTRO_VERSION="\"$(sed -n "s/^default_version *= *'\(.*\)'/\1/p" "$BENCH_HERE/../../maestro.control")\"" \
 		"$BENCH_HERE/../../src/parse.c" -lcurl -lcjson || return 1
 	maestro_start_cluster "$@" || return 1
 	bench_start_nginx || return 1
