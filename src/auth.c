@@ -645,10 +645,13 @@ maestro_auth_token_received(MaestroConnection *conn, const MaestroTokenClaim *cl
 
 	/*
 	 * Stored even when another process took the fetch over meanwhile: a
-	 * fresh token is what its waiters want too.
+	 * fresh token is what its waiters want too. And stored when the fetch
+	 * had no slot (every one was being fetched when it began), into one
+	 * freed since: else each call of that mapping would fetch anew for as
+	 * long as the slots stayed busy.
 	 */
 	cache_lock(cache);
-	slot = find_slot(cache, claim->mapping_id, claim->config_hash, false);
+	slot = find_slot(cache, claim->mapping_id, claim->config_hash, true);
 	if (slot)
 	{
 		slot->fetching = false;
