@@ -31,7 +31,7 @@ our @EXPORT = qw(
   wait_for_log
   cpu_seconds rss_anon_kb next_xid wal_lsn wal_bytes_since sim_fault_count
   add_server $IK $JWT_USER start_jwt_simulator failover_pair
-  freeze_wal_receiver started_twice
+  freeze_wal_receiver started_twice start_psql
 );
 
 our $ACCOUNT = '7f09961a-42f9-4c2b-9d5e-3f1f0f6a2b10';
@@ -247,6 +247,21 @@ CREATE SERVER sim FOREIGN DATA WRAPPER maestro
 CREATE USER MAPPING FOR CURRENT_USER SERVER sim OPTIONS (access_token 'sim-token');
 });
 	return;
+}
+
+# psql running $sql in database postgres of $node, in the background, with
+# more connection options $conninfo (application_name=..., say) if given:
+# { h => the IPC::Run handle, out => \$stdout, err => \$stderr }, the output
+# unaligned, tuples only and quiet. Finish it with $call->{h}->finish.
+sub start_psql
+{
+	my ($node, $sql, $conninfo) = @_;
+	my ($out, $err) = ('', '');
+	my $h = IPC::Run::start(
+		[ 'psql', '-X', '-q', '-A', '-t', '-d',
+		  $node->connstr('postgres') . (defined $conninfo ? " $conninfo" : ''), '-c', $sql ],
+		'>', \$out, '2>', \$err);
+	return { h => $h, out => \$out, err => \$err };
 }
 
 sub scalar_sql

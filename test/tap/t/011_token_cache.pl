@@ -3,7 +3,6 @@
 # need a new one at once only one asks the account server.
 use strict;
 use warnings;
-use IPC::Run;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
@@ -40,25 +39,17 @@ is(issued(), 1, 'one token served five backends and the worker');
 # waiting (wait event Extension) before any new token was issued
 $node->safe_psql('postgres',
 	"ALTER SERVER sim OPTIONS (SET auth_url '$url/_fault/latency_ms=10000')");
-my (@runs, @out, @err);
-for my $i (0 .. 3)
-{
-	($out[$i], $err[$i]) = ('', '');
-	push @runs, IPC::Run::start(
-		[ 'psql', '-X', '-A', '-t', '-d', $node->connstr('postgres'), '-c',
-		  'SELECT count(*) FROM maestro_workflows() /* token-race */' ],
-		'>', \$out[$i], '2>', \$err[$i]);
-}
+my @runs = map { start_psql($node, 'SELECT count(*) FROM maestro_workflows() /* token-race */') } 0 .. 3;
 my $waiting = wait_for($node, q{
 SELECT count(*) FROM pg_stat_activity
 WHERE query LIKE '%token-race */' AND state = 'active' AND wait_event_type = 'Extension'}, '4', 60);
 my $issued_then = issued();
 ok($waiting && $issued_then == 1, 'the four backends waited for a token at the same time')
   or diag "all four seen waiting: $waiting; tokens issued by then: $issued_then";
-$_->finish for @runs;
+$_->{h}->finish for @runs;
 for my $i (0 .. 3)
 {
-	is("$out[$i]|$err[$i]", "3\n|", 'backend ' . ($i + 1) . ' of the four got its answer');
+	is("${ $runs[$i]{out} }|${ $runs[$i]{err} }", "3\n|", 'backend ' . ($i + 1) . ' of the four got its answer');
 }
 is(issued(), 2, 'four backends starting at once asked for one new token');
 is(sim_get('/__sim/count?path_contains=/oauth/token'), '2', 'the account server saw two requests in all');

@@ -7,7 +7,6 @@
 # other transfer waited for it, up to maestro.request_timeout.)
 use strict;
 use warnings;
-use IPC::Run;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
@@ -77,13 +76,8 @@ sub poll
 sub backend_call
 {
 	my ($name, $server) = @_;
-	my ($out, $err) = ('', '');
-	my $h = IPC::Run::start(
-		[ 'psql', '-X', '-A', '-t', '-d',
-		  $node->connstr('postgres') . " application_name=$name options='-c maestro.server=$server'",
-		  '-c', 'SELECT count(*) FROM maestro_workflows()' ],
-		'>', \$out, '2>', \$err);
-	return { h => $h, out => \$out, err => \$err };
+	return start_psql($node, 'SELECT count(*) FROM maestro_workflows()',
+		"application_name=$name options='-c maestro.server=$server'");
 }
 
 sub waiting_backends

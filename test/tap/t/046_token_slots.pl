@@ -10,7 +10,6 @@
 # 64 waiting, then a 65th role calls, and calls again.
 use strict;
 use warnings;
-use IPC::Run;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
@@ -38,15 +37,8 @@ sub call_as
 	return $node->safe_psql('postgres', "SET ROLE slot_$n; SELECT count(*) FROM maestro_workflows()");
 }
 
-my (@runs, @out, @err);
-for my $i (1 .. $SLOTS)
-{
-	($out[$i], $err[$i]) = ('', '');
-	push @runs, IPC::Run::start(
-		[ 'psql', '-X', '-q', '-A', '-t', '-d', $node->connstr('postgres'), '-c',
-		  "SET ROLE slot_$i; SELECT count(*) FROM maestro_workflows() /* slot-race */" ],
-		'>', \$out[$i], '2>', \$err[$i]);
-}
+my @runs = map { start_psql($node, "SET ROLE slot_$_; SELECT count(*) FROM maestro_workflows() /* slot-race */") }
+  1 .. $SLOTS;
 my $waiting = wait_for($node, q{
 SELECT count(*) FROM pg_stat_activity
 WHERE query LIKE '%slot-race */' AND state = 'active' AND wait_event_type = 'Extension'}, "$SLOTS", 120);
@@ -56,9 +48,9 @@ ok($waiting && $issued_then == 0, "the $SLOTS backends were fetching at the same
 
 # every slot is held by a fetch: this one has none
 is(call_as($SLOTS + 1), '3', 'a 65th mapping gets its token while every slot is being fetched');
-$_->finish for @runs;
-is(scalar(grep { $out[$_] eq "3\n" } 1 .. $SLOTS), $SLOTS, "... and the $SLOTS others theirs")
-  or diag join("\n", map { "$_: <$out[$_]> <$err[$_]>" } 1 .. $SLOTS);
+$_->{h}->finish for @runs;
+is(scalar(grep { ${ $_->{out} } eq "3\n" } @runs), $SLOTS, "... and the $SLOTS others theirs")
+  or diag join("\n", map { "<${ $_->{out} }> <${ $_->{err} }>" } @runs);
 is(issued(), $SLOTS + 1, 'one token request each');
 
 is(call_as($SLOTS + 1), '3', "the 65th mapping's next call works");
