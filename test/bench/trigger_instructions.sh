@@ -9,7 +9,8 @@
 # the first connection. The C client (bench_client.c, sending the same
 # request) is counted the same way. The nginx stand-in answers both. Needs
 # valgrind; takes about 20 s (SHORT=1: 20 and 120 calls). Run after
-# `make install`.
+# `make install`. It also splits a call's instructions into those inside
+# maestro_trigger and those of the statement around it.
 set -u -o pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 N1=${N1:-200}
@@ -54,12 +55,30 @@ client_ir() {
 	awk '/^totals:/ { print $2 }' "$out/client.$n"
 }
 
+# the instructions of run file $1 inside maestro_trigger and what it calls:
+# the rest of a row's are the statement's own (generate_series, the
+# arguments' jsonb_build_object and ||, the function scan that keeps each
+# row in a tuplestore, count), which the C client has no counterpart of
+inside_ir() {
+	callgrind_annotate --inclusive=yes --threshold=100 "$1" 2>/dev/null |
+		awk '/:maestro_trigger \[/ && !/=>/ { gsub(",", "", $1); print $1; exit }'
+}
+
 b1=$(backend_ir "$N1") && b2=$(backend_ir "$N2") || { echo "the backend's runs failed" >&2; exit 1; }
 c1=$(client_ir "$N1") && c2=$(client_ir "$N2") || { echo "the C client's runs failed" >&2; exit 1; }
 m=$(((b2 - b1) / (N2 - N1)))
 c=$(((c2 - c1) / (N2 - N1)))
+i1=$(inside_ir "$out/backend.$N1")
+i2=$(inside_ir "$out/backend.$N2")
 printf 'calls per run:           %d and %d (each counted at the server)\n' "$N1" "$N2"
 printf 'maestro_trigger:         %d instructions a call\n' "$m"
 printf 'C client, same request:  %d instructions a request\n' "$c"
+if [ -n "$i1" ] && [ -n "$i2" ]; then
+	i=$(((i2 - i1) / (N2 - N1)))
+	printf '  inside the function:   %d (%sx the C client)\n' "$i" "$(ratio "$i" "$c")"
+	printf '  the statement around:  %d a row\n' "$((m - i))"
+else
+	echo "  inside the function:   not measured (no callgrind_annotate, or no symbols)"
+fi
 echo "ratio maestro / C:            $(ratio "$m" "$c")x"
 exit 0
