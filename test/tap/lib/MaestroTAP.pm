@@ -28,7 +28,7 @@ our @EXPORT = qw(
   maestro_node maestro_setup scalar_sql wait_for wait_for_worker_exit
   worker_pids log_offset log_since states_of median percentile
   max_in_window max_overlap enqueue_batch check_exactly_once send_marker
-  wait_for_log
+  wait_for_log wait_for_extension_waits
   cpu_seconds rss_anon_kb next_xid wal_lsn wal_bytes_since sim_fault_count
   add_server $IK $JWT_USER start_jwt_simulator failover_pair
   freeze_wal_receiver started_twice start_psql
@@ -288,6 +288,18 @@ sub wait_for
 	}
 	diag "timed out after ${timeout}s waiting for <$sql> = <$expected>; last: <$last>";
 	return 0;
+}
+
+# Polls until $count backends running a query that ends in the comment
+# /* $tag */ are active in wait event type Extension: inside one of
+# maestro's waits (a token fetch, an HTTP transfer), started and not yet
+# answered. True if that many were seen within $timeout seconds.
+sub wait_for_extension_waits
+{
+	my ($node, $tag, $count, $timeout) = @_;
+	return wait_for($node, qq{
+SELECT count(*) FROM pg_stat_activity
+WHERE query LIKE '%$tag */' AND state = 'active' AND wait_event_type = 'Extension'}, "$count", $timeout);
 }
 
 # The positive marker of "nothing more was sent": queue one request named

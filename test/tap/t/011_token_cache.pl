@@ -40,9 +40,7 @@ is(issued(), 1, 'one token served five backends and the worker');
 $node->safe_psql('postgres',
 	"ALTER SERVER sim OPTIONS (SET auth_url '$url/_fault/latency_ms=10000')");
 my @runs = map { start_psql($node, 'SELECT count(*) FROM maestro_workflows() /* token-race */') } 0 .. 3;
-my $waiting = wait_for($node, q{
-SELECT count(*) FROM pg_stat_activity
-WHERE query LIKE '%token-race */' AND state = 'active' AND wait_event_type = 'Extension'}, '4', 60);
+my $waiting = wait_for_extension_waits($node, 'token-race', 4, 60);
 my $issued_then = issued();
 ok($waiting && $issued_then == 1, 'the four backends waited for a token at the same time')
   or diag "all four seen waiting: $waiting; tokens issued by then: $issued_then";

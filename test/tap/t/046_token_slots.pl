@@ -39,9 +39,7 @@ sub call_as
 
 my @runs = map { start_psql($node, "SET ROLE slot_$_; SELECT count(*) FROM maestro_workflows() /* slot-race */") }
   1 .. $SLOTS;
-my $waiting = wait_for($node, q{
-SELECT count(*) FROM pg_stat_activity
-WHERE query LIKE '%slot-race */' AND state = 'active' AND wait_event_type = 'Extension'}, "$SLOTS", 120);
+my $waiting = wait_for_extension_waits($node, 'slot-race', $SLOTS, 120);
 my $issued_then = issued();
 ok($waiting && $issued_then == 0, "the $SLOTS backends were fetching at the same time")
   or diag "all seen fetching: $waiting; tokens issued by then: $issued_then";
