@@ -147,6 +147,7 @@ typedef struct MaestroBuffer
 	size_t		cap;
 	size_t		limit;
 	CURL	   *easy;			/* the handle it is configured on */
+	CURLU	   *url_handle;		/* its parsed URL (set_url), freed with it */
 	bool		too_large;
 	bool		out_of_memory;
 	const char *upload;			/* a POST's body, sent as POSTFIELDS */

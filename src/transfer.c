@@ -221,6 +221,7 @@ fail:
 	curl_slist_free_all(t->headers);
 	if (t->easy)
 		curl_easy_cleanup(t->easy);
+	curl_url_cleanup(t->buf.url_handle);
 	pfree(t);
 	return NULL;
 }
@@ -232,6 +233,8 @@ release(Transfer *t)
 	curl_multi_remove_handle(multi, t->easy);
 	curl_easy_cleanup(t->easy);
 	t->easy = NULL;
+	curl_url_cleanup(t->buf.url_handle);
+	t->buf.url_handle = NULL;
 	curl_slist_free_all(t->headers);
 	t->headers = NULL;
 }

@@ -206,6 +206,21 @@ new_handle(const char *url, Buffer *buf)
 	CURL	   *h = curl_easy_init();
 
 	curl_easy_setopt(h, CURLOPT_URL, url);
+
+	/*
+	 * The URL parsed once, as maestro gives it (http.c, set_url): given only
+	 * the string, libcurl parses it and prints it back out at every request
+	 * (a fifth of a trigger request's instructions). The parsed URL lives
+	 * as long as the process.
+	 */
+	{
+		CURLU	   *parsed = curl_url();
+
+		if (parsed != NULL &&
+			curl_url_set(parsed, CURLUPART_URL, url,
+						 CURLU_GUESS_SCHEME | CURLU_NON_SUPPORT_SCHEME) == CURLUE_OK)
+			curl_easy_setopt(h, CURLOPT_CURLU, parsed);
+	}
 	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, collect);
 	curl_easy_setopt(h, CURLOPT_WRITEDATA, buf);
 	curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
