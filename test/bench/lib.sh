@@ -148,10 +148,7 @@ PY
 bench_setup() {
 	rm -rf "$MAESTRO_TEST_DIR"
 	mkdir -p "$MAESTRO_TEST_DIR"
-	# the version maestro puts in its User-Agent, for the same request
-	cc -O2 -I "$BENCH_HERE/../../src" -o "$BENCH_CLIENT" "$BENCH_HERE/bench_client.c" \
-		-DMAESTRO_VERSION="\"$(sed -n "s/^default_version *= *'\(.*\)'/\1/p" "$BENCH_HERE/../../maestro.control")\"" \
-		"$BENCH_HERE/../../src/parse.c" -lcurl -lcjson || return 1
+	bash "$BENCH_HERE/build_client.sh" "$BENCH_CLIENT" || return 1
 	maestro_start_cluster "$@" || return 1
 	bench_start_nginx || return 1
 	PGOPTIONS="-c client_min_messages=warning" psql -X -q -d postgres -c "DROP DATABASE IF EXISTS $BENCH_DB" \

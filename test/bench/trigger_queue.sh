@@ -77,9 +77,7 @@ median() {
 # time on fresh connections
 start_server
 server_capacity=$(node "$HERE/load_client.js" "$BENCH_URL$trigger_url" 4000 "$CONCURRENCY")
-cc -O2 -I "$HERE/../../src" -o "$MAESTRO_TEST_DIR/bench_client" "$HERE/bench_client.c" \
-	-DMAESTRO_VERSION="\"$(sed -n "s/^default_version *= *'\(.*\)'/\1/p" "$HERE/../../maestro.control")\"" \
-	"$HERE/../../src/parse.c" -lcurl -lcjson || exit 1
+bash "$HERE/build_client.sh" "$MAESTRO_TEST_DIR/bench_client" || exit 1
 
 psql -X -q -d postgres -v url="$BENCH_URL" <<'SQL' || exit 1
 CREATE EXTENSION maestro;
