@@ -43,7 +43,7 @@ DATA = maestro--0.1.sql $(UPGRADE_SCRIPTS)
 DATA_built = maestro--$(EXTVERSION).sql
 PGFILEDESC = "maestro - DocuSign Maestro workflows from SQL"
 
-REGRESS = setup config privileges workflows trigger instances actions errors interrupts bad_input queue auth security encoding sync stats rate_limits proxy account_instances optional_fields read_path read_path_large queue_plan conn_cache
+REGRESS = setup config privileges workflows trigger instances actions errors interrupts bad_input queue auth security encoding sync stats rate_limits proxy account_instances optional_fields read_path read_path_large queue_plan conn_cache trigger_answer
 REGRESS_OPTS = --load-extension=maestro
 
 PG_CPPFLAGS = -I$(srcdir)/src -DMAESTRO_VERSION=\"$(EXTVERSION)\"

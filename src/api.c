@@ -2,7 +2,8 @@
  *
  * api.c
  *		The Maestro endpoints: for each, its method, path and body, sent
- *		through http.c, and its 2xx body parsed into a cJSON tree.
+ *		through http.c, and its 2xx body parsed into a cJSON tree (a
+ *		trigger's answer: read into its two members, json.c).
  *
  * Paths are built only from validated uuids and the account id, so they
  * hold no secret and need no escaping; they appear in error details as
@@ -162,6 +163,30 @@ maestro_get_trigger_requirements(MaestroConnection *conn, const char *workflow_i
 				NULL, NULL);
 }
 
+/* The trigger's body up to its inputs, which the caller appends. */
+static void
+start_trigger_body(StringInfo body, const char *instance_name)
+{
+	initStringInfo(body);
+	appendStringInfoString(body, "{\"instance_name\":");
+	escape_json(body, instance_name);
+	appendStringInfoString(body, ",\"trigger_inputs\":");
+}
+
+static void
+finish_trigger_request(MaestroConnection *conn, const char *workflow_id,
+					   StringInfo body, MaestroRequest *req)
+{
+	appendStringInfoChar(body, '}');
+	memset(req, 0, sizeof(*req));
+	req->method = "POST";
+	req->path = account_path(conn, "/workflows/", workflow_id, "/actions/trigger");
+	/* built in the database's encoding; Maestro reads UTF-8 */
+	req->body = maestro_server_to_utf8(body->data);
+	req->idempotent = false;
+	req->endpoint = MAESTRO_EP_TRIGGER;
+}
+
 /*
  * The trigger request, for callers that send it themselves (the worker).
  * inputs_json is the text of a JSON object.
@@ -173,30 +198,36 @@ maestro_trigger_request(MaestroConnection *conn, const char *workflow_id,
 {
 	StringInfoData body;
 
-	initStringInfo(&body);
-	appendStringInfoString(&body, "{\"instance_name\":");
-	escape_json(&body, instance_name);
-	appendStringInfoString(&body, ",\"trigger_inputs\":");
+	start_trigger_body(&body, instance_name);
 	appendStringInfoString(&body, inputs_json);
-	appendStringInfoChar(&body, '}');
-
-	memset(req, 0, sizeof(*req));
-	req->method = "POST";
-	req->path = account_path(conn, "/workflows/", workflow_id, "/actions/trigger");
-	/* built in the database's encoding; Maestro reads UTF-8 */
-	req->body = maestro_server_to_utf8(body.data);
-	req->idempotent = false;
-	req->endpoint = MAESTRO_EP_TRIGGER;
+	finish_trigger_request(conn, workflow_id, &body, req);
 }
 
-cJSON *
+const char *const maestro_trigger_answer_keys[MAESTRO_ANSWER_KEYS] = {
+	"instance_id", "instance_url"
+};
+
+/*
+ * Trigger a workflow. The inputs are printed straight into the body:
+ * printing them into a string of their own first cost an allocation of
+ * 1 kB and a copy per call. The answer's instance_id and instance_url go
+ * to answer[MAESTRO_ANSWER_ID] and answer[MAESTRO_ANSWER_URL], read
+ * without a cJSON tree when the answer is a plain object of strings.
+ */
+MaestroBodyShape
 maestro_post_trigger(MaestroConnection *conn, const char *workflow_id,
-					 const char *instance_name, const char *inputs_json)
+					 const char *instance_name, Jsonb *inputs, MaestroMemberText *answer)
 {
 	MaestroRequest req;
+	MaestroResponse resp;
+	StringInfoData body;
 
-	maestro_trigger_request(conn, workflow_id, instance_name, inputs_json, &req);
-	return call(conn, MAESTRO_EP_TRIGGER, req.method, req.path, NULL, req.body);
+	start_trigger_body(&body, instance_name);
+	(void) JsonbToCString(&body, &inputs->root, VARSIZE(inputs));
+	finish_trigger_request(conn, workflow_id, &body, &req);
+	(void) send_request(conn, &req, false, &resp);
+	return maestro_json_read_members(resp.body, resp.body_len, &req,
+									 maestro_trigger_answer_keys, MAESTRO_ANSWER_KEYS, answer);
 }
 
 cJSON *

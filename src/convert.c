@@ -62,18 +62,25 @@ maestro_json_to_text(const cJSON *item, bool *isnull)
 
 /* Canonical uuid text, optionally in braces as the spec's pattern allows. */
 Datum
-maestro_json_to_uuid(const cJSON *item, bool *isnull)
+maestro_text_to_uuid(const char *text, bool *isnull)
 {
 	pg_uuid_t  *uuid;
 	unsigned char bytes[UUID_LEN];
 
 	*isnull = true;
-	if (!cJSON_IsString(item) || !maestro_uuid_decode(item->valuestring, bytes))
+	if (text == NULL || !maestro_uuid_decode(text, bytes))
 		return (Datum) 0;
 	uuid = palloc(sizeof(pg_uuid_t));
 	memcpy(uuid->data, bytes, UUID_LEN);
 	*isnull = false;
 	return UUIDPGetDatum(uuid);
+}
+
+/* The same for a JSON string. */
+Datum
+maestro_json_to_uuid(const cJSON *item, bool *isnull)
+{
+	return maestro_text_to_uuid(cJSON_IsString(item) ? item->valuestring : NULL, isnull);
 }
 
 /*

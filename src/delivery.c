@@ -522,27 +522,29 @@ outcome_of_send(Transfer *t, Delivery *d, long pause_ms)
 						   maestro_redact(t->errbuf[0] ? t->errbuf : curl_easy_strerror(t->result)));
 	else if (failure == MAESTRO_SUCCESS)
 	{
-		cJSON	   *root = maestro_json_try_parse(t->buf.data, t->buf.len);
-		const cJSON *id = maestro_json_member(root, "instance_id");
-		const cJSON *url = maestro_json_member(root, "instance_url");
+		MaestroMemberText answer[MAESTRO_ANSWER_KEYS];
+		const MaestroMemberText *id = &answer[MAESTRO_ANSWER_ID];
+		const MaestroMemberText *url = &answer[MAESTRO_ANSWER_URL];
 		Outcome    *o;
 
-		if (!cJSON_IsString(id) || !maestro_is_uuid(id->valuestring))
+		(void) maestro_json_read_members(t->buf.data, t->buf.len, NULL,
+										 maestro_trigger_answer_keys, MAESTRO_ANSWER_KEYS, answer);
+		if (!id->is_string || !maestro_is_uuid(id->text))
 		{
 			d->id_only = true;
 			d->verify = false;
 			d->sent_before_start = false;	/* only a later list can show it */
 			d->http_status = (int) t->status;
 			d->sent_at = t->started_at;
-			if (cJSON_IsString(url))
-				d->instance_url = MemoryContextStrdup(d->cxt, url->valuestring);
+			if (url->is_string)
+				d->instance_url = MemoryContextStrdup(d->cxt, url->text);
 			return NULL;
 		}
 		o = maestro_new_outcome(d->id, "done");
 		o->http_status = (int) t->status;
-		o->instance_id = pstrdup(id->valuestring);
-		if (cJSON_IsString(url))
-			o->instance_url = pstrdup(url->valuestring);
+		o->instance_id = id->text;
+		if (url->is_string)
+			o->instance_url = url->text;
 		return o;
 	}
 	else

@@ -339,28 +339,26 @@ maestro_trigger(PG_FUNCTION_ARGS)
 	char	   *workflow_id = maestro_uuid_argument(fcinfo, 0, "workflow_id");
 	Jsonb	   *inputs;
 	char	   *instance_name;
-	char	   *inputs_json;
 	MaestroConnection *conn;
 	TupleDesc	tupdesc;
-	cJSON	   *root;
+	MaestroMemberText answer[MAESTRO_ANSWER_KEYS];
 	Datum		values[2];
 	bool		nulls[2];
 
 	maestro_check_trigger_args(fcinfo, &inputs, &instance_name);
 
 	tupdesc = call_site_row_type(fcinfo);
-	inputs_json = JsonbToCString(NULL, &inputs->root, VARSIZE(inputs));
 	conn = maestro_connect();
-	root = maestro_post_trigger(conn, workflow_id, instance_name, inputs_json);
-
-	if (!cJSON_IsObject(root))
+	if (maestro_post_trigger(conn, workflow_id, instance_name, inputs, answer) != MAESTRO_BODY_OBJECT)
 		ereport(ERROR,
 				(errcode(ERRCODE_PROTOCOL_VIOLATION),
 				 errmsg("Maestro response is not a trigger answer object"),
 				 errdetail("The workflow may have started; look for instance \"%s\" with maestro_instances().",
 						   instance_name)));
-	values[0] = maestro_json_to_uuid(maestro_json_member(root, "instance_id"), &nulls[0]);
-	values[1] = maestro_json_to_text(maestro_json_member(root, "instance_url"), &nulls[1]);
+	values[0] = maestro_text_to_uuid(answer[MAESTRO_ANSWER_ID].is_string ?
+									 answer[MAESTRO_ANSWER_ID].text : NULL, &nulls[0]);
+	nulls[1] = answer[MAESTRO_ANSWER_URL].text == NULL;
+	values[1] = nulls[1] ? (Datum) 0 : CStringGetTextDatum(answer[MAESTRO_ANSWER_URL].text);
 
 	/*
 	 * The spec requires neither field. The workflow has most likely started:

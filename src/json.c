@@ -2,7 +2,8 @@
  *
  * json.c
  *		Parsing Maestro's JSON bodies with cJSON (whole, or a list response
- *		element by element), and printing cJSON values back to text.
+ *		element by element, or a small object's members without a tree
+ *		when it allows), and printing cJSON values back to text.
  *
  * cJSON's allocation hooks are process-wide, and another library in the
  * backend may use cJSON with plain malloc. So the palloc hooks are
@@ -249,6 +250,83 @@ maestro_json_parse(const char *body, size_t len, const MaestroRequest *req)
 	if (GetDatabaseEncoding() != PG_UTF8)
 		tree_to_server(root, true);
 	return root;
+}
+
+/*
+ * The members keys[] of a body that should be a small object, such as a
+ * trigger's answer, without a cJSON tree when the body is an object of
+ * strings (parse.c's maestro_flat_object_read), else from cJSON's parse.
+ * Either way out[i] is what maestro_json_member(root, keys[i]) would give:
+ * the text of a string, "true" or "false" for a boolean, a number printed,
+ * NULL for anything else or nothing, and whether it was a string; copies
+ * in the current memory context. With req the body is a success body:
+ * its strings are converted to the database's encoding as
+ * maestro_json_parse converts them, and a body that is not JSON raises
+ * its error; without req it stays UTF-8 and is MAESTRO_NOT_JSON.
+ */
+MaestroBodyShape
+maestro_json_read_members(const char *body, size_t len, const MaestroRequest *req,
+						  const char *const *keys, int nkeys, MaestroMemberText *out)
+{
+	MaestroFlatValue flat[MAESTRO_FLAT_MAX_KEYS];
+	cJSON	   *root;
+	int			i;
+
+	Assert(nkeys <= MAESTRO_FLAT_MAX_KEYS);
+	memset(out, 0, sizeof(MaestroMemberText) * nkeys);
+	if (body == NULL || len == 0 || !pg_verify_mbstr(PG_UTF8, body, (int) len, true))
+	{
+		if (req != NULL)
+			raise_not_json(req, len);
+		return MAESTRO_NOT_JSON;
+	}
+
+	/* a conversion checks every string, which only cJSON's tree visits */
+	if ((req == NULL || GetDatabaseEncoding() == PG_UTF8) &&
+		maestro_flat_object_read(body, len, keys, nkeys, flat))
+	{
+		for (i = 0; i < nkeys; i++)
+		{
+			switch (flat[i].kind)
+			{
+				case MAESTRO_FLAT_STRING:
+					out[i].text = pnstrdup(flat[i].text, flat[i].len);
+					out[i].is_string = true;
+					break;
+				case MAESTRO_FLAT_TRUE:
+					out[i].text = pstrdup("true");
+					break;
+				case MAESTRO_FLAT_FALSE:
+					out[i].text = pstrdup("false");
+					break;
+				case MAESTRO_FLAT_ABSENT:
+				case MAESTRO_FLAT_NULL:
+					break;
+			}
+		}
+		return MAESTRO_BODY_OBJECT;
+	}
+
+	root = req != NULL ? maestro_json_parse(body, len, req) : parse_utf8(body, len);
+	if (root == NULL)
+		return MAESTRO_NOT_JSON;
+	if (!cJSON_IsObject(root))
+		return MAESTRO_BODY_OTHER;
+	for (i = 0; i < nkeys; i++)
+	{
+		const cJSON *item = maestro_object_member(root, keys[i]);
+
+		if (cJSON_IsString(item))
+		{
+			out[i].text = pstrdup(item->valuestring);
+			out[i].is_string = true;
+		}
+		else if (cJSON_IsBool(item))
+			out[i].text = pstrdup(cJSON_IsTrue(item) ? "true" : "false");
+		else if (cJSON_IsNumber(item))
+			out[i].text = maestro_json_print(item);
+	}
+	return MAESTRO_BODY_OBJECT;
 }
 
 /*

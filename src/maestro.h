@@ -294,10 +294,29 @@ typedef struct MaestroListReader
 	const MaestroRequest *req;	/* for error messages */
 } MaestroListReader;
 
+/* A member of a small object as maestro_json_read_members reads it */
+typedef struct MaestroMemberText
+{
+	char	   *text;			/* NULL: null, absent, an object or an array */
+	bool		is_string;
+} MaestroMemberText;
+
+typedef enum MaestroBodyShape
+{
+	MAESTRO_NOT_JSON,
+	MAESTRO_BODY_OTHER,			/* JSON, but not an object */
+	MAESTRO_BODY_OBJECT
+} MaestroBodyShape;
+
+
 /* json.c */
 extern cJSON *maestro_json_parse(const char *body, size_t len,
 								 const MaestroRequest *req);
 extern cJSON *maestro_json_try_parse(const char *body, size_t len);
+extern MaestroBodyShape maestro_json_read_members(const char *body, size_t len,
+												  const MaestroRequest *req,
+												  const char *const *keys, int nkeys,
+												  MaestroMemberText *out);
 extern char *maestro_json_print(const cJSON *item);
 extern bool maestro_json_list_begin(MaestroListReader *reader, const char *body, size_t len,
 									const char *wrapper_key, const MaestroRequest *req);
@@ -314,8 +333,14 @@ extern cJSON *maestro_get_trigger_requirements(MaestroConnection *conn,
 extern void maestro_trigger_request(MaestroConnection *conn, const char *workflow_id,
 									const char *instance_name, const char *inputs_json,
 									MaestroRequest *req);
-extern cJSON *maestro_post_trigger(MaestroConnection *conn, const char *workflow_id,
-								   const char *instance_name, const char *inputs_json);
+/* the members of a trigger's answer, in maestro_post_trigger's answer[] */
+#define MAESTRO_ANSWER_ID	0
+#define MAESTRO_ANSWER_URL	1
+#define MAESTRO_ANSWER_KEYS 2
+extern const char *const maestro_trigger_answer_keys[MAESTRO_ANSWER_KEYS];
+extern MaestroBodyShape maestro_post_trigger(MaestroConnection *conn, const char *workflow_id,
+											 const char *instance_name, Jsonb *inputs,
+											 MaestroMemberText *answer);
 extern cJSON *maestro_get_instances(MaestroConnection *conn, const char *workflow_id);
 extern void maestro_get_instances_response(MaestroConnection *conn, const char *workflow_id,
 										   MaestroRequest *req, MaestroResponse *resp);
@@ -416,6 +441,7 @@ extern void maestro_failover_check(void);
 /* convert.c */
 extern const cJSON *maestro_json_member(const cJSON *object, const char *key);
 extern Datum maestro_json_to_text(const cJSON *item, bool *isnull);
+extern Datum maestro_text_to_uuid(const char *text, bool *isnull);
 extern Datum maestro_json_to_uuid(const cJSON *item, bool *isnull);
 extern Datum maestro_json_to_timestamptz(const cJSON *item, bool *isnull);
 extern Datum maestro_json_to_int4(const cJSON *item, bool *isnull);

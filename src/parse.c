@@ -1081,6 +1081,130 @@ maestro_list_element_parse(const char *element, size_t len)
 	return item;
 }
 
+/*
+ * The string at s[pos] (its opening quote) when it has no escape and no
+ * NUL byte: its bytes in *text and *tlen, *end just past its closing
+ * quote. cJSON reads such a string as exactly these bytes (it keeps other
+ * control bytes as they are; a NUL would end its copy early). memchr
+ * looks at many bytes at a time, where a loop testing each byte cost
+ * twice as much as the rest of the reading.
+ */
+static bool
+flat_string_at(const char *s, size_t len, size_t pos, const char **text, size_t *tlen,
+			   size_t *end)
+{
+	const char *start = s + pos + 1;
+	const char *close;
+
+	if (pos >= len || s[pos] != '"')
+		return false;
+	close = memchr(start, '"', len - pos - 1);
+	if (close == NULL || memchr(start, '\\', (size_t) (close - start)) != NULL ||
+		memchr(start, '\0', (size_t) (close - start)) != NULL)
+		return false;
+	*text = start;
+	*tlen = (size_t) (close - start);
+	*end = (size_t) (close - s) + 1;
+	return true;
+}
+
+/* true, false or null at s[pos]: cJSON compares the four or five bytes */
+static MaestroFlatKind
+flat_literal_at(const char *s, size_t len, size_t pos, size_t *end)
+{
+	static const struct
+	{
+		const char *word;
+		size_t		len;
+		MaestroFlatKind kind;
+	}			literals[] = {
+		{"true", 4, MAESTRO_FLAT_TRUE},
+		{"false", 5, MAESTRO_FLAT_FALSE},
+		{"null", 4, MAESTRO_FLAT_NULL},
+	};
+	int			i;
+
+	for (i = 0; i < 3; i++)
+	{
+		if (len - pos >= literals[i].len &&
+			memcmp(s + pos, literals[i].word, literals[i].len) == 0)
+		{
+			*end = pos + literals[i].len;
+			return literals[i].kind;
+		}
+	}
+	return MAESTRO_FLAT_ABSENT;
+}
+
+bool
+maestro_flat_object_read(const char *body, size_t len, const char *const *keys, int nkeys,
+						 MaestroFlatValue *values)
+{
+	size_t		pos;
+	size_t		key_lens[MAESTRO_FLAT_MAX_KEYS];
+	int			i;
+
+	if (body == NULL || nkeys > MAESTRO_FLAT_MAX_KEYS)
+		return false;
+	for (i = 0; i < nkeys; i++)
+	{
+		values[i].kind = MAESTRO_FLAT_ABSENT;
+		key_lens[i] = strlen(keys[i]);
+	}
+	pos = json_skip_ws(body, len, 0);
+	if (pos >= len || body[pos] != '{')
+		return false;
+	pos = json_skip_ws(body, len, pos + 1);
+	if (pos < len && body[pos] == '}')
+		return json_skip_ws(body, len, pos + 1) == len;
+	for (;;)
+	{
+		const char *key;
+		size_t		key_len;
+		MaestroFlatValue value;
+
+		if (!flat_string_at(body, len, pos, &key, &key_len, &pos))
+			return false;
+		pos = json_skip_ws(body, len, pos);
+		if (pos >= len || body[pos] != ':')
+			return false;
+		pos = json_skip_ws(body, len, pos + 1);
+		if (pos >= len)
+			return false;
+		value.text = NULL;
+		value.len = 0;
+		if (body[pos] == '"')
+		{
+			if (!flat_string_at(body, len, pos, &value.text, &value.len, &pos))
+				return false;
+			value.kind = MAESTRO_FLAT_STRING;
+		}
+		else if ((value.kind = flat_literal_at(body, len, pos, &pos)) == MAESTRO_FLAT_ABSENT)
+			return false;
+
+		/* the first member of a name is the one cJSON finds */
+		for (i = 0; i < nkeys; i++)
+		{
+			if (values[i].kind == MAESTRO_FLAT_ABSENT &&
+				key_lens[i] == key_len && memcmp(keys[i], key, key_len) == 0)
+			{
+				values[i] = value;
+				break;
+			}
+		}
+
+		pos = json_skip_ws(body, len, pos);
+		if (pos < len && body[pos] == ',')
+		{
+			pos = json_skip_ws(body, len, pos + 1);
+			continue;
+		}
+		if (pos < len && body[pos] == '}')
+			return json_skip_ws(body, len, pos + 1) == len;
+		return false;
+	}
+}
+
 /* Every element of the array at s[pos] parses: where it ends, or false. */
 static bool
 json_array_check(const char *s, size_t len, size_t pos, bool parse, size_t *end)

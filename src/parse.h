@@ -3,8 +3,8 @@
  * parse.h
  *		What a byte sequence from Maestro means, without the PostgreSQL
  *		backend: uuid text, RFC 3339 timestamps, JSON numbers and string
- *		arrays, the list in a list response, the error body's message, and
- *		the redaction of secrets.
+ *		arrays, the list in a list response, the members of a small flat
+ *		object, the error body's message, and the redaction of secrets.
  *
  * This header and parse.c use only libc and cJSON, so that the same code
  * is compiled into the extension (convert.c and errors.c wrap it) and into
@@ -141,6 +141,38 @@ extern int	maestro_list_begin(const char *body, size_t len, const char *wrapper_
 							   MaestroListWalk *walk);
 extern bool maestro_list_end(const char *body, size_t len, const char *wrapper_key,
 							 MaestroListWalk *walk, size_t close);
+
+/*
+ * A small object read without a cJSON tree, such as a trigger's answer
+ * (two uuid and URL strings, where cJSON's parse was a twentieth of a
+ * trigger call's instructions). It reads only an object whose member
+ * values are all strings without escapes, true, false or null, white
+ * space around it aside; values[i] is then the first member named
+ * keys[i], exactly as cJSON's parse and cJSON_GetObjectItemCaseSensitive
+ * would find it. Anything else (escapes or a NUL byte in a string,
+ * numbers, nested values, other JSON, what is not JSON, and more than
+ * MAESTRO_FLAT_MAX_KEYS keys) returns false, with values[] meaningless,
+ * and the caller parses the body with cJSON.
+ */
+#define MAESTRO_FLAT_MAX_KEYS 8
+typedef enum MaestroFlatKind
+{
+	MAESTRO_FLAT_ABSENT = 0,
+	MAESTRO_FLAT_STRING,		/* text[0..len) inside the body, no quotes */
+	MAESTRO_FLAT_TRUE,
+	MAESTRO_FLAT_FALSE,
+	MAESTRO_FLAT_NULL
+} MaestroFlatKind;
+
+typedef struct MaestroFlatValue
+{
+	MaestroFlatKind kind;
+	const char *text;
+	size_t		len;
+} MaestroFlatValue;
+
+extern bool maestro_flat_object_read(const char *body, size_t len, const char *const *keys,
+									 int nkeys, MaestroFlatValue *values);
 
 /*
  * The API's own words in an error body, whatever its shape; root is the

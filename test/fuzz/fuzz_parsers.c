@@ -12,7 +12,8 @@
  *	   single instances (every column: uuid, text, RFC 3339 timestamps,
  *	   int32, string arrays, nested objects printed for jsonb, and the
  *	   numbers in them that convert.c builds without printing), trigger
- *	   requirements (trigger-input rows) and the trigger response;
+ *	   requirements (trigger-input rows) and the trigger response, which
+ *	   is also read without a tree and checked against cJSON's reading;
  *	2. as an error body: the message extracted with no Content-Type, with
  *	   text/html and with application/problem+json, then redacted; also
  *	   with allocators that fail part way;
@@ -471,6 +472,54 @@ trigger_response(const cJSON *root)
 		sink += maestro_uuid_is_canonical(id->valuestring);
 }
 
+/*
+ * A trigger's answer read without a tree (maestro_flat_object_read): when
+ * it reads the body at all, cJSON's parse of it is an object of strings,
+ * booleans and nulls, and each key's member is the one cJSON finds, with
+ * the same value.
+ */
+static void
+check_flat_object(const char *body, size_t len, const cJSON *root)
+{
+	static const char *const keys[] = {"instance_id", "instance_url", "id", "status", ""};
+	const int	nkeys = (int) (sizeof(keys) / sizeof(keys[0]));
+	MaestroFlatValue values[sizeof(keys) / sizeof(keys[0])];
+	const cJSON *child;
+	int			i;
+
+	if (!maestro_flat_object_read(body, len, keys, nkeys, values))
+		return;
+	CHECK(cJSON_IsObject(root));
+	cJSON_ArrayForEach(child, root)
+		CHECK(cJSON_IsString(child) || cJSON_IsBool(child) || cJSON_IsNull(child));
+	for (i = 0; i < nkeys; i++)
+	{
+		const cJSON *item = maestro_object_member(root, keys[i]);
+
+		switch (values[i].kind)
+		{
+			case MAESTRO_FLAT_ABSENT:
+				CHECK(item == NULL);
+				break;
+			case MAESTRO_FLAT_STRING:
+				CHECK(values[i].text >= body && values[i].text + values[i].len <= body + len);
+				CHECK(cJSON_IsString(item));
+				CHECK(strlen(item->valuestring) == values[i].len);
+				CHECK(memcmp(item->valuestring, values[i].text, values[i].len) == 0);
+				break;
+			case MAESTRO_FLAT_TRUE:
+				CHECK(cJSON_IsTrue(item));
+				break;
+			case MAESTRO_FLAT_FALSE:
+				CHECK(cJSON_IsFalse(item));
+				break;
+			case MAESTRO_FLAT_NULL:
+				CHECK(cJSON_IsNull(item));
+				break;
+		}
+	}
+}
+
 static void
 walk_body(const cJSON *root)
 {
@@ -833,6 +882,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	/* 1. a 2xx body */
 	root = cJSON_ParseWithLength(body, size);
 	walk_body(root);
+	check_flat_object(body, size, root);
 
 	/* 2. an error body; json.c hands on a parse only of valid UTF-8 */
 	utf8 = maestro_utf8_is_valid(body, size);
