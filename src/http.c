@@ -9,6 +9,7 @@
  * (keep-alive and TLS session reuse across calls), and polling it in short
  * slices lets pg_cancel_backend() and statement_timeout stop a transfer
  * within INTERRUPT_POLL_MS instead of curl's one-second progress ticks.
+ * The same loop keeps the backend's connect and request timeouts.
  *
  * A large response body is handed to the caller where libcurl's buffer
  * holds it (sized from Content-Length, faulted in at once, freed with the
@@ -291,7 +292,9 @@ maestro_response_release(MaestroResponse *resp, size_t offset)
  * repeat by libcurl, such as a 407 round with a proxy that does not
  * tunnel; there is none, since the proxy's credentials (Basic, libcurl's
  * default) go with the first request, and a tunnel authenticates before
- * the request is sent.
+ * the request is sent. An idempotent request may go again; it is counted
+ * all the same, since the backend's timeouts take a first send as the end
+ * of connecting (run_transfer).
  */
 static int
 refuse_resend(void *userdata, char *primary_ip, char *local_ip,
@@ -299,7 +302,8 @@ refuse_resend(void *userdata, char *primary_ip, char *local_ip,
 {
 	MaestroBuffer *buf = (MaestroBuffer *) userdata;
 
-	if (buf->sends++ == 0)
+	/* a count for every request: the backend's timeouts read it too */
+	if (buf->sends++ == 0 || buf->may_resend)
 		return CURL_PREREQFUNC_OK;
 	buf->resend_refused = true;
 	return CURL_PREREQFUNC_ABORT;
@@ -529,6 +533,9 @@ configure_sync_handle(const MaestroConnection *conn, const char *url,
 		maestro_easy_clean = false;
 		profile_forget();
 		maestro_http_configure(maestro_easy, conn, url, req, headers, &sync_buf, sync_errbuf);
+		/* run_transfer keeps the backend's timeouts */
+		curl_easy_setopt(maestro_easy, CURLOPT_CONNECTTIMEOUT_MS, 0L);
+		curl_easy_setopt(maestro_easy, CURLOPT_TIMEOUT_MS, 0L);
 
 		/*
 		 * A list of thousands of instances arrives in 16 kB reads by
@@ -560,12 +567,56 @@ reset_sync_handle(void)
 }
 
 /*
- * Drive one transfer to its end, or until an interrupt is pending. The
- * easy handle is always detached again, so an aborted transfer's
- * half-used connection is closed by libcurl, never reused.
+ * Whether the transfer started at started has run out of time at now: past
+ * maestro.connect_timeout while still connecting (libcurl has not yet been
+ * about to send the request: name lookup, TCP, TLS and a proxy's tunnel),
+ * or past maestro.request_timeout. If so, the error text is libcurl's for
+ * the same case. Else *wait_ms is cut to the time left.
+ */
+static bool
+transfer_timed_out(TimestampTz started, TimestampTz now, long *wait_ms)
+{
+	long		elapsed = (long) ((now - started) / 1000);
+	long		left;
+
+	if (sync_buf.sends == 0)
+	{
+		left = maestro_connect_timeout_ms - elapsed;
+		if (left <= 0)
+		{
+			snprintf(sync_errbuf, CURL_ERROR_SIZE,
+					 "Connection timed out after %ld milliseconds", elapsed);
+			return true;
+		}
+		*wait_ms = Min(*wait_ms, left);
+	}
+	left = maestro_request_timeout_ms - elapsed;
+	if (left <= 0)
+	{
+		snprintf(sync_errbuf, CURL_ERROR_SIZE,
+				 "Operation timed out after %ld milliseconds with %zu bytes received",
+				 elapsed, sync_buf.len);
+		return true;
+	}
+	*wait_ms = Min(*wait_ms, left);
+	return false;
+}
+
+/*
+ * Drive one transfer, started at started, to its end, or until an
+ * interrupt is pending or it runs out of time. The easy handle is always
+ * detached again, so an aborted transfer's half-used connection is closed
+ * by libcurl, never reused.
+ *
+ * The backend's transfers keep their timeouts here rather than in libcurl
+ * (CURLOPT_CONNECTTIMEOUT_MS, CURLOPT_TIMEOUT_MS): libcurl arms two
+ * timers on every transfer and looks at them at every step, about 1,000
+ * instructions of a trigger call, where this loop wakes up anyway and
+ * reads the clock once per wake-up. The worker's transfers keep
+ * libcurl's.
  */
 static CURLcode
-run_transfer(bool *interrupted)
+run_transfer(TimestampTz started, bool *interrupted)
 {
 	CURLcode	result = CURLE_OK;
 	CURLMcode	mc;
@@ -573,6 +624,7 @@ run_transfer(bool *interrupted)
 	int			running = 1;
 	int			left;
 	bool		done = false;
+	bool		timed_out = false;
 
 	*interrupted = false;
 	mc = curl_multi_add_handle(maestro_multi, maestro_easy);
@@ -592,7 +644,14 @@ run_transfer(bool *interrupted)
 		}
 		if (running)
 		{
-			mc = curl_multi_poll(maestro_multi, NULL, 0, INTERRUPT_POLL_MS, NULL);
+			long		wait_ms = INTERRUPT_POLL_MS;
+
+			if (transfer_timed_out(started, GetCurrentTimestamp(), &wait_ms))
+			{
+				timed_out = true;
+				break;
+			}
+			mc = curl_multi_poll(maestro_multi, NULL, 0, (int) wait_ms, NULL);
 			if (mc != CURLM_OK)
 				break;
 		}
@@ -611,6 +670,8 @@ run_transfer(bool *interrupted)
 
 	if (*interrupted)
 		return CURLE_ABORTED_BY_CALLBACK;
+	if (timed_out)
+		return CURLE_OPERATION_TIMEDOUT;
 	if (mc != CURLM_OK)
 		return CURLE_FAILED_INIT;
 	if (!done)
@@ -845,8 +906,7 @@ configure_request(CURL *easy, const char *url, const MaestroRequest *req,
 	curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, errbuf);
 	if (strcmp(req->method, "POST") != 0)
 		curl_easy_setopt(easy, CURLOPT_HTTPGET, 1L);
-	/* set or cleared: a handle may be configured again without a reset */
-	curl_easy_setopt(easy, CURLOPT_PREREQFUNCTION, req->idempotent ? NULL : refuse_resend);
+	curl_easy_setopt(easy, CURLOPT_PREREQFUNCTION, refuse_resend);
 	curl_easy_setopt(easy, CURLOPT_PREREQDATA, buf);
 	configure_body(easy, req, buf);
 }
@@ -860,6 +920,7 @@ configure_body(CURL *easy, const MaestroRequest *req, MaestroBuffer *buf)
 {
 	buf->easy = easy;
 	buf->sends = 0;
+	buf->may_resend = req->idempotent;
 	buf->resend_refused = false;
 	maestro_rate_headers_reset(&buf->rate);
 	if (strcmp(req->method, "POST") == 0)
@@ -1016,7 +1077,8 @@ maestro_http_execute(const MaestroConnection *conn, const MaestroRequest *req,
 			sync_errbuf[0] = '\0';
 			configure_sync_handle(conn, url, req, headers);
 
-			rc = run_transfer((bool *) &interrupted);
+			rc = run_transfer(attempt == 0 ? started : GetCurrentTimestamp(),
+							  (bool *) &interrupted);
 			bytes += buf->len;
 			if (interrupted)
 				break;

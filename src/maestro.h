@@ -153,6 +153,7 @@ typedef struct MaestroBuffer
 	const char *upload;			/* a POST's body, sent as POSTFIELDS */
 	size_t		upload_len;
 	int			sends;			/* times libcurl was about to send it */
+	bool		may_resend;		/* the request is idempotent */
 	bool		resend_refused; /* and was stopped from sending it again */
 	MaestroRateHeaders rate;	/* the last response's rate-limit headers */
 } MaestroBuffer;
