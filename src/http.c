@@ -96,8 +96,6 @@ typedef struct EasyProfile
 	char	   *proxy;
 	char	   *proxy_user;
 	char	   *proxy_password;
-	int			connect_timeout_ms;
-	int			request_timeout_ms;
 
 	/*
 	 * The last request's own options, but its body: a call with the same
@@ -443,9 +441,7 @@ profile_matches(const MaestroConnection *conn)
 		same_option(easy_profile.ca_file, conn->ca_file) &&
 		same_option(easy_profile.proxy, conn->proxy) &&
 		same_option(easy_profile.proxy_user, conn->proxy_user) &&
-		same_option(easy_profile.proxy_password, conn->proxy_password) &&
-		easy_profile.connect_timeout_ms == maestro_connect_timeout_ms &&
-		easy_profile.request_timeout_ms == maestro_request_timeout_ms;
+		same_option(easy_profile.proxy_password, conn->proxy_password);
 }
 
 static void
@@ -485,8 +481,6 @@ profile_remember(const MaestroConnection *conn)
 	easy_profile.proxy = profile_copy(conn->proxy);
 	easy_profile.proxy_user = profile_copy(conn->proxy_user);
 	easy_profile.proxy_password = profile_copy(conn->proxy_password);
-	easy_profile.connect_timeout_ms = maestro_connect_timeout_ms;
-	easy_profile.request_timeout_ms = maestro_request_timeout_ms;
 	easy_profile.valid = true;
 }
 
@@ -563,9 +557,6 @@ configure_sync_handle(const MaestroConnection *conn, const char *url,
 		maestro_easy_clean = false;
 		profile_forget();
 		maestro_http_configure(maestro_easy, conn, url, req, headers, &sync_buf, sync_errbuf);
-		/* run_transfer keeps the backend's timeouts */
-		curl_easy_setopt(maestro_easy, CURLOPT_CONNECTTIMEOUT_MS, 0L);
-		curl_easy_setopt(maestro_easy, CURLOPT_TIMEOUT_MS, 0L);
 
 		/*
 		 * A list of thousands of instances arrives in 16 kB reads by
@@ -881,8 +872,6 @@ maestro_http_configure(CURL *easy, const MaestroConnection *conn, const char *ur
 	curl_easy_setopt(easy, CURLOPT_SHARE, dns_share());
 	curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
 	curl_easy_setopt(easy, CURLOPT_FOLLOWLOCATION, 0L);
-	curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS, (long) maestro_connect_timeout_ms);
-	curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, (long) maestro_request_timeout_ms);
 	curl_easy_setopt(easy, CURLOPT_TCP_KEEPALIVE, 1L);
 	configure_request(easy, url, req, headers, buf, errbuf);
 }

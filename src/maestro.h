@@ -309,7 +309,6 @@ typedef enum MaestroBodyShape
 	MAESTRO_BODY_OBJECT
 } MaestroBodyShape;
 
-
 /* json.c */
 extern cJSON *maestro_json_parse(const char *body, size_t len,
 								 const MaestroRequest *req);

@@ -207,6 +207,9 @@ maestro_transfer_start(TransferKind kind, void *owner, MaestroConnection *conn,
 	if (t->headers == NULL || t->easy == NULL)
 		goto fail;
 	maestro_http_configure(t->easy, conn, t->url, &t->req, t->headers, &t->buf, t->errbuf);
+	/* libcurl's timers: a backend keeps its own (http.c, run_transfer) */
+	curl_easy_setopt(t->easy, CURLOPT_CONNECTTIMEOUT_MS, (long) maestro_connect_timeout_ms);
+	curl_easy_setopt(t->easy, CURLOPT_TIMEOUT_MS, (long) maestro_request_timeout_ms);
 	curl_easy_setopt(t->easy, CURLOPT_PRIVATE, t);
 	if (curl_multi_add_handle(multi, t->easy) != CURLM_OK)
 		goto fail;
