@@ -67,8 +67,8 @@
 /* A body announced this large is faulted in at once. */
 #define POPULATE_MIN_BYTES	(1024 * 1024)
 
-/* libcurl's receive buffer for the backend's handle */
-#define RECEIVE_BUFFER_BYTES	(256 * 1024)
+/* libcurl's receive buffer for the backend's list requests */
+#define LIST_BUFFER_BYTES	(256 * 1024)
 
 /* Backoff between GET retries, as DocuSign's SDKs do it. */
 #define RETRY_INITIAL_MS	500
@@ -526,6 +526,27 @@ sync_headers(const MaestroConnection *conn, const MaestroRequest *req)
 }
 
 /*
+ * A list of thousands of instances arrives in 16 kB reads by default: a
+ * read, a poll and a callback each, so the backend's handle reads lists in
+ * larger pieces (the worker's many handles keep the default). Any other
+ * answer is a small object, and keeps the default: libcurl allocates the
+ * buffer for every transfer and frees it after, and freeing one of 256 kB
+ * also made glibc consolidate its free lists, 800 instructions of a
+ * trigger call. Only a call of a new shape gets here, so a call's size
+ * is always set.
+ */
+static void
+set_receive_buffer(const MaestroRequest *req)
+{
+	bool		list = req->endpoint == MAESTRO_EP_WORKFLOWS ||
+		req->endpoint == MAESTRO_EP_INSTANCES ||
+		req->endpoint == MAESTRO_EP_ACCOUNT_INSTANCES;
+
+	curl_easy_setopt(maestro_easy, CURLOPT_BUFFERSIZE,
+					 list ? (long) LIST_BUFFER_BYTES : (long) CURL_MAX_WRITE_SIZE);
+}
+
+/*
  * maestro_easy set up for one request of conn: only the request's own
  * options when the handle is already set up for conn's connection, else
  * a reset (unless it is fresh) and every option.
@@ -557,15 +578,9 @@ configure_sync_handle(const MaestroConnection *conn, const char *url,
 		maestro_easy_clean = false;
 		profile_forget();
 		maestro_http_configure(maestro_easy, conn, url, req, headers, &sync_buf, sync_errbuf);
-
-		/*
-		 * A list of thousands of instances arrives in 16 kB reads by
-		 * default: a read, a poll and a callback each. The backend's one
-		 * handle reads larger pieces (the worker's many keep the default).
-		 */
-		curl_easy_setopt(maestro_easy, CURLOPT_BUFFERSIZE, (long) RECEIVE_BUFFER_BYTES);
 		profile_remember(conn);
 	}
+	set_receive_buffer(req);
 	profile_free_string(&easy_profile.url, false);
 	easy_profile.url = MemoryContextStrdup(TopMemoryContext, url);
 	easy_profile.headers = headers;
