@@ -5,8 +5,8 @@
 # and pgsql-http's http_post with keep-alive where that is installed. The
 # endpoint is the nginx stand-in; every run's POSTs are counted in its
 # access log, so a call that did not reach it (a function scan run once and
-# rewound) cannot pass for one. Medians of RUNS (5) interleaved runs;
-# ratios last. SHORT=1: 100 calls, one run. Run after `make install`.
+# rewound) cannot pass for one. Medians of RUNS (5) interleaved runs,
+# and the median of the runs' paired ratios; ratios last. SHORT=1: 100 calls, one run. Run after `make install`.
 # Beside the elapsed times it reports the CPU time per call of the backend
 # (from /proc/PID/schedstat, where the kernel has it) and of the C client:
 # figures a loaded machine distorts far less than elapsed times.
@@ -119,6 +119,18 @@ mcpu=$(awk -v n="$N" '$2 != "nan" { print $2 * 1000 / n }' "$MAESTRO_TEST_DIR/m"
 ccpu=$(awk -v n="$N" '{ print $2 * 1000 / n }' "$MAESTRO_TEST_DIR/c" | median)
 # the best run of each: what other work on the machine disturbed least
 best() { sort -n | head -n 1; }
+# Each maestro run is followed by a C client run: their ratio, run by run,
+# cancels a slow spell of the machine that lasts longer than the pair,
+# where the medians of each side can take their runs from different
+# spells. "median (lowest to highest)" of the paired ratios of tag $1.
+paired() {
+	paste -d' ' "$MAESTRO_TEST_DIR/m$1" "$MAESTRO_TEST_DIR/c$1" |
+		awk '$3 > 0 { printf "%.4f\n", $1 / $3 }' | sort -n |
+		awk '{ r[NR] = $1 } END {
+			if (NR == 0) { print "none"; exit }
+			m = NR % 2 ? r[(NR + 1) / 2] : (r[NR / 2] + r[NR / 2 + 1]) / 2
+			printf "%.2fx (%.2fx to %.2fx)\n", m, r[1], r[NR] }'
+}
 mbest=$(best <"$MAESTRO_TEST_DIR/m" | cut -d' ' -f1)
 cbest=$(best <"$MAESTRO_TEST_DIR/c" | cut -d' ' -f1)
 mcpubest=$(awk -v n="$N" '$2 != "nan" { print $2 * 1000 / n }' "$MAESTRO_TEST_DIR/m" | best)
@@ -152,6 +164,11 @@ if [ "$PIN" = 1 ]; then
 			"$(ratio "$pm" "$pc")" "$pmcpu" "$pccpu"
 		eval "ratio_$tag=$(ratio "$pm" "$pc")"
 	done
+fi
+echo "paired runs, maestro / C:     unpinned $(paired "")"
+if [ "$PIN" = 1 ]; then
+	echo "                              pinned apart $(paired a)"
+	echo "                              pinned together $(paired t)"
 fi
 [ "$BENCH_HTTP" = 1 ] && echo "ratio pgsql-http / maestro:   $(ratio "$h" "$m")x"
 if [ "$PIN" = 1 ]; then
