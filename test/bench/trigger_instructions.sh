@@ -10,7 +10,9 @@
 # request) is counted the same way. The nginx stand-in answers both. Needs
 # valgrind; takes about 20 s (SHORT=1: 20 and 120 calls). Run after
 # `make install`. It also splits a call's instructions into those inside
-# maestro_trigger and those of the statement around it.
+# maestro_trigger and those of the statement around it, and counts the
+# same calls made from the select list (no function scan, so no tuplestore
+# per row), the cheaper form for a statement that only needs the calls made.
 set -u -o pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 N1=${N1:-200}
@@ -31,21 +33,30 @@ out="$MAESTRO_TEST_DIR/callgrind"
 mkdir -p "$out"
 chmod 777 "$out"
 
-# the callgrind total of one run; fails unless nginx logged n more POSTs
+# trigger.sh's statement, and the same calls from the select list
+lateral_sql() {
+	echo "SELECT count(t.instance_id) FROM generate_series(1, $1) AS g, LATERAL maestro_trigger('$BENCH_WF', jsonb_build_object('n', g), 'bench ' || g) AS t;"
+}
+select_list_sql() {
+	echo "SELECT count(maestro_trigger('$BENCH_WF', jsonb_build_object('n', g), 'bench ' || g)) FROM generate_series(1, $1) AS g;"
+}
+
+# the callgrind total of one run of statement form $2 ($3 names its
+# files); fails unless nginx logged n more POSTs
 backend_ir() {
-	local n=$1 before after
+	local n=$1 form=$2 name=$3 before after
 	before=$(bench_posts)
 	# one line: single-user mode takes a newline as the end of a statement
-	echo "SELECT count(t.instance_id) FROM generate_series(1, $n) AS g, LATERAL maestro_trigger('$BENCH_WF', jsonb_build_object('n', g), 'bench ' || g) AS t;" |
-		maestro_as_postgres valgrind --tool=callgrind --callgrind-out-file="$out/backend.$n" \
+	"$form" "$n" |
+		maestro_as_postgres valgrind --tool=callgrind --callgrind-out-file="$out/$name.$n" \
 			"$MAESTRO_PGBIN/postgres" --single -D "$MAESTRO_TEST_DIR/pgdata" -c fsync=off \
-			"$BENCH_DB" >"$out/backend.$n.log" 2>&1 || return 1
+			"$BENCH_DB" >"$out/$name.$n.log" 2>&1 || return 1
 	after=$(bench_posts)
 	if [ $((after - before)) != "$n" ]; then
 		echo "maestro_trigger: nginx logged $((after - before)) POSTs, not $n" >&2
 		return 1
 	fi
-	awk '/^totals:/ { print $2 }' "$out/backend.$n"
+	awk '/^totals:/ { print $2 }' "$out/$name.$n"
 }
 
 client_ir() {
@@ -64,10 +75,14 @@ inside_ir() {
 		awk '/:maestro_trigger \[/ && !/=>/ { gsub(",", "", $1); print $1; exit }'
 }
 
-b1=$(backend_ir "$N1") && b2=$(backend_ir "$N2") || { echo "the backend's runs failed" >&2; exit 1; }
+b1=$(backend_ir "$N1" lateral_sql backend) && b2=$(backend_ir "$N2" lateral_sql backend) ||
+	{ echo "the backend's runs failed" >&2; exit 1; }
+s1=$(backend_ir "$N1" select_list_sql select) && s2=$(backend_ir "$N2" select_list_sql select) ||
+	{ echo "the backend's select-list runs failed" >&2; exit 1; }
 c1=$(client_ir "$N1") && c2=$(client_ir "$N2") || { echo "the C client's runs failed" >&2; exit 1; }
 m=$(((b2 - b1) / (N2 - N1)))
 c=$(((c2 - c1) / (N2 - N1)))
+sl=$(((s2 - s1) / (N2 - N1)))
 i1=$(inside_ir "$out/backend.$N1")
 i2=$(inside_ir "$out/backend.$N2")
 printf 'calls per run:           %d and %d (each counted at the server)\n' "$N1" "$N2"
@@ -80,5 +95,6 @@ if [ -n "$i1" ] && [ -n "$i2" ]; then
 else
 	echo "  inside the function:   not measured (no callgrind_annotate, or no symbols)"
 fi
+printf 'the same, select list:   %d a call (%sx the C client)\n' "$sl" "$(ratio "$sl" "$c")"
 echo "ratio maestro / C:            $(ratio "$m" "$c")x"
 exit 0
