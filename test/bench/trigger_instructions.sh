@@ -8,7 +8,7 @@
 # difference divided by N2 - N1 leaves out start-up, library loading and
 # the first connection. The C client (bench_client.c, sending the same
 # request) is counted the same way. The nginx stand-in answers both. Needs
-# valgrind; takes about 20 s (SHORT=1: 20 and 120 calls). Run after
+# valgrind; takes about 30 s (SHORT=1: 20 and 120 calls). Run after
 # `make install`. It also splits a call's instructions into those inside
 # maestro_trigger and those of the statement around it, and counts the
 # same calls made from the select list (no function scan, so no tuplestore
