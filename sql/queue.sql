@@ -146,6 +146,18 @@ SELECT grantee, privilege_type FROM information_schema.role_table_grants
 WHERE table_name = 'maestro_trigger_requests' AND grantee = 'PUBLIC' ORDER BY 2;
 SELECT relrowsecurity FROM pg_class WHERE relname = 'maestro_trigger_requests';
 
+-- the tags differ within a session and between sessions: each backend
+-- seeds its own generator (the warning that no worker runs is shown above)
+SET client_min_messages = error;
+SELECT count(maestro_trigger_async(:onboarding, '{}', 'tagged ' || g)) FROM generate_series(1, 3) AS g;
+\c
+SET maestro.server = 'sim';
+SET client_min_messages = error;
+SELECT count(maestro_trigger_async(:onboarding, '{}', 'tagged ' || g)) FROM generate_series(4, 6) AS g;
+SELECT count(*) AS requests, count(DISTINCT substring(instance_name FROM '-([0-9a-f]{8})\]$')) AS distinct_tags
+FROM maestro_trigger_requests WHERE instance_name ~ '^tagged \d \[mq \d+-[0-9a-f]{8}\]$';
+RESET client_min_messages;
+
 -- without shared_preload_libraries there is no worker to wake
 SELECT mt.state('SELECT maestro_wake()');
 
