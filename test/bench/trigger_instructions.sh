@@ -71,8 +71,13 @@ client_ir() {
 # arguments' jsonb_build_object and ||, the function scan that keeps each
 # row in a tuplestore, count), which the C client has no counterpart of
 inside_ir() {
+	function_ir "$1" maestro_trigger
+}
+
+# the instructions of run file $1 in function $2 and what it calls
+function_ir() {
 	callgrind_annotate --inclusive=yes --threshold=100 "$1" 2>/dev/null |
-		awk '/:maestro_trigger \[/ && !/=>/ { gsub(",", "", $1); print $1; exit }'
+		awk -v f=":$2 [" 'index($0, f) && !/=>/ { gsub(",", "", $1); print $1; exit }'
 }
 
 b1=$(backend_ir "$N1" lateral_sql backend) && b2=$(backend_ir "$N2" lateral_sql backend) ||
@@ -92,6 +97,11 @@ if [ -n "$i1" ] && [ -n "$i2" ]; then
 	i=$(((i2 - i1) / (N2 - N1)))
 	printf '  inside the function:   %d (%sx the C client)\n' "$i" "$(ratio "$i" "$c")"
 	printf '  the statement around:  %d a row\n' "$((m - i))"
+	a1=$(function_ir "$out/backend.$N1" jsonb_build_object)
+	a2=$(function_ir "$out/backend.$N2" jsonb_build_object)
+	if [ -n "$a1" ] && [ -n "$a2" ]; then
+		printf '    of which jsonb_build_object, the row'"'"'s inputs: %d\n' "$(((a2 - a1) / (N2 - N1)))"
+	fi
 else
 	echo "  inside the function:   not measured (no callgrind_annotate, or no symbols)"
 fi
