@@ -1,7 +1,9 @@
 --
--- queue_plan: maestro_trigger_async prepares its INSERT once per session, as
--- the queue's owner with search_path pinned, and prepares it again when the
--- extension is dropped and created anew
+-- queue_plan: maestro_trigger_async writes its row straight into the queue
+-- table, looking up what a row needs once per session, as the queue's owner
+-- with search_path pinned, and again when the extension is dropped and
+-- created anew or the table changes; the row meets the table's defaults,
+-- constraints and row triggers as an INSERT's would
 --
 \! curl -s -X POST "$MAESTRO_SIM_URL/__sim/reset"; echo
 SET maestro.server = 'sim';
@@ -61,6 +63,53 @@ CREATE SERVER faulty FOREIGN DATA WRAPPER maestro
 CREATE USER MAPPING FOR CURRENT_USER SERVER faulty OPTIONS (access_token 'sim-token');
 SELECT maestro_trigger_async(:onboarding, '{"Name": "C", "Email": "c@example.com"}', 'after') AS c;
 SELECT id, instance_name ~ '^after \[mq 1-[0-9a-f]{8}\]$' AS tagged FROM maestro_trigger_requests;
+
+-- the table's row triggers run, BEFORE and AFTER, as an INSERT's would
+CREATE TABLE queue_audit (id bigint, name text);
+CREATE FUNCTION queue_before() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  NEW.instance_name := 'renamed ' || NEW.instance_name;
+  RETURN NEW;
+END $$;
+CREATE FUNCTION queue_after() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  INSERT INTO public.queue_audit VALUES (NEW.id, NEW.instance_name);
+  RETURN NULL;
+END $$;
+CREATE TRIGGER audit_before BEFORE INSERT ON maestro_trigger_requests
+  FOR EACH ROW EXECUTE FUNCTION queue_before();
+CREATE TRIGGER audit_after AFTER INSERT ON maestro_trigger_requests
+  FOR EACH ROW EXECUTE FUNCTION queue_after();
+SELECT maestro_trigger_async(:onboarding, '{"Name": "T", "Email": "t@example.com"}', 'audited') AS t \gset
+SELECT a.id = :t AS same_id, a.name ~ '^renamed audited \[mq ' AS before_ran,
+       q.instance_name = a.name AS stored_as_changed
+FROM queue_audit a JOIN maestro_trigger_requests q USING (id);
+DROP TRIGGER audit_before ON maestro_trigger_requests;
+DROP TRIGGER audit_after ON maestro_trigger_requests;
+DROP TABLE queue_audit;
+DROP FUNCTION queue_before(), queue_after();
+
+-- a constraint added to the table holds for the calls that follow in this
+-- session, and a failed row leaves nothing behind
+ALTER TABLE maestro_trigger_requests ADD CONSTRAINT needs_email CHECK (inputs ? 'Email');
+SELECT mt.state($$SELECT maestro_trigger_async('a4490cd8-4a4f-4b4e-9a0c-1c5b0e6e0001', '{"Name": "E"}', 'no email')$$);
+SELECT count(*) FROM maestro_trigger_requests WHERE instance_name LIKE 'no email%';
+ALTER TABLE maestro_trigger_requests DROP CONSTRAINT needs_email;
+
+-- so does a changed default
+ALTER TABLE maestro_trigger_requests ALTER COLUMN next_attempt_at SET DEFAULT now() + interval '1 hour';
+BEGIN;
+SELECT maestro_trigger_async(:onboarding, '{"Name": "L", "Email": "l@example.com"}', 'later') AS l \gset
+SELECT next_attempt_at = now() + interval '1 hour' AS later, state, attempts, created_at = now() AS created_now
+FROM maestro_trigger_requests WHERE id = :l;
+COMMIT;
+ALTER TABLE maestro_trigger_requests ALTER COLUMN next_attempt_at SET DEFAULT now();
+
+-- a column the row needs gone: an error that says which, and what to do
+BEGIN;
+ALTER TABLE maestro_trigger_requests RENAME COLUMN inputs TO inputs_renamed;
+SELECT mt.try($$SELECT maestro_trigger_async('a4490cd8-4a4f-4b4e-9a0c-1c5b0e6e0001', '{}', 'renamed')$$);
+ROLLBACK;
 
 -- a server the role may no longer use is refused within the same session
 CREATE ROLE maestro_qp;
