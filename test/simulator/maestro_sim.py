@@ -41,6 +41,7 @@ import http
 import json
 import re
 import secrets
+import select
 import signal
 import socket
 import ssl
@@ -1960,7 +1961,13 @@ class SimHandler(BaseHTTPRequestHandler):
             entry["instance_name"] = entry["body"].get("instance_name")
 
         if fault is not None and fault.latency_ms:
-            time.sleep(fault.latency_ms / 1000.0)
+            if self._wait_unless_gone(fault.latency_ms / 1000.0):
+                # The client gave up (a cancel, a timeout): logged now, with
+                # status 0, not when the answer would have gone, which could
+                # be in a later test's window of counted requests.
+                self._finish_log(entry, 0, started)
+                self.close_connection = True
+                return
         if fault is not None and fault.reset:
             self._finish_log(entry, 0, started)
             self._reset_connection()
@@ -2012,6 +2019,27 @@ class SimHandler(BaseHTTPRequestHandler):
         if not self.server.catalog.values and not self.server.spec_path:
             return text_response(404, "example replay needs --spec")
         return self.server.catalog.response(status, urllib.parse.unquote(name))
+
+    def _wait_unless_gone(self, seconds: float) -> bool:
+        """Sleep `seconds`; True as soon as the client closes its end instead."""
+        deadline = time.monotonic() + seconds
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            if isinstance(self.connection, ssl.SSLSocket):
+                # no MSG_PEEK through TLS: wait it out
+                time.sleep(left)
+                return False
+            try:
+                readable, _, _ = select.select([self.connection], [], [], left)
+                if readable and self.connection.recv(1, socket.MSG_PEEK) == b"":
+                    return True
+            except OSError:
+                return True
+            if readable:
+                # the client sent more while waiting: not gone, keep the pace
+                time.sleep(min(left, 0.05))
 
     def _finish_log(self, entry: dict[str, Any], status: int, started: float) -> None:
         entry["status"] = status
