@@ -41,7 +41,6 @@ import http
 import json
 import re
 import secrets
-import select
 import signal
 import socket
 import ssl
@@ -379,6 +378,10 @@ class SimState:
     def __init__(self, account_instances: bool = True) -> None:
         self.lock = threading.Lock()
         self.seq = 0  # request-log sequence; monotonic for the process lifetime
+        # bumped by reset() and clear_log(): a request that arrived before is
+        # served but not logged after, so that one held by latency_ms (and
+        # abandoned by its client) cannot appear in a later test's window
+        self.log_generation = 0
         # the command line's choice, which reset() restores
         self.account_instances_default = account_instances
         self.ctoken_key = secrets.token_bytes(16)
@@ -403,6 +406,7 @@ class SimState:
             self.burst_remaining = 0
             self.fault_counts: dict[str, int] = {}
             self.request_log: collections.deque = collections.deque(maxlen=REQUEST_LOG_MAX)
+            self.log_generation += 1
             # OAuth: access token -> expiry (epoch seconds); users who withdrew consent
             self.oauth_tokens: dict[str, float] = {}
             self.oauth_issued = 0
@@ -455,7 +459,10 @@ class SimState:
 
     # -- request log ---------------------------------------------------------
     def record(self, entry: dict[str, Any]) -> None:
+        generation = entry.pop("_generation", None)
         with self.lock:
+            if generation is not None and generation != self.log_generation:
+                return
             self.seq += 1
             entry["seq"] = self.seq
             self.request_log.append(entry)
@@ -478,6 +485,7 @@ class SimState:
     def clear_log(self) -> None:
         with self.lock:
             self.request_log.clear()
+            self.log_generation += 1
 
     # -- workflows and instances ---------------------------------------------
     def workflow(self, wid: str) -> dict[str, Any] | None:
@@ -1930,6 +1938,7 @@ class SimHandler(BaseHTTPRequestHandler):
             "via": self.headers.get("Via"),
             "accept_encoding": self.headers.get("Accept-Encoding"),
             "user_agent": self.headers.get("User-Agent"),
+            "_generation": state.log_generation,
         }
         api_path = path
         fault: FaultSpec | None = None
@@ -1961,13 +1970,7 @@ class SimHandler(BaseHTTPRequestHandler):
             entry["instance_name"] = entry["body"].get("instance_name")
 
         if fault is not None and fault.latency_ms:
-            if self._wait_unless_gone(fault.latency_ms / 1000.0):
-                # The client gave up (a cancel, a timeout): logged now, with
-                # status 0, not when the answer would have gone, which could
-                # be in a later test's window of counted requests.
-                self._finish_log(entry, 0, started)
-                self.close_connection = True
-                return
+            time.sleep(fault.latency_ms / 1000.0)
         if fault is not None and fault.reset:
             self._finish_log(entry, 0, started)
             self._reset_connection()
@@ -2019,27 +2022,6 @@ class SimHandler(BaseHTTPRequestHandler):
         if not self.server.catalog.values and not self.server.spec_path:
             return text_response(404, "example replay needs --spec")
         return self.server.catalog.response(status, urllib.parse.unquote(name))
-
-    def _wait_unless_gone(self, seconds: float) -> bool:
-        """Sleep `seconds`; True as soon as the client closes its end instead."""
-        deadline = time.monotonic() + seconds
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return False
-            if isinstance(self.connection, ssl.SSLSocket):
-                # no MSG_PEEK through TLS: wait it out
-                time.sleep(left)
-                return False
-            try:
-                readable, _, _ = select.select([self.connection], [], [], left)
-                if readable and self.connection.recv(1, socket.MSG_PEEK) == b"":
-                    return True
-            except OSError:
-                return True
-            if readable:
-                # the client sent more while waiting: not gone, keep the pace
-                time.sleep(min(left, 0.05))
 
     def _finish_log(self, entry: dict[str, Any], status: int, started: float) -> None:
         entry["status"] = status
